@@ -1,0 +1,15 @@
+"""The smallest handler: a typed payload in, a JSON object out."""
+
+import msgspec
+
+from runtime import Context, function
+
+
+class Greet(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+
+
+@function(concurrency=8, max_in_flight=32, timeout_s=10, max_attempts=3)
+async def hello(event: Greet, ctx: Context) -> dict[str, str]:
+    ctx.logger.info("greeting %s", event.name)
+    return {"greeting": f"Hello, {event.name}"}

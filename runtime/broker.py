@@ -1,0 +1,305 @@
+"""The Redis broker: every job state transition, each one atomic Lua script.
+
+    enqueue ─> queued|delayed ─claim─> running ─settle C─> completed (TTL keep_result_s)
+                     ^                    │ ├─settle R─> delayed (backoff) ─claim promotes─┐
+                     └────────────────────┘ ├─settle D─> dead (in the DLQ)                 │
+                       reclaim (lease expired, recoveries+1) / settle L (release) / K      │
+                     ^─────────────────────────────────────────────────────────────────────┘
+
+Every script is safe to run twice, because redis-py retries a command whose connection broke
+and the first run may already have happened (ARCHITECTURE invariant 4): enqueue is keyed by
+job id and idempotency key, claim by a claim id, settle and extend by fencing tokens.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any, Literal
+
+import msgspec
+import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+from runtime.envelope import function_of
+from runtime.function import Priority
+from runtime.keys import FunctionKeys, wake_channel
+from runtime.settings import RedisSettings
+
+JobState = Literal["queued", "delayed", "running", "completed", "dead"]
+TERMINAL: frozenset[str] = frozenset({"completed", "dead"})
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+CLAIM_RECORD_TTL_S = 60
+PROMOTE_LIMIT = 1000
+_WATCH = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'notify', '1') end"
+RECLAIM_LIMIT = 1000
+
+
+class ClaimedJob(msgspec.Struct):
+    """One leased job as the claim returned it."""
+
+    id: str
+    token: str
+    envelope: bytes
+    attempts: int  # failed attempts before this one
+    recoveries: int
+    enqueued_ms: int
+
+
+class Claim(msgspec.Struct):
+    jobs: list[ClaimedJob]
+    next_due_ms: int  # earliest delayed job, -1 if none
+    now_ms: int  # Redis server time of the claim
+    is_fleet_limited: bool  # max_in_flight cut the batch
+
+
+class JobRecord(msgspec.Struct):
+    """A job as stored, for callers and operators."""
+
+    id: str
+    function: str
+    state: str
+    priority: str
+    attempts: int
+    recoveries: int
+    enqueued_ms: int
+    started_ms: int | None = None
+    finished_ms: int | None = None
+    result: bytes | None = None  # JSON of the handler's return value
+    reason: str | None = None  # why it was dead-lettered (or the last failure)
+    error: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL
+
+
+class SettleEntry(msgspec.Struct, array_like=True):
+    """One outcome for the settle script (see lua/settle.lua for the ops)."""
+
+    op: Literal["C", "R", "D", "L", "K"]
+    id: str
+    token: str
+    a: bytes | str = ""
+    b: str = ""
+    c: str = ""
+
+
+def connect(settings: RedisSettings, url: str) -> aioredis.Redis:
+    """A client whose every call has a timeout and is retried on connection errors.
+
+    Retrying is safe only because every write is an idempotent script.
+    """
+    retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=settings.max_connections,
+        timeout=settings.timeout_s,
+        socket_timeout=settings.timeout_s,
+        socket_connect_timeout=settings.connect_timeout_s,
+        retry=retry,
+        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+        health_check_interval=30,
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
+def _script_source(name: str) -> str:
+    return resources.files("runtime").joinpath("lua", f"{name}.lua").read_text("utf-8")
+
+
+def _int(value: Any, default: int = 0) -> int:
+    return int(value) if value is not None else default
+
+
+class RedisBroker:
+    """Job transitions for a namespace on one Redis (or Redis Cluster)."""
+
+    def __init__(
+        self, client: aioredis.Redis, namespace: str, *, keep_result_s: int, block_s: float
+    ) -> None:
+        self.redis = client
+        self.namespace = namespace
+        self.keep_result_s = keep_result_s
+        self.wake_channel = wake_channel(namespace)
+        self._block_s = block_s  # one blocking wait must end before the socket timeout
+        self._keys: dict[str, FunctionKeys] = {}
+        self._enqueue = client.register_script(_script_source("enqueue"))
+        self._claim = client.register_script(_script_source("claim"))
+        self._settle = client.register_script(_script_source("settle"))
+        self._extend = client.register_script(_script_source("extend"))
+        self._reclaim = client.register_script(_script_source("reclaim"))
+        self._watch = client.register_script(_WATCH)
+
+    def keys(self, function: str) -> FunctionKeys:
+        keys = self._keys.get(function)
+        if keys is None:
+            keys = self._keys[function] = FunctionKeys(self.namespace, function)
+        return keys
+
+    async def ping(self) -> None:
+        await self.redis.ping()
+
+    async def enqueue(
+        self,
+        function: str,
+        job_id: str,
+        envelope: bytes,
+        *,
+        priority: Priority = "default",
+        delay_s: float | None = None,
+        idempotency_key: str | None = None,
+        notify: bool = False,
+    ) -> tuple[str, bool]:
+        """Create the job unless it (or its idempotency key) exists. Returns (id, created)."""
+        k = self.keys(function)
+        delay_ms = max(0, round((delay_s or 0) * 1000))
+        idem = k.idem(idempotency_key) if idempotency_key else k.idem("-")
+        res = await self._enqueue(
+            keys=[k.job(job_id), k.ready[priority], k.delayed, idem],
+            args=[
+                job_id,
+                envelope,
+                priority,
+                delay_ms,
+                "1" if idempotency_key else "0",
+                self.keep_result_s,
+                "1" if notify else "0",
+                self.wake_channel,
+                function,
+            ],
+        )
+        return res[0].decode(), bool(res[1])
+
+    async def claim(
+        self, function: str, count: int, *, lease_ms: int, max_in_flight: int
+    ) -> Claim:
+        """Lease up to ``count`` jobs. Retried internally with the same claim id."""
+        k = self.keys(function)
+        claim_id = os.urandom(8).hex()
+        res = await self._claim(
+            keys=[*k.lanes, k.delayed, k.leased, k.claim(claim_id), k.dlq, k.stats],
+            args=[k.prefix, count, lease_ms, max_in_flight, CLAIM_RECORD_TTL_S, PROMOTE_LIMIT],
+        )
+        jobs = [
+            ClaimedJob(
+                id=j[0].decode(),
+                token=str(j[1]),
+                envelope=j[2] or b"",
+                attempts=_int(j[3]),
+                recoveries=_int(j[4]),
+                enqueued_ms=_int(j[5]),
+            )
+            for j in res[0]
+        ]
+        return Claim(jobs, int(res[1]), int(res[2]), bool(res[3]))
+
+    async def settle(self, function: str, entries: Sequence[SettleEntry]) -> list[int]:
+        """Apply outcomes; one code per entry: 1 applied, 2 replayed, 0 fenced (stale)."""
+        k = self.keys(function)
+        args: list[Any] = [k.prefix, self.keep_result_s, self.wake_channel, function]
+        for e in entries:
+            args += [e.op, e.id, e.token, e.a, e.b, e.c]
+        res = await self._settle(
+            keys=[k.leased, k.delayed, k.dlq, k.stats, *k.lanes],
+            args=args,
+        )
+        return [int(c) for c in res]
+
+    async def extend(
+        self, function: str, held: Sequence[tuple[str, str]], *, lease_ms: int
+    ) -> list[str]:
+        """Renew leases; returns the ids this worker no longer holds."""
+        if not held:
+            return []
+        k = self.keys(function)
+        args: list[Any] = [k.prefix, lease_ms]
+        for job_id, token in held:
+            args += [job_id, token]
+        res = await self._extend(keys=[k.leased], args=args)
+        return [r.decode() for r in res]
+
+    async def reclaim(self, function: str, *, max_recoveries: int) -> tuple[int, int]:
+        """Requeue (or dead-letter) jobs whose lease expired. Returns (requeued, dead)."""
+        k = self.keys(function)
+        res = await self._reclaim(
+            keys=[k.leased, k.dlq, k.stats, *k.lanes],
+            args=[
+                k.prefix,
+                max_recoveries,
+                RECLAIM_LIMIT,
+                self.keep_result_s,
+                self.wake_channel,
+                function,
+            ],
+        )
+        return int(res[0]), int(res[1])
+
+    async def job(self, job_id: str) -> JobRecord | None:
+        function = function_of(job_id)
+        raw = await self.redis.hgetall(self.keys(function).job(job_id))
+        if not raw:
+            return None
+        f = {key.decode(): value for key, value in raw.items()}
+        return JobRecord(
+            id=job_id,
+            function=function,
+            state=f.get("state", b"?").decode(),
+            priority=f.get("prio", b"default").decode(),
+            attempts=_int(f.get("att")),
+            recoveries=_int(f.get("rec")),
+            enqueued_ms=_int(f.get("enq")),
+            started_ms=_int(f["start"]) if "start" in f else None,
+            finished_ms=_int(f["end"]) if "end" in f else None,
+            result=f.get("res"),
+            reason=f["reason"].decode() if "reason" in f else None,
+            error=f["err"].decode() if "err" in f else None,
+        )
+
+    async def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
+        """Wait (blocking on Redis, no polling) until the job is terminal or time runs out.
+
+        Returns the record as it is at the end (terminal or not), None for an unknown job.
+        """
+        deadline = time.monotonic() + timeout_s
+        k = self.keys(function_of(job_id))
+        # Ask the settle script to push a marker when the job ends; the marker list stays
+        # (BLMOVE rotates it in place) so any number of waiters wake. Set only on a job that
+        # exists, so that waiting on an expired id leaves no stray hash behind.
+        await self._watch(keys=[k.job(job_id)])
+        record = await self.job(job_id)
+        while record is not None and not record.is_terminal:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            block = max(0.01, min(remaining, self._block_s))
+            await self.redis.blmove(k.done(job_id), k.done(job_id), block, "LEFT", "RIGHT")
+            record = await self.job(job_id)
+        return record
+
+    async def stats(self, function: str) -> dict[str, int]:
+        """Queue depths and counters of one function (O(1) commands, pipelined)."""
+        k = self.keys(function)
+        pipe = self.redis.pipeline(transaction=False)
+        for lane in k.lanes:
+            pipe.llen(lane)
+        pipe.zcard(k.delayed)
+        pipe.zcard(k.leased)
+        pipe.llen(k.dlq)
+        pipe.hgetall(k.stats)
+        high, default, low, delayed, leased, dead, counters = await pipe.execute()
+        out = {
+            "ready_high": high,
+            "ready_default": default,
+            "ready_low": low,
+            "delayed": delayed,
+            "in_flight": leased,
+            "dead": dead,
+        }
+        for key, value in counters.items():
+            out[key.decode()] = int(value)
+        return out

@@ -1,0 +1,188 @@
+"""The ``runtime`` command: a thin shell over settings, registry, app and client.
+
+Exit status: 0 success; 1 the job failed or did not finish in time; 2 bad configuration,
+bad handler folder or bad input; 3 Redis unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from runtime.broker import REDIS_ERRORS
+from runtime.errors import (
+    ConfigError,
+    EmbeddedRedisError,
+    JobFailed,
+    PayloadError,
+    RegistryError,
+    ResultTimeout,
+    RuntimeFailure,
+    UnknownFunction,
+)
+from runtime.registry import Registry, load_registry
+from runtime.settings import Settings, load_settings, settings_to_dict
+
+EXIT_FAILED, EXIT_USAGE, EXIT_REDIS = 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="runtime", description="Serverless-style functions on Redis")
+    p.add_argument("--config", metavar="DIR", help="config folder (default: ./config)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="run the HTTP app and the dispatcher")
+    s.add_argument("--functions", metavar="DIR", help="handler folder (default: functions)")
+    s.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, help="HTTP port (default 8080)")
+    s.add_argument("--redis", metavar="URL", help="Redis URL (default: embedded redis-server)")
+
+    c = sub.add_parser("check", help="import and validate every handler of a folder")
+    c.add_argument("dir", nargs="?", help="handler folder (default: functions_dir)")
+
+    f = sub.add_parser("functions", help="list the functions and their effective limits")
+    f.add_argument("--functions", metavar="DIR", help="handler folder")
+
+    i = sub.add_parser("invoke", help="run a function and print its result")
+    i.add_argument("name")
+    i.add_argument("payload", nargs="?", default="null", help="JSON payload (default: null)")
+    i.add_argument("--async", dest="is_async", action="store_true", help="print the job id")
+    i.add_argument("--timeout", type=float, default=None, metavar="S", help="wait at most S")
+    i.add_argument("--priority", choices=["high", "default", "low"])
+    i.add_argument("--delay", type=float, metavar="S", help="start no earlier than S from now")
+    i.add_argument("--job-id", help="your own job id (idempotent)")
+    i.add_argument("--idempotency-key", help="the same key twice gives the same job")
+    i.add_argument("--functions", metavar="DIR", help="handler folder (for validation)")
+    i.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded one)")
+
+    cfg = sub.add_parser("config", help="show or check the effective configuration")
+    cfg.add_argument("action", choices=["show", "check"])
+    return p
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {
+        "functions_dir": getattr(args, "functions", None) or getattr(args, "dir", None),
+        "http.host": getattr(args, "host", None),
+        "http.port": getattr(args, "port", None),
+        "redis.url": getattr(args, "redis", None),
+    }
+    return load_settings(config_dir=args.config, overrides=overrides)
+
+
+def _registry(settings: Settings) -> Registry:
+    return load_registry(settings.functions_dir, settings.functions)
+
+
+def _table(registry: Registry) -> str:
+    header = ("function", "executor", "concurrency", "max_in_flight", "timeout_s",
+              "max_attempts", "max_recoveries", "priority", "source")  # fmt: skip
+    rows = [header]
+    for spec in registry:
+        o = spec.options
+        rows.append((
+            spec.name, spec.executor, str(o.concurrency), str(o.max_in_flight or "-"),
+            f"{o.timeout_s:g}", str(o.max_attempts), str(o.max_recoveries), o.priority,
+            spec.source,
+        ))  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)  # fmt: skip
+
+
+def _redis_url(settings: Settings) -> str:
+    if settings.redis.url:
+        return settings.redis.url
+    from runtime.embedded import discover
+
+    url = discover(settings.redis.embedded_dir)
+    if url is None:
+        raise EmbeddedRedisError(
+            f"no embedded Redis is running in {settings.redis.embedded_dir}: start "
+            "`runtime serve` first, or give --redis URL / RUNTIME_REDIS__URL"
+        )
+    return url
+
+
+async def _invoke(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
+    from runtime.client import Client
+
+    spec = registry.get(args.name)
+    payload = spec.decode_json(args.payload.encode())
+    async with Client.from_settings(settings, _redis_url(settings), registry) as client:
+        job_id = await client.enqueue(
+            args.name,
+            payload,
+            job_id=args.job_id,
+            idempotency_key=args.idempotency_key,
+            priority=args.priority,
+            delay_s=args.delay,
+            notify=not args.is_async,
+        )
+        if args.is_async:
+            print(job_id)
+            return 0
+        timeout_s = args.timeout
+        if timeout_s is None:
+            attempts = spec.options.max_attempts
+            timeout_s = spec.options.timeout_s * attempts + (args.delay or 0) + 30
+        try:
+            result = await client.result(job_id, timeout_s)
+        except JobFailed as exc:
+            print(f"error: job {exc.job_id} failed ({exc.reason}): {exc.error}", file=sys.stderr)
+            return EXIT_FAILED
+        except ResultTimeout as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        print(json.dumps(result, ensure_ascii=False))
+        return 0
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        if args.command == "config":
+            if args.action == "show":
+                print(json.dumps(settings_to_dict(settings, masked=True), indent=2))
+            else:
+                print("configuration OK")
+            return 0
+        from runtime.logs import setup_logging
+
+        setup_logging(settings.log.level, settings.log.format)
+        registry = _registry(settings)
+        if args.command in ("check", "functions"):
+            print(_table(registry))
+            if args.command == "check":
+                print(f"\n{len(registry)} function(s) OK in {settings.functions_dir}")
+            return 0
+        if args.command == "invoke":
+            return asyncio.run(_invoke(args, settings, registry))
+        from runtime.app import serve
+
+        serve(settings, registry)
+        return 0
+    except (ConfigError, RegistryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (PayloadError, UnknownFunction, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except EmbeddedRedisError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REDIS
+    except RuntimeFailure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except (*REDIS_ERRORS,) as exc:
+        print(f"error: Redis unreachable: {exc}", file=sys.stderr)
+        return EXIT_REDIS
+
+
+def main() -> None:
+    sys.exit(run())

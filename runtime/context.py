@@ -1,0 +1,78 @@
+"""What a handler gets besides its payload: who it is running for, and until when."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+LeaseExtender = Callable[[], Awaitable[float]]
+
+
+class JobLogger(logging.LoggerAdapter[logging.Logger]):
+    """A logger whose records carry the job id, function and attempt."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = dict(self.extra or {})
+        extra.update(kwargs.get("extra") or {})
+        kwargs["extra"] = extra
+        return msg, kwargs
+
+
+async def _no_extender() -> float:
+    raise RuntimeError(
+        "extend_lease() is not available here: process handlers are heartbeated by their "
+        "parent while they run, and a Context built by hand has no broker behind it"
+    )
+
+
+class Context:
+    """Per-attempt facts for a handler.
+
+    ``deadline`` is a ``time.monotonic()`` instant: the attempt is cancelled (async),
+    abandoned (thread) or killed (process) when it passes. ``params`` are the operator's
+    ``[params.<function>]`` settings.
+    """
+
+    __slots__ = ("_extend", "attempt", "deadline", "function", "job_id", "logger", "params")
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        function: str,
+        attempt: int,
+        deadline: float,
+        params: Mapping[str, Any] | None = None,
+        extend_lease: LeaseExtender | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.function = function
+        self.attempt = attempt
+        self.deadline = deadline
+        self.params: Mapping[str, Any] = params or {}
+        self._extend = extend_lease or _no_extender
+        base = logger or logging.getLogger(f"runtime.handler.{function}")
+        self.logger = JobLogger(base, {"job_id": job_id, "function": function, "attempt": attempt})
+
+    @classmethod
+    def for_test(cls, job_id: str = "test-job", function: str = "test", **kw: Any) -> Context:
+        """A Context for calling a handler directly in a unit test (no Redis needed)."""
+        kw.setdefault("attempt", 1)
+        kw.setdefault("deadline", time.monotonic() + 60.0)
+        return cls(job_id=job_id, function=function, **kw)
+
+    @property
+    def remaining_s(self) -> float:
+        """Seconds left before this attempt's timeout."""
+        return max(0.0, self.deadline - time.monotonic())
+
+    async def extend_lease(self) -> float:
+        """Renew this job's lease now (for long work that blocks the loop between awaits).
+
+        The runtime already renews leases by heartbeat; call this after a long stretch of
+        work that kept the event loop busy. Returns the new lease length in seconds.
+        """
+        return await self._extend()

@@ -1,0 +1,67 @@
+"""Every Redis key the runtime uses, built in this one module.
+
+All keys of one function share the hash tag ``{<namespace>:<function>}`` so that every
+script touches a single slot and the same code runs on Redis Cluster.
+
+| key                              | type   | holds                                  | TTL / who deletes        |
+|----------------------------------|--------|----------------------------------------|--------------------------|
+| ``{ns:fn}:ready:<priority>``     | list   | job ids waiting, FIFO per lane         | popped by claim          |
+| ``{ns:fn}:delayed``              | zset   | job id -> due ms (scheduled, backoff)  | promoted by claim        |
+| ``{ns:fn}:leased``               | zset   | job id -> lease deadline ms            | ack/retry/dlq/reclaim    |
+| ``{ns:fn}:job:<id>``             | hash   | envelope, state, counters, token, ...  | keep_result_s once done; |
+|                                  |        |                                        | none while dead (purge)  |
+| ``{ns:fn}:done:<id>``            | list   | one marker once terminal (for waiters) | keep_result_s            |
+| ``{ns:fn}:dlq``                  | list   | dead-lettered job ids                  | purge-dlq                |
+| ``{ns:fn}:idem:<key>``           | string | idempotency key -> job id              | keep_result_s            |
+| ``{ns:fn}:claim:<claim id>``     | string | ids+tokens of one claim, for replay    | 60 s                     |
+| ``{ns:fn}:stats``                | hash   | counters: completed, dead, stale acks  | never (tiny)             |
+| ``{ns}:wake``                    | pubsub | function name: work became ready       | -                        |
+| ``{ns}:instances``               | hash   | instance id -> heartbeat JSON          | pruned by instances      |
+
+A job hash's ``prefix`` is the ``{ns:fn}:`` string, passed to scripts so they can build the
+job keys of the ids they pop (all in the declared slot).
+"""
+
+from __future__ import annotations
+
+from runtime.function import PRIORITIES, Priority
+
+
+class FunctionKeys:
+    """The keys of one function, computed once."""
+
+    __slots__ = ("delayed", "dlq", "function", "leased", "prefix", "ready", "stats")
+
+    def __init__(self, namespace: str, function: str) -> None:
+        self.function = function
+        self.prefix = f"{{{namespace}:{function}}}:"
+        self.ready: dict[Priority, str] = {p: f"{self.prefix}ready:{p}" for p in PRIORITIES}
+        self.delayed = self.prefix + "delayed"
+        self.leased = self.prefix + "leased"
+        self.dlq = self.prefix + "dlq"
+        self.stats = self.prefix + "stats"
+
+    @property
+    def lanes(self) -> list[str]:
+        """Ready lists in strict priority order (high first)."""
+        return [self.ready[p] for p in PRIORITIES]
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    def done(self, job_id: str) -> str:
+        return f"{self.prefix}done:{job_id}"
+
+    def idem(self, key: str) -> str:
+        return f"{self.prefix}idem:{key}"
+
+    def claim(self, claim_id: str) -> str:
+        return f"{self.prefix}claim:{claim_id}"
+
+
+def wake_channel(namespace: str) -> str:
+    return f"{{{namespace}}}:wake"
+
+
+def instances_key(namespace: str) -> str:
+    return f"{{{namespace}}}:instances"

@@ -1,0 +1,91 @@
+-- claim: promote due delayed jobs, then lease up to N ready jobs, strict priority order.
+-- KEYS: 1 ready:high, 2 ready:default, 3 ready:low, 4 delayed, 5 leased, 6 claim record, 7 dlq,
+--       8 stats
+-- ARGV: 1 key prefix, 2 count, 3 lease_ms, 4 max_in_flight (0: none), 5 claim record ttl_s,
+--       6 promote limit
+-- Returns {jobs, next_due_ms (-1: none), now_ms, fleet_limited (0/1)}; a job is
+-- {id, token, envelope, attempts, recoveries, enqueued_ms}.
+-- Safe to run twice: a retried claim (same claim id, reply lost) gets the same jobs back with
+-- their leases renewed, and never leases new ones, so no job waits out a lease for nothing.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local prefix = ARGV[1]
+local lease_ms = tonumber(ARGV[3])
+local out = {}
+
+local prior = redis.call('GET', KEYS[6])
+if prior then
+  for _, pair in ipairs(cjson.decode(prior)) do
+    local v = redis.call('HMGET', prefix .. 'job:' .. pair[1], 'tok', 'state', 'env', 'att', 'rec', 'enq')
+    if tonumber(v[1]) == pair[2] and v[2] == 'running' then
+      redis.call('ZADD', KEYS[5], now + lease_ms, pair[1])
+      table.insert(out, {pair[1], pair[2], v[3], v[4], v[5], v[6]})
+    end
+  end
+  return {out, -1, now, 0}
+end
+
+local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, tonumber(ARGV[6]))
+for _, id in ipairs(due) do
+  local jk = prefix .. 'job:' .. id
+  local p = redis.call('HGET', jk, 'prio')
+  redis.call('ZREM', KEYS[4], id)
+  if p then
+    local lane = KEYS[2]
+    if p == 'high' then lane = KEYS[1] elseif p == 'low' then lane = KEYS[3] end
+    redis.call('HSET', jk, 'state', 'queued')
+    redis.call('RPUSH', lane, id)
+  end
+end
+
+local want = tonumber(ARGV[2])
+local limited = 0
+local cap = tonumber(ARGV[4])
+if cap > 0 then
+  local room = cap - redis.call('ZCARD', KEYS[5])
+  if room < want then
+    want = room
+    limited = 1
+  end
+end
+
+local claimed = {}
+local skipped = 0
+for lane = 1, 3 do
+  if want <= 0 then break end
+  local ids = redis.call('LPOP', KEYS[lane], want)
+  if ids then
+    for _, id in ipairs(ids) do
+      local jk = prefix .. 'job:' .. id
+      local v = redis.call('HMGET', jk, 'state', 'env', 'att', 'rec', 'enq')
+      if v[1] == 'queued' then
+        local tok = redis.call('HINCRBY', jk, 'tok', 1)
+        redis.call('HSET', jk, 'state', 'running', 'start', now)
+        redis.call('ZADD', KEYS[5], now + lease_ms, id)
+        table.insert(out, {id, tok, v[2], v[3], v[4], v[5]})
+        table.insert(claimed, {id, tok})
+        want = want - 1
+      elseif not v[1] then
+        -- An id with no job record (written straight into the list): keep a record of it in
+        -- the DLQ rather than dropping it silently.
+        local bad = string.sub(id, 1, 200)
+        redis.call('HSET', prefix .. 'job:' .. bad, 'state', 'dead', 'reason', 'decode_error',
+          'err', 'no job record for this id in the ready list', 'att', 0, 'rec', 0, 'tok', 0,
+          'enq', now, 'end', now, 'prio', 'default')
+        redis.call('RPUSH', KEYS[7], bad)
+        redis.call('HINCRBY', KEYS[8], 'dead', 1)
+      else
+        skipped = skipped + 1  -- a duplicate id of a job already past this lane
+      end
+    end
+  end
+end
+if skipped > 0 then redis.call('HINCRBY', KEYS[8], 'skipped', skipped) end
+if #claimed > 0 then
+  redis.call('SET', KEYS[6], cjson.encode(claimed), 'EX', tonumber(ARGV[5]))
+end
+
+local next_due = -1
+local head = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+if head[2] then next_due = tonumber(head[2]) end
+return {out, next_due, now, limited}

@@ -1,0 +1,46 @@
+-- reclaim: take back jobs whose lease expired (their worker died or hung), by Redis time.
+-- KEYS: 1 leased, 2 dlq, 3 stats, 4 ready:high, 5 ready:default, 6 ready:low
+-- ARGV: 1 key prefix, 2 max_recoveries, 3 limit, 4 keep_result_s, 5 wake channel,
+--       6 function name
+-- Each job's `recoveries` counter grows by one; past max_recoveries it is dead-lettered
+-- as worker_crashed (a poison job that kills its worker cannot loop forever). Otherwise it
+-- goes back to the front of its lane. The job's token is not touched here: its state is no
+-- longer 'running', which already fences the old holder, and the next claim bumps the token.
+-- Returns {requeued, dead}. Safe to run twice: a second run finds nothing expired.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local prefix = ARGV[1]
+local keep = tonumber(ARGV[4])
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+local requeued, dead = 0, 0
+for _, id in ipairs(expired) do
+  redis.call('ZREM', KEYS[1], id)
+  local jk = prefix .. 'job:' .. id
+  local v = redis.call('HMGET', jk, 'state', 'prio', 'notify')
+  if v[1] == 'running' then
+    local rec = redis.call('HINCRBY', jk, 'rec', 1)
+    if rec > tonumber(ARGV[2]) then
+      redis.call('HSET', jk, 'state', 'dead', 'reason', 'worker_crashed', 'end', now,
+        'err', 'the worker holding this job died or stopped heartbeating ' .. rec .. ' times')
+      redis.call('RPUSH', KEYS[2], id)
+      if v[3] == '1' then
+        local dk = prefix .. 'done:' .. id
+        redis.call('RPUSH', dk, '1')
+        redis.call('EXPIRE', dk, keep)
+      end
+      dead = dead + 1
+    else
+      local lane = KEYS[5]
+      if v[2] == 'high' then lane = KEYS[4] elseif v[2] == 'low' then lane = KEYS[6] end
+      redis.call('HSET', jk, 'state', 'queued')
+      redis.call('LPUSH', lane, id)
+      requeued = requeued + 1
+    end
+  end
+end
+if dead > 0 then redis.call('HINCRBY', KEYS[3], 'dead', dead) end
+if requeued > 0 then
+  redis.call('HINCRBY', KEYS[3], 'recovered', requeued)
+  redis.call('PUBLISH', ARGV[5], ARGV[6])
+end
+return {requeued, dead}

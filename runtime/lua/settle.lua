@@ -1,0 +1,91 @@
+-- settle: apply a batch of fenced outcomes of one function's jobs.
+-- KEYS: 1 leased, 2 delayed, 3 dlq, 4 stats, 5 ready:high, 6 ready:default, 7 ready:low
+-- ARGV: 1 key prefix, 2 keep_result_s, 3 wake channel, 4 function name,
+--       then 6 values per entry: op, id, token, a, b, c
+--   C complete       a=result JSON
+--   R retry later    a=delay_ms, b=error, c=reason
+--   D dead-letter    a=reason, b=error, c=1 if this attempt counts toward attempts
+--   L release        (graceful shutdown: back to the front of its lane, no counter changes)
+--   K worker crashed a=max_recoveries, b=error (a process child died holding the job)
+-- Returns one code per entry: 1 applied, 2 already applied (a retried script), 0 refused
+-- because the token is no longer the holder's (the lease was reclaimed: fenced).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local prefix = ARGV[1]
+local keep = tonumber(ARGV[2])
+local codes = {}
+local n_done, n_dead, n_retry, n_stale = 0, 0, 0, 0
+local wake = false
+local done_state = {C = 'completed', R = 'delayed', D = 'dead', L = 'queued', K = 'queued'}
+
+local function lane_of(p)
+  if p == 'high' then return KEYS[5] elseif p == 'low' then return KEYS[7] end
+  return KEYS[6]
+end
+
+local function notify(jk, id, flag)
+  if flag == '1' then
+    local dk = prefix .. 'done:' .. id
+    redis.call('RPUSH', dk, '1')
+    redis.call('EXPIRE', dk, keep)
+  end
+end
+
+local function dead(jk, id, reason, err, flag)
+  redis.call('HSET', jk, 'state', 'dead', 'reason', reason, 'err', err, 'end', now)
+  redis.call('RPUSH', KEYS[3], id)
+  notify(jk, id, flag)
+  n_dead = n_dead + 1
+end
+
+for i = 5, #ARGV, 6 do
+  local op, id, token = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local a, b, c = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  local jk = prefix .. 'job:' .. id
+  local v = redis.call('HMGET', jk, 'tok', 'state', 'notify', 'prio', 'rec')
+  if v[1] ~= token or v[2] ~= 'running' then
+    -- Same token but already moved on by this very batch run earlier: a retried script.
+    if v[1] == token and (v[2] == done_state[op] or (op == 'K' and v[2] == 'dead')) then
+      table.insert(codes, 2)
+    else
+      table.insert(codes, 0)
+      n_stale = n_stale + 1
+    end
+  else
+    redis.call('ZREM', KEYS[1], id)
+    if op == 'C' then
+      redis.call('HSET', jk, 'state', 'completed', 'res', a, 'end', now)
+      redis.call('EXPIRE', jk, keep)
+      notify(jk, id, v[3])
+      n_done = n_done + 1
+    elseif op == 'R' then
+      redis.call('HINCRBY', jk, 'att', 1)
+      redis.call('HSET', jk, 'state', 'delayed', 'err', b, 'reason', c)
+      redis.call('ZADD', KEYS[2], now + tonumber(a), id)
+      n_retry = n_retry + 1
+    elseif op == 'D' then
+      if c == '1' then redis.call('HINCRBY', jk, 'att', 1) end
+      dead(jk, id, a, b, v[3])
+    elseif op == 'L' then
+      redis.call('HSET', jk, 'state', 'queued')
+      redis.call('LPUSH', lane_of(v[4]), id)
+      wake = true
+    elseif op == 'K' then
+      local rec = redis.call('HINCRBY', jk, 'rec', 1)
+      if rec > tonumber(a) then
+        dead(jk, id, 'worker_crashed', b, v[3])
+      else
+        redis.call('HSET', jk, 'state', 'queued')
+        redis.call('LPUSH', lane_of(v[4]), id)
+        wake = true
+      end
+    end
+    table.insert(codes, 1)
+  end
+end
+if n_done > 0 then redis.call('HINCRBY', KEYS[4], 'completed', n_done) end
+if n_dead > 0 then redis.call('HINCRBY', KEYS[4], 'dead', n_dead) end
+if n_retry > 0 then redis.call('HINCRBY', KEYS[4], 'retried', n_retry) end
+if n_stale > 0 then redis.call('HINCRBY', KEYS[4], 'stale_acks', n_stale) end
+if wake then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+return codes

@@ -1,0 +1,413 @@
+"""One function's worker: claims its jobs, runs them within its limits, settles outcomes.
+
+It owns, for one function in this process: the claim loop (batched claims, no busy
+polling), the running jobs (at most ``concurrency``), the heartbeat that renews their
+leases, the reclaimer of expired leases, and the coalesced settle of finished jobs.
+
+A job's slot is held from claim until its handler returns (or, for an abandoned thread,
+until the thread really ends); its lease is renewed until its outcome is settled in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import msgspec
+
+from runtime import envelope
+from runtime.broker import REDIS_ERRORS, ClaimedJob, RedisBroker, SettleEntry
+from runtime.context import Context
+from runtime.errors import LeaseLost
+from runtime.function import FunctionSpec
+from runtime.outcome import (
+    Completed,
+    Crashed,
+    DeadLetter,
+    Failed,
+    Outcome,
+    backoff_delay_s,
+    classify,
+)
+from runtime.process_pool import ChildCrashed, ProcessPool
+from runtime.settings import WorkerSettings
+
+log = logging.getLogger("runtime.worker")
+_json = msgspec.json.Encoder()
+SETTLE_BATCH = 500
+
+
+class WorkerCounters(msgspec.Struct):
+    claimed: int = 0
+    completed: int = 0
+    retried: int = 0
+    dead: int = 0
+    released: int = 0
+    stale_acks: int = 0  # settles refused by fencing: the lease had been reclaimed
+    leases_lost: int = 0
+
+
+class FunctionWorker:
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        broker: RedisBroker,
+        settings: WorkerSettings,
+        *,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.counters = WorkerCounters()
+        self._broker = broker
+        self._settings = settings
+        self._params = params or {}
+        self._lease_ms = round(settings.lease_s * 1000)
+        self._running = 0
+        self._held: dict[str, str] = {}  # job id -> token, from claim until settled
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._lost: set[str] = set()
+        self._pending: list[SettleEntry] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._stopping = False
+        self._is_fleet_limited = False
+        self._last_error_log = 0.0
+        self._threads: ThreadPoolExecutor | None = None
+        self._processes: ProcessPool | None = None
+        if spec.executor == "thread":
+            self._threads = ThreadPoolExecutor(
+                max_workers=spec.options.concurrency, thread_name_prefix=f"fn-{spec.name}"
+            )
+        elif spec.executor == "process":
+            self._processes = ProcessPool(spec.options.concurrency)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loops = [
+            asyncio.create_task(self._claim_loop(), name=f"claim:{self.name}"),
+            asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat:{self.name}"),
+            asyncio.create_task(self._reclaim_loop(), name=f"reclaim:{self.name}"),
+        ]
+
+    @property
+    def is_alive(self) -> bool:
+        return bool(self._loops) and not any(t.done() for t in self._loops)
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop claiming, let running jobs finish within ``grace_s``, release the rest now."""
+        self._stopping = True
+        self._wake.set()
+        self._slot_freed.set()
+        claim_loop = self._loops[0] if self._loops else None
+        if claim_loop is not None:
+            await asyncio.wait({claim_loop}, timeout=self._settings.lease_s)
+        tasks = set(self._tasks.values())
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=grace_s)
+            for task in late:
+                task.cancel()  # each releases its job back to the front of its lane
+            if late:
+                await asyncio.wait(late, timeout=5.0)
+        if self._flusher is not None:
+            await asyncio.wait({self._flusher}, timeout=3 * self._settings.lease_s)
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._processes is not None:
+            await self._processes.close()
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+        if self._held:
+            log.warning(
+                "%s: %d job(s) not settled at shutdown; their leases expire and they run again",
+                self.name,
+                len(self._held),
+            )
+
+    # -- claiming ----------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        opts = self.spec.options
+        retry_s = 0.05
+        while not self._stopping:
+            free = opts.concurrency - self._running
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            want = min(free, self._settings.claim_batch)
+            self._wake.clear()
+            try:
+                claim = await self._broker.claim(
+                    self.name, want, lease_ms=self._lease_ms, max_in_flight=opts.max_in_flight
+                )
+            except REDIS_ERRORS as exc:
+                self._log_redis_error("claim", exc)
+                await self._sleep(retry_s)
+                retry_s = min(retry_s * 2, 2.0)
+                continue
+            retry_s = 0.05
+            self._is_fleet_limited = claim.is_fleet_limited
+            for job in claim.jobs:
+                self._start(job)
+            if len(claim.jobs) < want:
+                timeout = self._settings.idle_poll_s
+                if claim.next_due_ms >= 0:
+                    due_in = (claim.next_due_ms - claim.now_ms) / 1000
+                    timeout = max(0.001, min(timeout, due_in))
+                await self._sleep(timeout)
+
+    async def _sleep(self, timeout_s: float) -> None:
+        """Sleep until woken (work ready, slot freed while fleet-limited, stop) or timeout."""
+        if self._stopping:
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+
+    def _start(self, job: ClaimedJob) -> None:
+        self.counters.claimed += 1
+        self._running += 1
+        self._held[job.id] = job.token
+        self._tasks[job.id] = asyncio.create_task(self._run(job))
+
+    def _free_slot(self) -> None:
+        self._running -= 1
+        self._slot_freed.set()
+        if self._is_fleet_limited:
+            self._wake.set()
+
+    # -- running -----------------------------------------------------------------------
+
+    async def _run(self, job: ClaimedJob) -> None:
+        abandoned: asyncio.Future[Any] | None = None
+        try:
+            outcome, abandoned = await self._execute(job)
+        except asyncio.CancelledError:
+            if job.id not in self._lost:
+                self.counters.released += 1
+                self._settle(SettleEntry("L", job.id, job.token))
+            return
+        finally:
+            self._tasks.pop(job.id, None)
+            if abandoned is None or abandoned.done():
+                self._free_slot()
+            else:
+                # A timed-out thread cannot be stopped: its slot comes back when it ends.
+                abandoned.add_done_callback(lambda _: self._free_slot())
+        if job.id in self._lost:
+            return
+        self._settle(self._entry(job, outcome))
+
+    async def _execute(self, job: ClaimedJob) -> tuple[Outcome, asyncio.Future[Any] | None]:
+        spec = self.spec
+        try:
+            env = envelope.decode(job.envelope, self._settings.max_envelope_bytes)
+        except envelope.EnvelopeError as exc:
+            return DeadLetter("decode_error", str(exc), is_attempt=False), None
+        if env.function != spec.name:
+            return DeadLetter(
+                "unknown_function",
+                f"the envelope names function {env.function!r}, which is not registered "
+                f"in this queue ({spec.name!r})",
+                is_attempt=False,
+            ), None
+        try:
+            payload = spec.decode(env.payload)
+        except Exception as exc:
+            return classify(exc), None
+        timeout_s = spec.options.timeout_s
+        attempt = job.attempts + 1
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] | None = None
+        try:
+            if self._processes is not None:
+                result = await self._processes.run(
+                    spec.handler.__code__.co_filename,
+                    spec.handler.__name__,
+                    env.payload,
+                    job_id=job.id,
+                    function=spec.name,
+                    attempt=attempt,
+                    timeout_s=timeout_s,
+                    params=self._params,
+                )
+            else:
+                ctx = Context(
+                    job_id=job.id,
+                    function=spec.name,
+                    attempt=attempt,
+                    deadline=time.monotonic() + timeout_s,
+                    params=self._params,
+                    extend_lease=lambda: self._extend_one(job),
+                )
+                args = (payload, ctx) if spec.takes_context else (payload,)
+                if self._threads is None:
+                    async with asyncio.timeout(timeout_s) as scope:
+                        try:
+                            result = await spec.handler(*args)
+                        except TimeoutError:
+                            if scope.expired():
+                                raise
+                            raise _HandlerTimeoutError() from None
+                else:
+                    fut = loop.run_in_executor(self._threads, spec.handler, *args)
+                    done, _ = await asyncio.wait({fut}, timeout=timeout_s)
+                    if not done:
+                        return Failed("timeout", "attempt timed out (thread abandoned)"), fut
+                    result = fut.result()
+        except asyncio.CancelledError:
+            raise
+        except ChildCrashed as exc:
+            return Crashed(f"handler process died: {exc}"), None
+        except _HandlerTimeoutError:
+            return Failed("handler_error", "TimeoutError raised by the handler"), None
+        except (Exception, SystemExit) as exc:
+            return classify(exc), None
+        try:
+            return Completed(_json.encode(result)), fut
+        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            return Failed("handler_error", f"result is not JSON-serialisable: {exc}"), fut
+
+    async def _extend_one(self, job: ClaimedJob) -> float:
+        lost = await self._broker.extend(
+            self.name, [(job.id, job.token)], lease_ms=self._lease_ms
+        )
+        if lost:
+            raise LeaseLost(f"job {job.id} was reclaimed by another runtime")
+        return self._settings.lease_s
+
+    def _entry(self, job: ClaimedJob, outcome: Outcome) -> SettleEntry:
+        opts = self.spec.options
+        match outcome:
+            case Completed(result):
+                self.counters.completed += 1
+                return SettleEntry("C", job.id, job.token, result)
+            case Failed(reason, error, delay_s):
+                attempt = job.attempts + 1
+                if attempt >= opts.max_attempts:
+                    self.counters.dead += 1
+                    return SettleEntry("D", job.id, job.token, reason, error, "1")
+                if delay_s is None:
+                    delay_s = backoff_delay_s(attempt, opts.backoff)
+                self.counters.retried += 1
+                delay_ms = str(round(delay_s * 1000))
+                return SettleEntry("R", job.id, job.token, delay_ms, error, reason)
+            case DeadLetter(reason, error, is_attempt):
+                self.counters.dead += 1
+                flag = "1" if is_attempt else "0"
+                return SettleEntry("D", job.id, job.token, reason, error, flag)
+            case Crashed(error):
+                return SettleEntry("K", job.id, job.token, str(opts.max_recoveries), error)
+
+    # -- settling ----------------------------------------------------------------------
+
+    def _settle(self, entry: SettleEntry) -> None:
+        """Queue an outcome; outcomes of the same loop turn go to Redis in one script."""
+        self._pending.append(entry)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name=f"settle:{self.name}")
+
+    async def _flush(self) -> None:
+        retry_s = 0.05
+        while self._pending:
+            batch = self._pending[:SETTLE_BATCH]
+            del self._pending[:SETTLE_BATCH]
+            try:
+                codes = await self._broker.settle(self.name, batch)
+            except REDIS_ERRORS as exc:
+                self._pending[:0] = batch  # keep order; the leases are still heartbeated
+                self._log_redis_error("settle", exc)
+                await asyncio.sleep(retry_s)
+                retry_s = min(retry_s * 2, 2.0)
+                continue
+            retry_s = 0.05
+            for entry, code in zip(batch, codes, strict=True):
+                if self._held.get(entry.id) == entry.token:
+                    del self._held[entry.id]
+                if code == 0:
+                    self.counters.stale_acks += 1
+                    log.warning(
+                        "%s: outcome %s of job %s refused: its lease was reclaimed (fenced)",
+                        self.name,
+                        entry.op,
+                        entry.id,
+                    )
+
+    # -- leases ------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self._settings.heartbeat_s
+        while True:
+            await asyncio.sleep(interval)
+            held = list(self._held.items())
+            if not held:
+                continue
+            try:
+                lost = await self._broker.extend(self.name, held, lease_ms=self._lease_ms)
+            except REDIS_ERRORS as exc:
+                self._log_redis_error("heartbeat", exc)
+                continue
+            for job_id in lost:
+                self._lose(job_id)
+
+    def _lose(self, job_id: str) -> None:
+        """Our lease on ``job_id`` was reclaimed: stop working on it, settle nothing."""
+        task = self._tasks.get(job_id)
+        self._held.pop(job_id, None)
+        if task is None:
+            return  # already finished; its settle (if pending) will be refused or was applied
+        self._lost.add(job_id)
+        self.counters.leases_lost += 1
+        log.warning("%s: lease of job %s lost (reclaimed); cancelling it", self.name, job_id)
+        task.cancel()
+        task.add_done_callback(lambda _: self._lost.discard(job_id))
+
+    async def _reclaim_loop(self) -> None:
+        interval = self._settings.reclaim_interval_s
+        while True:
+            # Jitter, so a fleet's reclaimers do not all fire at once.
+            await asyncio.sleep(interval * (0.75 + random.random() / 2))
+            try:
+                requeued, dead = await self._broker.reclaim(
+                    self.name, max_recoveries=self.spec.options.max_recoveries
+                )
+            except REDIS_ERRORS as exc:
+                self._log_redis_error("reclaim", exc)
+                continue
+            if requeued or dead:
+                log.warning(
+                    "%s: reclaimed %d expired lease(s): %d requeued, %d dead-lettered",
+                    self.name,
+                    requeued + dead,
+                    requeued,
+                    dead,
+                )
+
+    def _log_redis_error(self, what: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log >= 5.0:  # weather, not news: at most one line per 5 s
+            self._last_error_log = now
+            log.warning("%s: Redis unavailable during %s: %s", self.name, what, exc)
+
+
+class _HandlerTimeoutError(Exception):
+    """The handler raised TimeoutError itself (not our attempt timeout)."""

@@ -76,7 +76,8 @@ async def readyz(request: web.Request) -> web.Response:
     started = time.perf_counter()
     try:
         await asyncio.wait_for(app[BROKER_KEY].ping(), READY_PING_TIMEOUT_S)
-        checks["redis"] = {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1e3, 2)}
+        latency_ms = round((time.perf_counter() - started) * 1e3, 2)
+        checks["redis"] = {"ok": True, "latency_ms": latency_ms}
     except (*REDIS_ERRORS, TimeoutError) as exc:
         checks["redis"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
     registry = app[REGISTRY_KEY]

@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -175,9 +175,7 @@ class RedisBroker:
         )
         return res[0].decode(), bool(res[1])
 
-    async def claim(
-        self, function: str, count: int, *, lease_ms: int, max_in_flight: int
-    ) -> Claim:
+    async def claim(self, function: str, count: int, *, lease_ms: int, max_in_flight: int) -> Claim:
         """Lease up to ``count`` jobs. Retried internally with the same claim id."""
         k = self.keys(function)
         claim_id = os.urandom(8).hex()
@@ -244,7 +242,8 @@ class RedisBroker:
         raw = await self.redis.hgetall(self.keys(function).job(job_id))
         if not raw:
             return None
-        f = {key.decode(): value for key, value in raw.items()}
+        fields = cast("dict[bytes, bytes]", raw)
+        f = {key.decode(): value for key, value in fields.items()}
         return JobRecord(
             id=job_id,
             function=function,
@@ -277,7 +276,9 @@ class RedisBroker:
             if remaining <= 0:
                 break
             block = max(0.01, min(remaining, self._block_s))
-            await self.redis.blmove(k.done(job_id), k.done(job_id), block, "LEFT", "RIGHT")
+            # Redis takes a float timeout; redis-py's annotation says int.
+            timeout = cast("int", block)
+            await self.redis.blmove(k.done(job_id), k.done(job_id), timeout, "LEFT", "RIGHT")
             record = await self.job(job_id)
         return record
 

@@ -80,6 +80,6 @@ class Dispatcher:
             finally:
                 self.is_subscribed = False
                 try:
-                    await asyncio.wait_for(pubsub.aclose(), timeout=1.0)
+                    await asyncio.wait_for(pubsub.aclose(), timeout=1.0)  # type: ignore[no-untyped-call]
                 except (*REDIS_ERRORS, TimeoutError):
                     pass

@@ -139,4 +139,3 @@ class EmbeddedRedis:
                 process.kill()
                 process.wait()
         log.info("embedded Redis stopped")
-

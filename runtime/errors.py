@@ -95,7 +95,7 @@ class ResultTimeout(RuntimeFailure):
         super().__init__(f"job {job_id} not finished after {timeout_s:g}s; it is still queued")
 
 
-class HandlerSignal(Exception):  # noqa: N818 - a signal, not an error
+class HandlerSignal(Exception):
     """Root of the exceptions a handler raises to steer its own job."""
 
 

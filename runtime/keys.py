@@ -3,20 +3,20 @@
 All keys of one function share the hash tag ``{<namespace>:<function>}`` so that every
 script touches a single slot and the same code runs on Redis Cluster.
 
-| key                              | type   | holds                                  | TTL / who deletes        |
-|----------------------------------|--------|----------------------------------------|--------------------------|
-| ``{ns:fn}:ready:<priority>``     | list   | job ids waiting, FIFO per lane         | popped by claim          |
-| ``{ns:fn}:delayed``              | zset   | job id -> due ms (scheduled, backoff)  | promoted by claim        |
-| ``{ns:fn}:leased``               | zset   | job id -> lease deadline ms            | ack/retry/dlq/reclaim    |
-| ``{ns:fn}:job:<id>``             | hash   | envelope, state, counters, token, ...  | keep_result_s once done; |
-|                                  |        |                                        | none while dead (purge)  |
-| ``{ns:fn}:done:<id>``            | list   | one marker once terminal (for waiters) | keep_result_s            |
-| ``{ns:fn}:dlq``                  | list   | dead-lettered job ids                  | purge-dlq                |
-| ``{ns:fn}:idem:<key>``           | string | idempotency key -> job id              | keep_result_s            |
-| ``{ns:fn}:claim:<claim id>``     | string | ids+tokens of one claim, for replay    | 60 s                     |
-| ``{ns:fn}:stats``                | hash   | counters: completed, dead, stale acks  | never (tiny)             |
-| ``{ns}:wake``                    | pubsub | function name: work became ready       | -                        |
-| ``{ns}:instances``               | hash   | instance id -> heartbeat JSON          | pruned by instances      |
+Keys (type: what it holds; who removes it):
+
+- ``{ns:fn}:ready:<priority>`` (list): job ids waiting, FIFO per lane; popped by claim.
+- ``{ns:fn}:delayed`` (zset): job id -> due ms (scheduled, backoff); promoted by claim.
+- ``{ns:fn}:leased`` (zset): job id -> lease deadline ms; removed by settle or reclaim.
+- ``{ns:fn}:job:<id>`` (hash): envelope, state, counters, token; expires keep_result_s
+  after completion, kept while dead (until purged).
+- ``{ns:fn}:done:<id>`` (list): one marker once terminal, for waiters; keep_result_s.
+- ``{ns:fn}:dlq`` (list): dead-lettered job ids; purge-dlq.
+- ``{ns:fn}:idem:<key>`` (string): idempotency key -> job id; keep_result_s.
+- ``{ns:fn}:claim:<claim id>`` (string): ids and tokens of one claim, for replay; 60 s.
+- ``{ns:fn}:stats`` (hash): counters (completed, dead, stale acks); never (tiny).
+- ``{ns}:wake`` (pub/sub channel): function name, published when work becomes ready.
+- ``{ns}:instances`` (hash): instance id -> heartbeat JSON; pruned by instances.
 
 A job hash's ``prefix`` is the ``{ns:fn}:`` string, passed to scripts so they can build the
 job keys of the ids they pop (all in the declared slot).

@@ -61,10 +61,9 @@ def describe(exc: BaseException) -> str:
     """``TypeName: message``, bounded; never a traceback."""
     text = str(exc)
     name = type(exc).__name__
-    if getattr(exc, "is_remote", False):  # already "TypeName: message" from a child process
-        out = text
-    else:
-        out = f"{name}: {text}" if text else name
+    # A child process's error is already "TypeName: message".
+    remote = getattr(exc, "is_remote", False)
+    out = text if remote else (f"{name}: {text}" if text else name)
     return out[:MAX_ERROR_CHARS]
 
 
@@ -90,4 +89,4 @@ def backoff_delay_s(
 ) -> float:
     """Full jitter: uniform(0, min(max_s, base_s * 2**(attempt-1))) for the n-th failure."""
     ceiling = min(backoff.max_s, backoff.base_s * (2 ** min(attempt - 1, 62)))
-    return rand() * ceiling
+    return float(rand() * ceiling)

@@ -118,7 +118,8 @@ class _Child:
             raise _ProtocolError(f"frame of {size} bytes is over the limit")
         body = await self.proc.stdout.readexactly(size)
         try:
-            return _response_decoder.decode(body)
+            response: Response = _response_decoder.decode(body)
+            return response
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise _ProtocolError(f"undecodable frame: {exc}") from None
 
@@ -285,8 +286,10 @@ class ProcessPool:
         except (asyncio.IncompleteReadError, ConnectionError, _ProtocolError) as exc:
             # A clean hang-up means the process is exiting: give it a moment to say how.
             await self._discard(child, grace_s=CRASH_GRACE_S)
-            detail = "" if isinstance(exc, asyncio.IncompleteReadError | ConnectionError) else (
-                f" after a protocol error ({exc})"
+            detail = (
+                ""
+                if isinstance(exc, asyncio.IncompleteReadError | ConnectionError)
+                else (f" after a protocol error ({exc})")
             )
             raise ChildCrashed(
                 f"process worker pid {child.pid} {_describe_exit(child.proc.returncode)} "

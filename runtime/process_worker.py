@@ -136,8 +136,7 @@ def run_job(request: JobRequest, cache: HandlerCache) -> JobResponse:
         spec = cache.spec(request.source_file, request.attr)
         if spec.is_async:
             raise TypeError(
-                f"{spec.source}: an async handler cannot run in a process; "
-                "use executor='async'"
+                f"{spec.source}: an async handler cannot run in a process; use executor='async'"
             )
         try:
             event = spec.decode(request.payload)

@@ -160,8 +160,7 @@ def load_registry(
     for name, override in (overrides or {}).items():
         if name not in found:
             problems.append(
-                f"config [functions.{name}]: no function '{name}' in {folder}"
-                f"{suggest(name, found)}"
+                f"config [functions.{name}]: no function '{name}' in {folder}{suggest(name, found)}"
             )
             continue
         try:

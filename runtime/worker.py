@@ -288,9 +288,7 @@ class FunctionWorker:
             return Failed("handler_error", f"result is not JSON-serialisable: {exc}"), fut
 
     async def _extend_one(self, job: ClaimedJob) -> float:
-        lost = await self._broker.extend(
-            self.name, [(job.id, job.token)], lease_ms=self._lease_ms
-        )
+        lost = await self._broker.extend(self.name, [(job.id, job.token)], lease_ms=self._lease_ms)
         if lost:
             raise LeaseLost(f"job {job.id} was reclaimed by another runtime")
         return self._settings.lease_s

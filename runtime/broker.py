@@ -105,7 +105,7 @@ def connect(settings: RedisSettings, url: str) -> aioredis.Redis:
         retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
         health_check_interval=30,
     )
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
 
 
 def _script_source(name: str) -> str:

@@ -13,7 +13,6 @@ import pytest
 from runtime import envelope
 from runtime.broker import SettleEntry
 from runtime.errors import JobFailed, PayloadError, PayloadTooLarge, UnknownFunction
-
 from tests.integration.conftest import MakeHarness
 
 pytestmark = pytest.mark.integration

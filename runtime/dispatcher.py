@@ -14,6 +14,7 @@ import logging
 from collections.abc import Mapping
 
 from runtime.broker import REDIS_ERRORS, RedisBroker
+from runtime.quarantine import Quarantine
 from runtime.registry import Registry
 from runtime.settings import Settings
 from runtime.worker import FunctionWorker
@@ -25,9 +26,14 @@ class Dispatcher:
     def __init__(self, registry: Registry, broker: RedisBroker, settings: Settings) -> None:
         self._broker = broker
         self._settings = settings
+        self.quarantine = Quarantine()  # one per process: a crash takes the whole process
         self.workers: Mapping[str, FunctionWorker] = {
             spec.name: FunctionWorker(
-                spec, broker, settings.worker, params=settings.params.get(spec.name)
+                spec,
+                broker,
+                settings.worker,
+                params=settings.params.get(spec.name),
+                quarantine=self.quarantine,
             )
             for spec in registry
         }

@@ -35,6 +35,7 @@ from runtime.outcome import (
     classify,
 )
 from runtime.process_pool import ChildCrashed, ProcessPool
+from runtime.quarantine import Quarantine, is_suspect
 from runtime.settings import WorkerSettings
 
 log = logging.getLogger("runtime.worker")
@@ -60,8 +61,10 @@ class FunctionWorker:
         settings: WorkerSettings,
         *,
         params: Mapping[str, Any] | None = None,
+        quarantine: Quarantine | None = None,
     ) -> None:
         self.spec = spec
+        self._quarantine = quarantine or Quarantine()
         self.name = spec.name
         self.counters = WorkerCounters()
         self._broker = broker
@@ -199,8 +202,18 @@ class FunctionWorker:
 
     async def _run(self, job: ClaimedJob) -> None:
         abandoned: asyncio.Future[Any] | None = None
+        suspect = is_suspect(job.recoveries, self.spec.options.max_recoveries)
+        gate = self._quarantine.suspect() if suspect else self._quarantine.ordinary()
         try:
-            outcome, abandoned = await self._execute(job)
+            async with gate:
+                if suspect:
+                    log.warning(
+                        "%s: job %s was in flight in %d crashed runtime(s); running it alone",
+                        self.name,
+                        job.id,
+                        job.recoveries,
+                    )
+                outcome, abandoned = await self._execute(job)
         except asyncio.CancelledError:
             if job.id not in self._lost:
                 self.counters.released += 1

@@ -1,0 +1,78 @@
+"""Suspect jobs run alone, so a poison job cannot take innocent jobs down with it.
+
+When a runtime process dies, every job it held is reclaimed and its ``recoveries`` counter
+grows, whether it killed the process or only stood beside the one that did. Past
+``max_recoveries`` a job is dead-lettered as ``worker_crashed``. If the jobs that were in
+flight together were simply claimed together again, a poison job would kill the same
+bystanders on every restart and take them to the dead-letter queue with it.
+
+So a job that has already been in flight during ``SUSPECT_AFTER`` crashes (or fewer, when
+``max_recoveries`` is lower) is a suspect: it runs only when no other job runs in this
+process, and nothing else starts while it runs. A bystander then completes on its own
+turn; the poison job crashes alone, and only its own counter grows. A single crash (a
+deploy's SIGKILL, an OOM kill) costs nothing: its jobs have one recovery and run normally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+SUSPECT_AFTER = 2
+
+
+def is_suspect(recoveries: int, max_recoveries: int) -> bool:
+    return recoveries >= max(1, min(SUSPECT_AFTER, max_recoveries))
+
+
+class Quarantine:
+    """A process-wide gate: ordinary jobs share it, suspect jobs hold it alone.
+
+    Suspects waiting take precedence: once one waits, no new ordinary job enters, so a
+    busy process cannot starve it. The common path (no suspect anywhere) never awaits.
+    """
+
+    def __init__(self) -> None:
+        self._shared = 0
+        self._suspects_waiting = 0
+        self._exclusive = False
+        self._changed = asyncio.Condition()
+
+    @property
+    def is_holding_suspect(self) -> bool:
+        return self._exclusive
+
+    @asynccontextmanager
+    async def ordinary(self) -> AsyncIterator[None]:
+        if self._exclusive or self._suspects_waiting:
+            async with self._changed:
+                await self._changed.wait_for(
+                    lambda: not self._exclusive and not self._suspects_waiting
+                )
+        self._shared += 1
+        try:
+            yield
+        finally:
+            self._shared -= 1
+            if self._suspects_waiting and self._shared == 0:
+                await self._notify()
+
+    @asynccontextmanager
+    async def suspect(self) -> AsyncIterator[None]:
+        self._suspects_waiting += 1
+        try:
+            async with self._changed:
+                await self._changed.wait_for(lambda: not self._exclusive and self._shared == 0)
+                self._exclusive = True
+        finally:
+            self._suspects_waiting -= 1
+        try:
+            yield
+        finally:
+            self._exclusive = False
+            await self._notify()
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()

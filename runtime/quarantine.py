@@ -16,7 +16,7 @@ deploy's SIGKILL, an OOM kill) costs nothing: its jobs have one recovery and run
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 SUSPECT_AFTER = 2
@@ -31,13 +31,15 @@ class Quarantine:
 
     Suspects waiting take precedence: once one waits, no new ordinary job enters, so a
     busy process cannot starve it. The common path (no suspect anywhere) never awaits.
+    Every state change is signalled synchronously, so a cancelled waiter can never leave
+    the others waiting for a wake-up that does not come.
     """
 
     def __init__(self) -> None:
         self._shared = 0
         self._suspects_waiting = 0
         self._exclusive = False
-        self._changed = asyncio.Condition()
+        self._changed = asyncio.Event()
 
     @property
     def is_holding_suspect(self) -> bool:
@@ -45,34 +47,34 @@ class Quarantine:
 
     @asynccontextmanager
     async def ordinary(self) -> AsyncIterator[None]:
-        if self._exclusive or self._suspects_waiting:
-            async with self._changed:
-                await self._changed.wait_for(
-                    lambda: not self._exclusive and not self._suspects_waiting
-                )
+        await self._until(lambda: not self._exclusive and not self._suspects_waiting)
         self._shared += 1
         try:
             yield
         finally:
             self._shared -= 1
-            if self._suspects_waiting and self._shared == 0:
-                await self._notify()
+            self._signal()
 
     @asynccontextmanager
     async def suspect(self) -> AsyncIterator[None]:
         self._suspects_waiting += 1
         try:
-            async with self._changed:
-                await self._changed.wait_for(lambda: not self._exclusive and self._shared == 0)
-                self._exclusive = True
+            await self._until(lambda: not self._exclusive and self._shared == 0)
+            self._exclusive = True
         finally:
             self._suspects_waiting -= 1
+            self._signal()
         try:
             yield
         finally:
             self._exclusive = False
-            await self._notify()
+            self._signal()
 
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+    async def _until(self, ready: Callable[[], bool]) -> None:
+        while not ready():
+            await self._changed.wait()
+
+    def _signal(self) -> None:
+        """Wake every waiter (each re-checks its condition), then re-arm."""
+        self._changed.set()
+        self._changed = asyncio.Event()

@@ -288,7 +288,7 @@ async def test_starts_with_redis_down_and_becomes_ready(
             try:
                 status = fleet.ready(process)
             except OSError:
-                time.sleep(0.05)
+                await asyncio.sleep(0.05)
         assert status is not None, fleet.logs()
         code, body = status
         assert code == 503

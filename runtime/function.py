@@ -142,12 +142,22 @@ def where(func: Handler) -> str:
     return f"{code.co_filename}:{code.co_firstlineno}"
 
 
+# Words people reach for that difflib would map to the wrong option (max_recoveries).
+OPTION_ALIASES = {"max_retry": "max_attempts", "max_retries": "max_attempts"}
+
+
+def suggest_option(key: str) -> str:
+    if key in OPTION_ALIASES:
+        return f"; did you mean '{OPTION_ALIASES[key]}'?"
+    return suggest(key, OPTION_NAMES)
+
+
 def parse_options(raw: dict[str, Any], where_: str) -> FunctionOptions:
     """Validate decorator or config options, naming any unknown or bad one with a fix."""
     for key in raw:
         if key not in OPTION_NAMES:
             raise HandlerDefinitionError(
-                f"{where_}: unknown option '{key}'{suggest(key, OPTION_NAMES)}"
+                f"{where_}: unknown option '{key}'{suggest_option(key)}"
                 f" (options: {', '.join(OPTION_NAMES)})"
             )
     values = dict(raw)
@@ -157,9 +167,32 @@ def parse_options(raw: dict[str, Any], where_: str) -> FunctionOptions:
     elif isinstance(backoff, Backoff):
         values["backoff"] = msgspec.structs.asdict(backoff)
     try:
-        return msgspec.convert(values, FunctionOptions, strict=False)
+        return msgspec.convert(values, FunctionOptions, strict=True)
     except msgspec.ValidationError as exc:
         raise HandlerDefinitionError(f"{where_}: {format_validation_error(exc)}") from None
+
+
+def _custom_type(info: msgspec.inspect.Type, seen: set[int] | None = None) -> str:
+    """The first type msgspec would not know how to decode from JSON, or ''."""
+    seen = set() if seen is None else seen
+    if id(info) in seen:
+        return ""
+    seen.add(id(info))
+    if isinstance(info, msgspec.inspect.CustomType):
+        return f"{getattr(info.cls, '__qualname__', info.cls)!s} is not a msgspec type"
+    children: list[msgspec.inspect.Type] = []
+    for attr in ("item_type", "key_type", "value_type"):
+        child = getattr(info, attr, None)
+        if isinstance(child, msgspec.inspect.Type):
+            children.append(child)
+    children += list(getattr(info, "item_types", ()) or ())
+    children += list(getattr(info, "types", ()) or ())
+    children += [f.type for f in getattr(info, "fields", ()) or ()]
+    for child in children:
+        found = _custom_type(child, seen)
+        if found:
+            return found
+    return ""
 
 
 def inspect_handler(func: Handler, name: str | None = None) -> FunctionSpec:
@@ -195,11 +228,14 @@ def inspect_handler(func: Handler, name: str | None = None) -> FunctionSpec:
     payload_type = hints.get(params[0].name, Any)
     try:
         msgspec.json.Decoder(payload_type)
+        unsupported = _custom_type(msgspec.inspect.type_info(payload_type))
     except TypeError as exc:
+        unsupported = str(exc)
+    if unsupported:
         raise HandlerDefinitionError(
-            f"{loc}: payload type {payload_type!r} is not supported: {exc}; "
+            f"{loc}: payload type {payload_type!r} is not supported: {unsupported}; "
             "use a msgspec.Struct, a builtin type, or no annotation"
-        ) from None
+        )
     is_async = inspect.iscoroutinefunction(func)
     raw: dict[str, Any] = getattr(func, SPEC_ATTR, {})
     options = parse_options(raw, loc)

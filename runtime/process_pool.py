@@ -213,7 +213,7 @@ class ProcessPool:
         )
         async with self._slots:
             self._check_open()
-            child = self._idle.pop() if self._idle else await self._spawn()
+            child = await self._idle_or_new()
             response = await self._exchange(child, request, job_id, function, timeout_s)
             if child in self._children:  # close() may have taken it meanwhile
                 self._idle.append(child)
@@ -300,6 +300,15 @@ class ProcessPool:
             # state is unknown. SIGKILL is synchronous; the reap below only collects it.
             await self._discard(child, grace_s=0)
             raise
+
+    async def _idle_or_new(self) -> _Child:
+        """An idle child still alive (one killed while idle is reaped, not blamed), or a new one."""
+        while self._idle:
+            child = self._idle.pop()
+            if child.proc.returncode is None:
+                return child
+            await self._discard(child, grace_s=0)
+        return await self._spawn()
 
     async def _discard(self, child: _Child, *, grace_s: float) -> None:
         self._children.discard(child)

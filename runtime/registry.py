@@ -90,11 +90,14 @@ def import_file(path: Path) -> ModuleType:
 
 
 def _handlers_of(module: ModuleType) -> list[Any]:
-    return [
-        obj
-        for obj in vars(module).values()
-        if callable(obj) and hasattr(obj, SPEC_ATTR) and obj.__module__ == module.__name__
-    ]
+    """The module's own handlers, each once (``alias = hello`` is not a second function)."""
+    return list(
+        dict.fromkeys(
+            obj
+            for obj in vars(module).values()
+            if callable(obj) and hasattr(obj, SPEC_ATTR) and obj.__module__ == module.__name__
+        )
+    )
 
 
 def _merge(spec: FunctionSpec, override: Mapping[str, Any]) -> FunctionSpec:

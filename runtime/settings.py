@@ -38,7 +38,7 @@ import msgspec
 from msgspec import Meta
 
 from runtime.errors import ConfigError
-from runtime.function import OPTION_NAMES, FunctionOptions, suggest
+from runtime.function import OPTION_ALIASES, OPTION_NAMES, FunctionOptions, suggest
 
 ENV_PREFIX = "RUNTIME_"
 CONFIG_DIR_ENV = "RUNTIME_CONFIG_DIR"
@@ -122,8 +122,6 @@ _TEXT_KEYS = frozenset(
 _CANDIDATES = [".".join(key) for key in _SCHEMA] + list(_SECTIONS) + list(_TABLES)
 _SECRET_NAME = re.compile(r"pass(word)?|secret|token|api_?key|credential|private", re.I)
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.I)
-# Words people reach for that difflib would map to the wrong option (max_recoveries).
-_OPTION_ALIASES = {"max_retry": "max_attempts", "max_retries": "max_attempts"}
 
 
 def redact_url(url: str) -> str:
@@ -149,7 +147,7 @@ def _mask(key: Key, value: Any) -> Any:
     if isinstance(value, str):
         if key and _SECRET_NAME.search(key[-1]) and value:
             return "**"
-        return redact_url(value) if "@" in value else value
+        return redact_url(value) if "://" in value or "@" in value else value
     return value
 
 
@@ -353,8 +351,8 @@ def _check_options(
             problems.append(
                 f"{'.'.join(key)}: unknown option (from {_source(leaves, key)})"
                 + (
-                    f"; did you mean '{_OPTION_ALIASES[option]}'?"
-                    if option in _OPTION_ALIASES
+                    f"; did you mean '{OPTION_ALIASES[option]}'?"
+                    if option in OPTION_ALIASES
                     else suggest(option, OPTION_NAMES)
                 )
             )

@@ -42,7 +42,9 @@ local want = tonumber(ARGV[2])
 local limited = 0
 local cap = tonumber(ARGV[4])
 if cap > 0 then
-  local room = cap - redis.call('ZCARD', KEYS[5])
+  -- Count live leases only: a slot held by a crashed process frees itself when its lease
+  -- expires, not one reclaim interval later.
+  local room = cap - redis.call('ZCOUNT', KEYS[5], now, '+inf')
   if room < want then
     want = room
     limited = 1

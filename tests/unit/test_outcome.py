@@ -1,0 +1,212 @@
+"""Outcomes: backoff with injected randomness, ``classify`` of every kind of handler ending,
+``describe``, and the worker's decision that turns a failed last attempt into a dead letter."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from runtime.broker import ClaimedJob, SettleEntry
+from runtime.errors import PayloadTooLarge, Reject, Retry
+from runtime.function import Backoff, function, inspect_handler
+from runtime.outcome import (
+    MAX_ERROR_CHARS,
+    Completed,
+    Crashed,
+    DeadLetter,
+    Failed,
+    Outcome,
+    backoff_delay_s,
+    classify,
+    describe,
+)
+from runtime.process_pool import RemoteError
+from runtime.settings import WorkerSettings
+from runtime.worker import FunctionWorker
+
+# -- backoff ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("attempt", "ceiling"),
+    [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 8.0), (6, 10.0), (7, 10.0), (50, 10.0)],
+)
+def test_rand_one_gives_the_exponential_ceiling_capped_at_max(attempt: int, ceiling: float) -> None:
+    backoff = Backoff(base_s=0.5, max_s=10.0)
+    assert backoff_delay_s(attempt, backoff, rand=lambda: 1.0) == ceiling
+
+
+def test_rand_zero_gives_no_delay() -> None:
+    backoff = Backoff(base_s=3.0, max_s=100.0)
+    assert [backoff_delay_s(n, backoff, rand=lambda: 0.0) for n in (1, 2, 10)] == [0.0] * 3
+
+
+def test_full_jitter_scales_the_ceiling_by_rand() -> None:
+    backoff = Backoff(base_s=2.0, max_s=300.0)
+    assert backoff_delay_s(3, backoff, rand=lambda: 0.25) == 2.0  # 0.25 * 2 * 2**2
+
+
+def test_huge_attempt_numbers_do_not_overflow() -> None:
+    backoff = Backoff(base_s=1.0, max_s=300.0)
+    assert backoff_delay_s(10_000, backoff, rand=lambda: 1.0) == 300.0
+
+
+def test_zero_base_never_waits() -> None:
+    assert backoff_delay_s(9, Backoff(base_s=0.0, max_s=60.0), rand=lambda: 1.0) == 0.0
+
+
+def test_default_randomness_stays_within_the_ceiling() -> None:
+    delays = [backoff_delay_s(3, Backoff(base_s=1.0, max_s=60.0)) for _ in range(200)]
+    assert all(0.0 <= d <= 4.0 for d in delays)
+    assert len(set(delays)) > 1  # jittered, not a constant
+
+
+# -- classify --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc", "outcome"),
+    [
+        (Retry(), Failed("handler_error", "Retry: retry requested", None)),
+        (Retry(delay_s=2.5, reason="busy"), Failed("handler_error", "Retry: busy", 2.5)),
+        (Retry(delay_s=0), Failed("handler_error", "Retry: retry requested", 0)),
+        (Reject("bad input"), DeadLetter("rejected", "bad input", is_attempt=True)),
+        (Reject(), DeadLetter("rejected", "rejected by handler")),
+        (TimeoutError(), Failed("timeout", "attempt timed out")),
+        (ValueError("boom"), Failed("handler_error", "ValueError: boom")),
+        (KeyError("k"), Failed("handler_error", "KeyError: 'k'")),
+        (RuntimeError(), Failed("handler_error", "RuntimeError")),
+        (SystemExit(3), Failed("handler_error", "SystemExit: 3")),
+        (RemoteError("ZeroDivisionError", "division by zero"),
+         Failed("handler_error", "ZeroDivisionError: division by zero")),
+        (PayloadTooLarge("f: payload is 9 bytes, over max_payload_bytes=1"),
+         DeadLetter("payload_too_large",
+                    "PayloadTooLarge: f: payload is 9 bytes, over max_payload_bytes=1",
+                    is_attempt=False)),
+        (msgspec.ValidationError("Expected `int`, got `str`"),
+         DeadLetter("decode_error", "ValidationError: Expected `int`, got `str`",
+                    is_attempt=False)),
+        (msgspec.DecodeError("truncated"),
+         DeadLetter("decode_error", "DecodeError: truncated", is_attempt=False)),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else "",
+)  # fmt: skip
+def test_classify(exc: BaseException, outcome: Outcome) -> None:
+    assert classify(exc) == outcome
+
+
+def test_retry_refuses_a_negative_delay() -> None:
+    with pytest.raises(ValueError, match=r"delay_s must be >= 0"):
+        Retry(delay_s=-1)
+
+
+def test_handler_signals_are_not_runtime_failures() -> None:
+    # An infrastructure `except RuntimeFailure` must never swallow a handler's signal.
+    from runtime.errors import HandlerSignal, RuntimeFailure
+
+    for signal in (Retry(), Reject()):
+        assert isinstance(signal, HandlerSignal)
+        assert not isinstance(signal, RuntimeFailure)
+
+
+def test_long_reasons_and_errors_are_truncated() -> None:
+    long = "x" * (MAX_ERROR_CHARS * 3)
+    assert classify(Reject(long)) == DeadLetter("rejected", long[:MAX_ERROR_CHARS])
+    failed = classify(Retry(reason=long))
+    assert isinstance(failed, Failed)
+    assert len(failed.error) == MAX_ERROR_CHARS
+    assert failed.error.startswith("Retry: xxx")
+    failed = classify(ValueError(long))
+    assert isinstance(failed, Failed)
+    assert failed.error == ("ValueError: " + long)[:MAX_ERROR_CHARS]
+
+
+# -- describe --------------------------------------------------------------------------------
+
+
+def test_describe_is_type_and_message() -> None:
+    assert describe(ValueError("bad value")) == "ValueError: bad value"
+    assert describe(ValueError()) == "ValueError"
+
+
+def test_describe_never_includes_a_traceback() -> None:
+    def fail() -> None:
+        raise OSError("disk full")
+
+    try:
+        fail()
+    except OSError as exc:
+        text = describe(exc)
+    assert text == "OSError: disk full"
+
+
+def test_describe_keeps_a_remote_error_as_the_child_wrote_it() -> None:
+    assert describe(RemoteError("KeyError", "'name'")) == "KeyError: 'name'"
+    assert describe(RemoteError("StopIteration")) == "StopIteration"
+
+
+def test_describe_truncates() -> None:
+    assert describe(ValueError("y" * 10_000)) == ("ValueError: " + "y" * 10_000)[:MAX_ERROR_CHARS]
+    assert len(describe(RemoteError("E", "z" * 10_000))) == MAX_ERROR_CHARS
+
+
+# -- what the worker settles: attempts left, or exhausted -> DLQ -----------------------------
+# classify() does not know the attempt number; FunctionWorker._entry turns an Outcome and
+# the job's attempt count into the settle operation (C/R/D/K). No broker call is made.
+
+
+@function(max_attempts=3, max_recoveries=2, backoff=(1.0, 4.0))
+async def _handler(event: int) -> int:
+    return event
+
+
+def settle(outcome: Outcome, failed_attempts: int) -> SettleEntry:
+    worker = FunctionWorker(inspect_handler(_handler), None, WorkerSettings())  # type: ignore[arg-type]
+    job = ClaimedJob(
+        id="_handler.1", token="7", envelope=b"", attempts=failed_attempts, recoveries=0,
+        enqueued_ms=0,
+    )  # fmt: skip
+    return worker._entry(job, outcome)
+
+
+def test_completed_is_settled_with_its_result() -> None:
+    assert settle(Completed(b'{"ok":1}'), 0) == SettleEntry("C", "_handler.1", "7", b'{"ok":1}')
+
+
+@pytest.mark.parametrize("failed_attempts", [0, 1])
+def test_failure_with_attempts_left_is_retried_within_the_backoff(failed_attempts: int) -> None:
+    entry = settle(Failed("handler_error", "ValueError: x"), failed_attempts)
+    assert (entry.op, entry.b, entry.c) == ("R", "ValueError: x", "handler_error")
+    ceiling_ms = 1000 * backoff_delay_s(failed_attempts + 1, Backoff(1.0, 4.0), rand=lambda: 1.0)
+    assert 0 <= int(entry.a) <= ceiling_ms
+
+
+def test_retry_delay_from_the_handler_wins_over_backoff() -> None:
+    entry = settle(classify(Retry(delay_s=2.5)), 0)
+    assert (entry.op, entry.a) == ("R", "2500")
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [(ValueError("x"), "handler_error"), (TimeoutError(), "timeout"), (Retry(), "handler_error")],
+)
+def test_failure_on_the_last_attempt_is_dead_lettered(exc: BaseException, reason: str) -> None:
+    outcome = classify(exc)
+    entry = settle(outcome, failed_attempts=2)  # this is attempt 3 of max_attempts=3
+    assert isinstance(outcome, Failed)
+    assert entry == SettleEntry("D", "_handler.1", "7", reason, outcome.error, "1")
+
+
+def test_reject_is_dead_lettered_on_the_first_attempt() -> None:
+    entry = settle(classify(Reject("no")), failed_attempts=0)
+    assert entry == SettleEntry("D", "_handler.1", "7", "rejected", "no", "1")
+
+
+def test_decode_error_does_not_count_as_an_attempt() -> None:
+    entry = settle(classify(msgspec.ValidationError("bad")), failed_attempts=0)
+    assert (entry.op, entry.a, entry.c) == ("D", "decode_error", "0")
+
+
+def test_crash_is_a_recovery_bounded_by_max_recoveries() -> None:
+    entry = settle(Crashed("handler process died"), failed_attempts=0)
+    assert entry == SettleEntry("K", "_handler.1", "7", "2", "handler process died")

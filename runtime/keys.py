@@ -16,7 +16,6 @@ Keys (type: what it holds; who removes it):
 - ``{ns:fn}:claim:<claim id>`` (string): ids and tokens of one claim, for replay; 60 s.
 - ``{ns:fn}:stats`` (hash): counters (completed, dead, stale acks); never (tiny).
 - ``{ns}:wake`` (pub/sub channel): function name, published when work becomes ready.
-- ``{ns}:instances`` (hash): instance id -> heartbeat JSON; pruned by instances.
 
 A job hash's ``prefix`` is the ``{ns:fn}:`` string, passed to scripts so they can build the
 job keys of the ids they pop (all in the declared slot).
@@ -61,7 +60,3 @@ class FunctionKeys:
 
 def wake_channel(namespace: str) -> str:
     return f"{{{namespace}}}:wake"
-
-
-def instances_key(namespace: str) -> str:
-    return f"{{{namespace}}}:instances"

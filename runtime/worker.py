@@ -74,6 +74,7 @@ class FunctionWorker:
         self._running = 0
         self._held: dict[str, str] = {}  # job id -> token, from claim until settled
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._threads_running: dict[str, asyncio.Future[Any]] = {}  # job id -> thread
         self._lost: set[str] = set()
         self._pending: list[SettleEntry] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -201,7 +202,6 @@ class FunctionWorker:
     # -- running -----------------------------------------------------------------------
 
     async def _run(self, job: ClaimedJob) -> None:
-        abandoned: asyncio.Future[Any] | None = None
         suspect = is_suspect(job.recoveries, self.spec.options.max_recoveries)
         gate = self._quarantine.suspect() if suspect else self._quarantine.ordinary()
         try:
@@ -213,7 +213,7 @@ class FunctionWorker:
                         job.id,
                         job.recoveries,
                     )
-                outcome, abandoned = await self._execute(job)
+                outcome = await self._execute(job)
         except asyncio.CancelledError:
             if job.id not in self._lost:
                 self.counters.released += 1
@@ -221,36 +221,37 @@ class FunctionWorker:
             return
         finally:
             self._tasks.pop(job.id, None)
-            if abandoned is None or abandoned.done():
+            thread = self._threads_running.pop(job.id, None)
+            if thread is None or thread.done():
                 self._free_slot()
             else:
-                # A timed-out thread cannot be stopped: its slot comes back when it ends.
-                abandoned.add_done_callback(lambda _: self._free_slot())
+                # A thread cannot be stopped (timed out, cancelled by a lost lease or a
+                # drain): its slot comes back only when it really ends.
+                thread.add_done_callback(lambda _: self._free_slot())
         if job.id in self._lost:
             return
         self._settle(self._entry(job, outcome))
 
-    async def _execute(self, job: ClaimedJob) -> tuple[Outcome, asyncio.Future[Any] | None]:
+    async def _execute(self, job: ClaimedJob) -> Outcome:
         spec = self.spec
         try:
             env = envelope.decode(job.envelope, self._settings.max_envelope_bytes)
         except envelope.EnvelopeError as exc:
-            return DeadLetter("decode_error", str(exc), is_attempt=False), None
+            return DeadLetter("decode_error", str(exc), is_attempt=False)
         if env.function != spec.name:
             return DeadLetter(
                 "unknown_function",
                 f"the envelope names function {env.function!r}, which is not registered "
                 f"in this queue ({spec.name!r})",
                 is_attempt=False,
-            ), None
+            )
         try:
             payload = spec.decode(env.payload)
         except Exception as exc:
-            return classify(exc), None
+            return classify(exc)
         timeout_s = spec.options.timeout_s
         attempt = job.attempts + 1
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] | None = None
         try:
             if self._processes is not None:
                 result = await self._processes.run(
@@ -283,22 +284,23 @@ class FunctionWorker:
                             raise _HandlerTimeoutError() from None
                 else:
                     fut = loop.run_in_executor(self._threads, spec.handler, *args)
+                    self._threads_running[job.id] = fut
                     done, _ = await asyncio.wait({fut}, timeout=timeout_s)
                     if not done:
-                        return Failed("timeout", "attempt timed out (thread abandoned)"), fut
+                        return Failed("timeout", "attempt timed out (thread abandoned)")
                     result = fut.result()
         except asyncio.CancelledError:
             raise
         except ChildCrashed as exc:
-            return Crashed(f"handler process died: {exc}"), None
+            return Crashed(f"handler process died: {exc}")
         except _HandlerTimeoutError:
-            return Failed("handler_error", "TimeoutError raised by the handler"), None
+            return Failed("handler_error", "TimeoutError raised by the handler")
         except (Exception, SystemExit) as exc:
-            return classify(exc), None
+            return classify(exc)
         try:
-            return Completed(_json.encode(result)), fut
+            return Completed(_json.encode(result))
         except (TypeError, ValueError, msgspec.EncodeError) as exc:
-            return Failed("handler_error", f"result is not JSON-serialisable: {exc}"), fut
+            return Failed("handler_error", f"result is not JSON-serialisable: {exc}")
 
     async def _extend_one(self, job: ClaimedJob) -> float:
         lost = await self._broker.extend(self.name, [(job.id, job.token)], lease_ms=self._lease_ms)

@@ -17,8 +17,79 @@ from runtime import envelope
 from runtime.broker import JobRecord, RedisBroker, connect
 from runtime.errors import JobFailed, ResultTimeout, UnknownFunction, UnknownJob
 from runtime.function import PRIORITIES, Priority, suggest
+from runtime.metrics import Metrics
 from runtime.registry import Registry
 from runtime.settings import RedisSettings, Settings
+from runtime.tracing import Tracing
+
+MAX_DELAY_S = 365 * 86400.0
+
+
+class Producer:
+    """Validates, encodes and enqueues jobs on a broker; shared by the Client and the HTTP
+    API. Counts what it creates and opens the enqueue span whose context the job carries."""
+
+    def __init__(
+        self,
+        broker: RedisBroker,
+        registry: Registry | None = None,
+        *,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
+        self.broker = broker
+        self.registry = registry
+        self._metrics = metrics
+        self._tracing = tracing or Tracing()
+
+    def encode_payload(self, function: str, payload: Any) -> tuple[bytes, Priority]:
+        """Validate (when the function is known) and encode; returns (bytes, default lane)."""
+        if self.registry is None:
+            return msgspec.msgpack.encode(payload), "default"
+        spec = self.registry.get(function)
+        return spec.encode(payload), spec.options.priority
+
+    async def enqueue(
+        self,
+        function: str,
+        payload: Any = None,
+        *,
+        job_id: str | None = None,
+        idempotency_key: str | None = None,
+        priority: Priority | None = None,
+        delay_s: float | None = None,
+        notify: bool = False,
+    ) -> tuple[str, bool]:
+        """Enqueue a job; returns (its id, whether it was created now)."""
+        if self.registry is not None and function not in self.registry:
+            raise UnknownFunction(
+                f"unknown function '{function}'{suggest(function, self.registry.names)}"
+            )
+        if priority is not None and priority not in PRIORITIES:
+            raise ValueError(f"priority {priority!r} must be one of {', '.join(PRIORITIES)}")
+        if delay_s is not None and not 0 <= delay_s <= MAX_DELAY_S:
+            raise ValueError(f"delay_s={delay_s!r} must be between 0 and {MAX_DELAY_S}")
+        data, default_priority = self.encode_payload(function, payload)
+        full_id = envelope.new_job_id(function, job_id)
+        with self._tracing.enqueue_span(function) as (carrier, span):
+            env = envelope.encode(
+                envelope.Envelope(envelope.ENVELOPE_VERSION, full_id, function, data, carrier)
+            )
+            job, created = await self.broker.enqueue(
+                function,
+                full_id,
+                env,
+                priority=priority or default_priority,
+                delay_s=delay_s,
+                idempotency_key=idempotency_key,
+                notify=notify,
+            )
+            if span.is_recording():
+                span.set_attribute("runtime.job_id", job)
+                span.set_attribute("runtime.created", created)
+        if created and self._metrics is not None and function in self._metrics.functions:
+            self._metrics.functions[function].produced.inc()
+        return job, created
 
 
 class Client:
@@ -35,13 +106,13 @@ class Client:
     ) -> None:
         rs = redis_settings or RedisSettings()
         self._redis: aioredis.Redis = connect(rs, redis_url)
-        self._registry = registry
         self.broker = RedisBroker(
             self._redis,
             namespace,
             keep_result_s=keep_result_s,
             block_s=max(0.05, rs.timeout_s * 0.8),
         )
+        self.producer = Producer(self.broker, registry)
 
     @classmethod
     def from_settings(
@@ -69,13 +140,6 @@ class Client:
     async def close(self) -> None:
         await self._redis.aclose()
 
-    def encode_payload(self, function: str, payload: Any) -> tuple[bytes, Priority]:
-        """Validate (when the function is known) and encode; returns (bytes, default lane)."""
-        if self._registry is None:
-            return msgspec.msgpack.encode(payload), "default"
-        spec = self._registry.get(function)
-        return spec.encode(payload), spec.options.priority
-
     async def enqueue(
         self,
         function: str,
@@ -90,25 +154,15 @@ class Client:
         """Enqueue a job; returns its id (``<function>.<id>``). Idempotent by job id and key.
 
         The same ``job_id`` or ``idempotency_key`` twice returns the first job's id.
+        With a registry the payload is validated first (PayloadError naming the field).
         """
-        if self._registry is not None and function not in self._registry:
-            raise UnknownFunction(
-                f"unknown function '{function}'{suggest(function, self._registry.names)}"
-            )
-        if priority is not None and priority not in PRIORITIES:
-            raise ValueError(f"priority {priority!r} must be one of {', '.join(PRIORITIES)}")
-        if delay_s is not None and delay_s < 0:
-            raise ValueError(f"delay_s={delay_s!r} must be >= 0")
-        data, default_priority = self.encode_payload(function, payload)
-        full_id = envelope.new_job_id(function, job_id)
-        env = envelope.encode(envelope.Envelope(envelope.ENVELOPE_VERSION, full_id, function, data))
-        job, _ = await self.broker.enqueue(
+        job, _ = await self.producer.enqueue(
             function,
-            full_id,
-            env,
-            priority=priority or default_priority,
-            delay_s=delay_s,
+            payload,
+            job_id=job_id,
             idempotency_key=idempotency_key,
+            priority=priority,
+            delay_s=delay_s,
             notify=notify,
         )
         return job
@@ -118,12 +172,7 @@ class Client:
 
     async def wait(self, job_id: str, timeout_s: float) -> JobRecord:
         """The job's record once terminal; ResultTimeout if it is not done in time."""
-        record = await self.broker.wait(job_id, timeout_s)
-        if record is None:
-            raise UnknownJob(f"no job {job_id!r} (never enqueued, or its result expired)")
-        if not record.is_terminal:
-            raise ResultTimeout(job_id, timeout_s)
-        return record
+        return await wait_terminal(self.broker, job_id, timeout_s)
 
     async def result(self, job_id: str, timeout_s: float = 30.0) -> Any:
         """The handler's return value (decoded JSON); JobFailed if it was dead-lettered."""
@@ -131,3 +180,13 @@ class Client:
         if record.state != "completed":
             raise JobFailed(job_id, record.reason or "unknown", record.error or "")
         return msgspec.json.decode(record.result or b"null")
+
+
+async def wait_terminal(broker: RedisBroker, job_id: str, timeout_s: float) -> JobRecord:
+    """The job's record once terminal; UnknownJob or ResultTimeout otherwise."""
+    record = await broker.wait(job_id, timeout_s)
+    if record is None:
+        raise UnknownJob(f"no job {job_id!r} (never enqueued, or its result expired)")
+    if not record.is_terminal:
+        raise ResultTimeout(job_id, timeout_s)
+    return record

@@ -14,16 +14,26 @@ import logging
 from collections.abc import Mapping
 
 from runtime.broker import REDIS_ERRORS, RedisBroker
+from runtime.metrics import Metrics
 from runtime.quarantine import Quarantine
 from runtime.registry import Registry
 from runtime.settings import Settings
+from runtime.tracing import Tracing
 from runtime.worker import FunctionWorker
 
 log = logging.getLogger("runtime.dispatcher")
 
 
 class Dispatcher:
-    def __init__(self, registry: Registry, broker: RedisBroker, settings: Settings) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        broker: RedisBroker,
+        settings: Settings,
+        *,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self._broker = broker
         self._settings = settings
         self.quarantine = Quarantine()  # one per process: a crash takes the whole process
@@ -34,6 +44,8 @@ class Dispatcher:
                 settings.worker,
                 params=settings.params.get(spec.name),
                 quarantine=self.quarantine,
+                metrics=metrics.for_function(spec.name) if metrics is not None else None,
+                tracing=tracing,
             )
             for spec in registry
         }

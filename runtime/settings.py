@@ -59,6 +59,34 @@ class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: Annotated[int, Meta(ge=0, le=65_535)] = 8080  # 0: any free port
+    # Bearer token of the /v1 routes. Empty: a random one is made at start and written to
+    # <redis.embedded_dir>/../http-token (mode 0600), where the CLI finds it.
+    token: str = ""
+    metrics_need_token: bool = False  # put /metrics behind the token too
+    max_body_bytes: Annotated[int, Meta(ge=1024, le=1_073_741_824)] = 16_777_216
+    max_wait_s: Annotated[float, Meta(gt=0, le=3600)] = 300.0  # longest invoke wait
+    debug: bool = False  # include tracebacks in 500 answers
+
+
+class AdmissionSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """When the HTTP API refuses new jobs with 429 (0 disables a limit)."""
+
+    max_backlog: Annotated[int, Meta(ge=0)] = 0  # ready + delayed jobs of one function
+    max_memory_ratio: Annotated[float, Meta(ge=0, le=1)] = 0.9  # of Redis maxmemory, if set
+    retry_after_s: Annotated[int, Meta(ge=1, le=3600)] = 1
+
+
+class MetricsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    refresh_s: Annotated[float, Meta(ge=0.1, le=300)] = 2.0  # queue gauges, instances
+
+
+class TracingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    enabled: bool = False
+    exporter: Literal["otlp_http", "otlp_grpc", "console"] = "otlp_http"
+    # Empty: the exporter's default, or OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT when set.
+    endpoint: str = ""
+    headers: str = ""  # "key=value,key2=value2"; empty: OTEL_EXPORTER_OTLP_HEADERS
+    service_name: str = "runtime"
 
 
 class WorkerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -84,6 +112,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     http: HttpSettings = HttpSettings()
     worker: WorkerSettings = WorkerSettings()
     log: LogSettings = LogSettings()
+    admission: AdmissionSettings = AdmissionSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    tracing: TracingSettings = TracingSettings()
     # [functions.<name>]: FunctionOptions keys, merged over decorator options by the registry
     functions: dict[str, dict[str, Any]] = {}
     # [params.<name>]: free-form parameters handed to that function's handler
@@ -98,6 +129,9 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "http": HttpSettings,
     "worker": WorkerSettings,
     "log": LogSettings,
+    "admission": AdmissionSettings,
+    "metrics": MetricsSettings,
+    "tracing": TracingSettings,
 }
 
 
@@ -120,7 +154,7 @@ _TEXT_KEYS = frozenset(
     key for key, hint in _SCHEMA.items() if typing.get_args(hint)[:1] == (str,) or hint is str
 )
 _CANDIDATES = [".".join(key) for key in _SCHEMA] + list(_SECTIONS) + list(_TABLES)
-_SECRET_NAME = re.compile(r"pass(word)?|secret|token|api_?key|credential|private", re.I)
+_SECRET_NAME = re.compile(r"pass(word)?|secret|token|api_?key|credential|private|headers", re.I)
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.I)
 
 

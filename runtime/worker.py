@@ -11,6 +11,8 @@ until the thread really ends); its lease is renewed until its outcome is settled
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import random
 import time
@@ -19,12 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
+from opentelemetry.trace import Status, StatusCode
 
 from runtime import envelope
 from runtime.broker import REDIS_ERRORS, ClaimedJob, RedisBroker, SettleEntry
 from runtime.context import Context
 from runtime.errors import LeaseLost
 from runtime.function import FunctionSpec
+from runtime.metrics import FunctionMetrics
 from runtime.outcome import (
     Completed,
     Crashed,
@@ -37,6 +41,7 @@ from runtime.outcome import (
 from runtime.process_pool import ChildCrashed, ProcessPool
 from runtime.quarantine import Quarantine, is_suspect
 from runtime.settings import WorkerSettings
+from runtime.tracing import Tracing
 
 log = logging.getLogger("runtime.worker")
 _json = msgspec.json.Encoder()
@@ -62,8 +67,12 @@ class FunctionWorker:
         *,
         params: Mapping[str, Any] | None = None,
         quarantine: Quarantine | None = None,
+        metrics: FunctionMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.spec = spec
+        self._metrics = metrics
+        self._tracing = tracing or Tracing()
         self._quarantine = quarantine or Quarantine()
         self.name = spec.name
         self.counters = WorkerCounters()
@@ -169,7 +178,7 @@ class FunctionWorker:
             retry_s = 0.05
             self._is_fleet_limited = claim.is_fleet_limited
             for job in claim.jobs:
-                self._start(job)
+                self._start(job, claim.now_ms)
             if len(claim.jobs) < want:
                 timeout = self._settings.idle_poll_s
                 if claim.next_due_ms >= 0:
@@ -187,8 +196,11 @@ class FunctionWorker:
         except TimeoutError:
             pass
 
-    def _start(self, job: ClaimedJob) -> None:
+    def _start(self, job: ClaimedJob, now_ms: int) -> None:
         self.counters.claimed += 1
+        if self._metrics is not None:
+            self._metrics.consumed.inc()
+            self._metrics.queue_wait.observe(max(0, now_ms - job.enqueued_ms) / 1000)
         self._running += 1
         self._held[job.id] = job.token
         self._tasks[job.id] = asyncio.create_task(self._run(job))
@@ -213,7 +225,7 @@ class FunctionWorker:
                         job.id,
                         job.recoveries,
                     )
-                outcome = await self._execute(job)
+                outcome = await self._attempt(job)
         except asyncio.CancelledError:
             if job.id not in self._lost:
                 self.counters.released += 1
@@ -232,19 +244,44 @@ class FunctionWorker:
             return
         self._settle(self._entry(job, outcome))
 
-    async def _execute(self, job: ClaimedJob) -> Outcome:
-        spec = self.spec
+    async def _attempt(self, job: ClaimedJob) -> Outcome:
+        """Decode the envelope, then run one attempt inside its span, measured."""
         try:
             env = envelope.decode(job.envelope, self._settings.max_envelope_bytes)
         except envelope.EnvelopeError as exc:
             return DeadLetter("decode_error", str(exc), is_attempt=False)
-        if env.function != spec.name:
+        if env.function != self.name:
             return DeadLetter(
                 "unknown_function",
                 f"the envelope names function {env.function!r}, which is not registered "
-                f"in this queue ({spec.name!r})",
+                f"in this queue ({self.name!r})",
                 is_attempt=False,
             )
+        attributes = {
+            "runtime.function": self.name,
+            "runtime.job_id": job.id,
+            "runtime.attempt": job.attempts + 1,
+            "runtime.recoveries": job.recoveries,
+        }
+        m = self._metrics
+        with self._tracing.process_span(self.name, env.trace, attributes) as span:
+            started = time.perf_counter()
+            if m is not None:
+                m.active.inc()
+            try:
+                outcome = await self._execute(job, env)
+            finally:
+                if m is not None:
+                    m.active.dec()
+                    m.duration.observe(time.perf_counter() - started)
+            if span.is_recording():
+                span.set_attribute("runtime.outcome", _outcome_name(outcome))
+                if not isinstance(outcome, Completed):
+                    span.set_status(Status(StatusCode.ERROR, _outcome_error(outcome)[:200]))
+        return outcome
+
+    async def _execute(self, job: ClaimedJob, env: envelope.Envelope) -> Outcome:
+        spec = self.spec
         try:
             payload = spec.decode(env.payload)
         except Exception as exc:
@@ -283,7 +320,10 @@ class FunctionWorker:
                                 raise
                             raise _HandlerTimeoutError() from None
                 else:
-                    fut = loop.run_in_executor(self._threads, spec.handler, *args)
+                    # In a copy of this task's context: the handler's log lines carry
+                    # the job's trace ids, and its own spans nest under the job's.
+                    run = functools.partial(contextvars.copy_context().run, spec.handler)
+                    fut = loop.run_in_executor(self._threads, run, *args)
                     self._threads_running[job.id] = fut
                     done, _ = await asyncio.wait({fut}, timeout=timeout_s)
                     if not done:
@@ -310,22 +350,35 @@ class FunctionWorker:
 
     def _entry(self, job: ClaimedJob, outcome: Outcome) -> SettleEntry:
         opts = self.spec.options
+        m = self._metrics
         match outcome:
             case Completed(result):
                 self.counters.completed += 1
+                if m is not None:
+                    m.completed.inc()
                 return SettleEntry("C", job.id, job.token, result)
             case Failed(reason, error, delay_s):
                 attempt = job.attempts + 1
+                if m is not None:
+                    m.failed(reason)
                 if attempt >= opts.max_attempts:
                     self.counters.dead += 1
+                    if m is not None:
+                        m.dead(reason)
                     return SettleEntry("D", job.id, job.token, reason, error, "1")
                 if delay_s is None:
                     delay_s = backoff_delay_s(attempt, opts.backoff)
                 self.counters.retried += 1
+                if m is not None:
+                    m.retried.inc()
                 delay_ms = str(round(delay_s * 1000))
                 return SettleEntry("R", job.id, job.token, delay_ms, error, reason)
             case DeadLetter(reason, error, is_attempt):
                 self.counters.dead += 1
+                if m is not None:
+                    if is_attempt:
+                        m.failed(reason)
+                    m.dead(reason)
                 flag = "1" if is_attempt else "0"
                 return SettleEntry("D", job.id, job.token, reason, error, flag)
             case Crashed(error):
@@ -420,6 +473,20 @@ class FunctionWorker:
         if now - self._last_error_log >= 5.0:  # weather, not news: at most one line per 5 s
             self._last_error_log = now
             log.warning("%s: Redis unavailable during %s: %s", self.name, what, exc)
+
+
+def _outcome_name(outcome: Outcome) -> str:
+    match outcome:
+        case Completed():
+            return "completed"
+        case Failed(reason) | DeadLetter(reason):
+            return reason
+        case Crashed():
+            return "worker_crashed"
+
+
+def _outcome_error(outcome: Outcome) -> str:
+    return getattr(outcome, "error", "")
 
 
 class _HandlerTimeoutError(Exception):

@@ -1,7 +1,7 @@
 """The composition root: one aiohttp application that hosts the HTTP surface and the
 dispatcher on one event loop. ``cleanup_ctx`` owns every long-lived resource, in order:
-Redis (embedded or external) → broker → dispatcher. Nothing here needs Redis to be up:
-the runtime starts, reports 503 on /readyz, and becomes ready when Redis answers.
+Redis (embedded or external) → broker → refresher → dispatcher. Nothing here needs Redis
+to be up: the runtime starts, reports 503 on /readyz, and becomes ready when Redis answers.
 """
 
 from __future__ import annotations
@@ -9,25 +9,63 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from runtime import http_api
+from runtime.appkeys import (
+    BROKER_KEY,
+    DISPATCHER_KEY,
+    INSTANCES_KEY,
+    MEMORY_RATIO_KEY,
+    METRICS_KEY,
+    PRODUCER_KEY,
+    REGISTRY_KEY,
+    SETTINGS_KEY,
+    SHUTDOWN_KEY,
+    TOKEN_KEY,
+    TRACING_KEY,
+)
 from runtime.broker import REDIS_ERRORS, RedisBroker, connect
+from runtime.client import Producer
 from runtime.dispatcher import Dispatcher
 from runtime.embedded import EmbeddedRedis
+from runtime.instances import Instances
+from runtime.metrics import CONTENT_TYPE_LATEST, Metrics
 from runtime.registry import Registry
 from runtime.settings import Settings, redact_url
+from runtime.tracing import Tracing
 
 log = logging.getLogger("runtime.app")
 
-SETTINGS_KEY = web.AppKey("settings", Settings)
-REGISTRY_KEY = web.AppKey("registry", Registry)
-BROKER_KEY = web.AppKey("broker", RedisBroker)
-DISPATCHER_KEY = web.AppKey("dispatcher", Dispatcher)
 READY_PING_TIMEOUT_S = 1.0
+TOKEN_FILE = "http-token"
+
+__all__ = ["BROKER_KEY", "DISPATCHER_KEY", "build_app", "serve", "token_path"]
+
+
+def token_path(settings: Settings) -> Path:
+    """Where a generated token is written: beside the embedded Redis data folder."""
+    return Path(settings.redis.embedded_dir).parent / TOKEN_FILE
+
+
+def _token(settings: Settings) -> str:
+    if settings.http.token:
+        return settings.http.token
+    path = token_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    log.info("no http.token configured: generated one for the /v1 API in %s", path)
+    return token
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -38,23 +76,79 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         embedded = EmbeddedRedis(settings.redis.embedded_dir)
         url = await asyncio.to_thread(embedded.start)
     client = connect(settings.redis, url)
-    app[BROKER_KEY] = RedisBroker(
+    broker = RedisBroker(
         client,
         settings.namespace,
         keep_result_s=settings.worker.keep_result_s,
         block_s=max(0.05, settings.redis.timeout_s * 0.8),
     )
+    app[BROKER_KEY] = broker
+    app[PRODUCER_KEY] = Producer(
+        broker, app[REGISTRY_KEY], metrics=app[METRICS_KEY], tracing=app[TRACING_KEY]
+    )
+    app[INSTANCES_KEY] = Instances(client, settings.namespace, app[REGISTRY_KEY].names)
     log.info("using Redis at %s", redact_url(url))
     try:
         yield
     finally:
+        with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
+            await asyncio.wait_for(app[INSTANCES_KEY].leave(), 1.0)
         await client.aclose()
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
+        app[TRACING_KEY].shutdown()
+
+
+async def refresher_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Queue gauges, Redis latency and memory, and this instance's fleet heartbeat, every
+    ``metrics.refresh_s`` in the background (a scrape never waits on Redis)."""
+    task = asyncio.create_task(_refresh_loop(app), name="refresher")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def _refresh_loop(app: web.Application) -> None:
+    settings = app[SETTINGS_KEY]
+    interval = settings.metrics.refresh_s
+    metrics = app[METRICS_KEY]
+    last_error = 0.0
+    while True:
+        try:
+            await asyncio.wait_for(refresh_once(app), timeout=max(interval, 1.0))
+        except (*REDIS_ERRORS, TimeoutError) as exc:
+            metrics.redis_up.set(0)
+            if time.monotonic() - last_error > 5:
+                last_error = time.monotonic()
+                log.warning("metrics refresh: Redis unavailable: %s", exc)
+        await asyncio.sleep(interval)
+
+
+async def refresh_once(app: web.Application) -> None:
+    metrics = app[METRICS_KEY]
+    broker = app[BROKER_KEY]
+    started = time.perf_counter()
+    await broker.ping()
+    metrics.redis_latency.observe(time.perf_counter() - started)
+    metrics.redis_up.set(1)
+    for name in app[REGISTRY_KEY].names:
+        metrics.set_queue(name, await broker.stats(name))
+    memory = await broker.redis.info("memory")
+    maxmemory = int(memory.get("maxmemory", 0) or 0)
+    used = int(memory.get("used_memory", 0) or 0)
+    app[MEMORY_RATIO_KEY][0] = used / maxmemory if maxmemory else 0.0
+    window = max(3 * app[SETTINGS_KEY].metrics.refresh_s, 5.0)
+    metrics.instances.set(await app[INSTANCES_KEY].beat(window))
 
 
 async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
-    dispatcher = Dispatcher(app[REGISTRY_KEY], app[BROKER_KEY], app[SETTINGS_KEY])
+    dispatcher = Dispatcher(
+        app[REGISTRY_KEY],
+        app[BROKER_KEY],
+        app[SETTINGS_KEY],
+        metrics=app[METRICS_KEY],
+        tracing=app[TRACING_KEY],
+    )
     dispatcher.start()
     app[DISPATCHER_KEY] = dispatcher
     names = ", ".join(app[REGISTRY_KEY].names) or "none"
@@ -64,6 +158,10 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     log.info("draining: finishing in-flight jobs for up to %gs", grace_s)
     await dispatcher.drain(grace_s)
     log.info("drained")
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    app[SHUTDOWN_KEY].set()  # waiting invokes answer 503 with their job id at once
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -92,20 +190,55 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ready else 503)
 
 
-def build_app(settings: Settings, registry: Registry) -> web.Application:
-    app = web.Application()
+async def metrics_route(request: web.Request) -> web.Response:
+    body = request.app[METRICS_KEY].exposition()
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+def build_app(
+    settings: Settings,
+    registry: Registry,
+    *,
+    tracing: Tracing | None = None,
+) -> web.Application:
+    app = web.Application(
+        client_max_size=settings.http.max_body_bytes,
+        middlewares=[
+            http_api.errors_middleware,
+            http_api.tracing_middleware,
+            http_api.auth_middleware,
+        ],
+    )
     app[SETTINGS_KEY] = settings
     app[REGISTRY_KEY] = registry
+    app[METRICS_KEY] = Metrics(registry.names)
+    app[TRACING_KEY] = tracing or Tracing()
+    app[TOKEN_KEY] = _token(settings)
+    app[SHUTDOWN_KEY] = asyncio.Event()
+    app[MEMORY_RATIO_KEY] = [0.0]
     app.cleanup_ctx.append(redis_ctx)
+    app.cleanup_ctx.append(refresher_ctx)
     app.cleanup_ctx.append(dispatcher_ctx)
+    app.on_shutdown.append(_on_shutdown)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_route)
+    http_api.add_routes(app)
     return app
 
 
 def serve(settings: Settings, registry: Registry) -> None:
     """Run until SIGTERM/SIGINT; aiohttp's runner then unwinds cleanup_ctx (the drain)."""
-    app = build_app(settings, registry)
+    from runtime.tracing import build_provider
+
+    provider = build_provider(settings.tracing)
+    if provider is not None:
+        from opentelemetry import trace
+
+        trace.set_tracer_provider(provider)  # so handlers' own spans nest under the job's
+    app = build_app(settings, registry, tracing=Tracing(provider))
     with contextlib.suppress(KeyboardInterrupt):
         web.run_app(
             app,

@@ -28,6 +28,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from runtime.envelope import function_of
 from runtime.function import Priority
 from runtime.keys import FunctionKeys, wake_channel
+from runtime.quarantine import suspect_threshold
 from runtime.settings import RedisSettings
 
 JobState = Literal["queued", "delayed", "running", "completed", "dead"]
@@ -36,6 +37,11 @@ REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
 CLAIM_RECORD_TTL_S = 60
 PROMOTE_LIMIT = 1000
 _WATCH = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'notify', '1') end"
+_EXEC = (
+    "local v = redis.call('HMGET', KEYS[1], 'tok', 'state') "
+    "if v[1] == ARGV[1] and v[2] == 'running' then "
+    "redis.call('HSET', KEYS[1], 'exec', ARGV[1]) return 1 end return 0"
+)
 RECLAIM_LIMIT = 1000
 
 
@@ -134,6 +140,7 @@ class RedisBroker:
         self._extend = client.register_script(_script_source("extend"))
         self._reclaim = client.register_script(_script_source("reclaim"))
         self._watch = client.register_script(_WATCH)
+        self._exec = client.register_script(_EXEC)
 
     def keys(self, function: str) -> FunctionKeys:
         keys = self._keys.get(function)
@@ -233,9 +240,15 @@ class RedisBroker:
                 self.keep_result_s,
                 self.wake_channel,
                 function,
+                suspect_threshold(max_recoveries),
             ],
         )
         return int(res[0]), int(res[1])
+
+    async def mark_executing(self, function: str, job_id: str, token: str) -> bool:
+        """Record that a suspect job really started (see quarantine.py); False: lease lost."""
+        res = await self._exec(keys=[self.keys(function).job(job_id)], args=[token])
+        return bool(res)
 
     async def job(self, job_id: str) -> JobRecord | None:
         function = function_of(job_id)
@@ -281,6 +294,15 @@ class RedisBroker:
             await self.redis.blmove(k.done(job_id), k.done(job_id), timeout, "LEFT", "RIGHT")
             record = await self.job(job_id)
         return record
+
+    async def backlog(self, function: str) -> int:
+        """Jobs waiting (ready in any lane, or delayed) for one function."""
+        k = self.keys(function)
+        pipe = self.redis.pipeline(transaction=False)
+        for lane in k.lanes:
+            pipe.llen(lane)
+        pipe.zcard(k.delayed)
+        return sum(int(n) for n in await pipe.execute())
 
     async def stats(self, function: str) -> dict[str, int]:
         """Queue depths and counters of one function (O(1) commands, pipelined)."""

@@ -65,6 +65,11 @@ class Context:
         return cls(job_id=job_id, function=function, **kw)
 
     @property
+    def log(self) -> JobLogger:
+        """The same as ``logger``: a logger whose lines carry the job's ids."""
+        return self.logger
+
+    @property
     def remaining_s(self) -> float:
         """Seconds left before this attempt's timeout."""
         return max(0.0, self.deadline - time.monotonic())

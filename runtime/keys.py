@@ -14,7 +14,11 @@ Keys (type: what it holds; who removes it):
 - ``{ns:fn}:dlq`` (list): dead-lettered job ids; purge-dlq.
 - ``{ns:fn}:idem:<key>`` (string): idempotency key -> job id; keep_result_s.
 - ``{ns:fn}:claim:<claim id>`` (string): ids and tokens of one claim, for replay; 60 s.
-- ``{ns:fn}:stats`` (hash): counters (completed, dead, stale acks); never (tiny).
+- ``{ns:fn}:stats`` (hash): counters (completed, dead, stale acks, purged, requeued); never
+  (tiny).
+- ``{ns:fn}:minute:<unix minute>`` (hash): completed, retried, dead, recovered in that minute
+  of Redis time, written by settle and reclaim for ``runtime stats`` rates; 2 h.
+- ``{ns:fn}:admin:<call id>`` (string): the reply of one purge/requeue batch, for replay; 60 s.
 - ``{ns}:wake`` (pub/sub channel): function name, published when work becomes ready.
 
 A job hash's ``prefix`` is the ``{ns:fn}:`` string, passed to scripts so they can build the
@@ -56,6 +60,12 @@ class FunctionKeys:
 
     def claim(self, claim_id: str) -> str:
         return f"{self.prefix}claim:{claim_id}"
+
+    def minute(self, unix_minute: int) -> str:
+        return f"{self.prefix}minute:{unix_minute}"
+
+    def admin_call(self, call_id: str) -> str:
+        return f"{self.prefix}admin:{call_id}"
 
 
 def wake_channel(namespace: str) -> str:

@@ -11,6 +11,11 @@ So a job that has already been in flight during ``SUSPECT_AFTER`` crashes (or fe
 process, and nothing else starts while it runs. A bystander then completes on its own
 turn; the poison job crashes alone, and only its own counter grows. A single crash (a
 deploy's SIGKILL, an OOM kill) costs nothing: its jobs have one recovery and run normally.
+
+A suspect is blamed for a crash only if it was executing: its worker marks it in Redis
+(``exec`` = its token) when it starts it alone, and the reclaim script spares a suspect
+without that mark. Otherwise a bystander waiting for its turn behind the poison job would
+be blamed for the poison job's crash.
 """
 
 from __future__ import annotations
@@ -22,8 +27,12 @@ from contextlib import asynccontextmanager
 SUSPECT_AFTER = 2
 
 
+def suspect_threshold(max_recoveries: int) -> int:
+    return max(1, min(SUSPECT_AFTER, max_recoveries))
+
+
 def is_suspect(recoveries: int, max_recoveries: int) -> bool:
-    return recoveries >= max(1, min(SUSPECT_AFTER, max_recoveries))
+    return recoveries >= suspect_threshold(max_recoveries)
 
 
 class Quarantine:

@@ -225,6 +225,11 @@ class FunctionWorker:
                         job.id,
                         job.recoveries,
                     )
+                    if not await self._mark_executing(job):
+                        # Reclaimed while it waited its turn: the new holder runs it.
+                        self._held.pop(job.id, None)
+                        self.counters.leases_lost += 1
+                        return
                 outcome = await self._attempt(job)
         except asyncio.CancelledError:
             if job.id not in self._lost:
@@ -243,6 +248,18 @@ class FunctionWorker:
         if job.id in self._lost:
             return
         self._settle(self._entry(job, outcome))
+
+    async def _mark_executing(self, job: ClaimedJob) -> bool:
+        """Tell Redis this suspect really runs now, so a crash is blamed on it; retried
+        while Redis is away (running it unmarked could let a poison job loop forever)."""
+        retry_s = 0.05
+        while True:
+            try:
+                return await self._broker.mark_executing(self.name, job.id, job.token)
+            except REDIS_ERRORS as exc:
+                self._log_redis_error("mark", exc)
+                await asyncio.sleep(retry_s)
+                retry_s = min(retry_s * 2, 2.0)
 
     async def _attempt(self, job: ClaimedJob) -> Outcome:
         """Decode the envelope, then run one attempt inside its span, measured."""

@@ -1,7 +1,10 @@
 -- reclaim: take back jobs whose lease expired (their worker died or hung), by Redis time.
 -- KEYS: 1 leased, 2 dlq, 3 stats, 4 ready:high, 5 ready:default, 6 ready:low
 -- ARGV: 1 key prefix, 2 max_recoveries, 3 limit, 4 keep_result_s, 5 wake channel,
---       6 function name
+--       6 function name, 7 suspect threshold (recoveries from which a job runs alone)
+-- A suspect (recoveries >= threshold) is blamed only if it was executing: its worker marks
+-- `exec` = token when it starts it alone. A suspect that was still waiting its turn when
+-- its process died goes back without blame (it cannot be the job that killed it).
 -- Each job's `recoveries` counter grows by one; past max_recoveries it is dead-lettered
 -- as worker_crashed (a poison job that kills its worker cannot loop forever). Otherwise it
 -- goes back to the front of its lane. The job's token is not touched here: its state is no
@@ -16,9 +19,12 @@ local requeued, dead = 0, 0
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[1], id)
   local jk = prefix .. 'job:' .. id
-  local v = redis.call('HMGET', jk, 'state', 'prio', 'notify')
+  local v = redis.call('HMGET', jk, 'state', 'prio', 'notify', 'rec', 'tok', 'exec')
   if v[1] == 'running' then
-    local rec = redis.call('HINCRBY', jk, 'rec', 1)
+    local rec = tonumber(v[4] or '0')
+    if rec < tonumber(ARGV[7]) or v[6] == v[5] then
+      rec = redis.call('HINCRBY', jk, 'rec', 1)
+    end
     if rec > tonumber(ARGV[2]) then
       redis.call('HSET', jk, 'state', 'dead', 'reason', 'worker_crashed', 'end', now,
         'err', 'the worker holding this job died or stopped heartbeating ' .. rec .. ' times')
@@ -42,5 +48,11 @@ if dead > 0 then redis.call('HINCRBY', KEYS[3], 'dead', dead) end
 if requeued > 0 then
   redis.call('HINCRBY', KEYS[3], 'recovered', requeued)
   redis.call('PUBLISH', ARGV[5], ARGV[6])
+end
+if dead + requeued > 0 then  -- per-minute tallies for `runtime stats` (see settle.lua)
+  local mk = prefix .. 'minute:' .. math.floor(now / 60000)
+  if dead > 0 then redis.call('HINCRBY', mk, 'dead', dead) end
+  if requeued > 0 then redis.call('HINCRBY', mk, 'recovered', requeued) end
+  redis.call('EXPIRE', mk, 7200)
 end
 return {requeued, dead}

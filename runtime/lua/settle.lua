@@ -86,6 +86,15 @@ end
 if n_done > 0 then redis.call('HINCRBY', KEYS[4], 'completed', n_done) end
 if n_dead > 0 then redis.call('HINCRBY', KEYS[4], 'dead', n_dead) end
 if n_retry > 0 then redis.call('HINCRBY', KEYS[4], 'retried', n_retry) end
+-- The same applied counts, per minute of Redis time, for `runtime stats` rates. Only applied
+-- entries count, so a replayed batch (code 2) adds nothing here either.
+if n_done + n_dead + n_retry > 0 then
+  local mk = prefix .. 'minute:' .. math.floor(now / 60000)
+  if n_done > 0 then redis.call('HINCRBY', mk, 'completed', n_done) end
+  if n_dead > 0 then redis.call('HINCRBY', mk, 'dead', n_dead) end
+  if n_retry > 0 then redis.call('HINCRBY', mk, 'retried', n_retry) end
+  redis.call('EXPIRE', mk, 7200)  -- two hours: stats reads the last two minutes
+end
 if n_stale > 0 then redis.call('HINCRBY', KEYS[4], 'stale_acks', n_stale) end
 if wake then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return codes

@@ -394,3 +394,29 @@ async def test_graceful_drain_releases_late_jobs(make_harness: MakeHarness) -> N
     assert (record.state, record.attempts, record.recoveries) == ("queued", 0, 0)
     assert await h.redis.lrange("{rt:sleepy}:ready:default", 0, -1) == [job_id.encode()]
     assert await h.redis.zcard("{rt:sleepy}:leased") == 0
+
+
+async def test_reclaim_blames_only_the_suspect_that_was_executing(
+    make_harness: MakeHarness,
+) -> None:
+    """Two suspects (two crashes behind them) claimed together; only the one that was
+    running alone when the process died is blamed; the one waiting its turn is spared."""
+    h = await make_harness(HELLO, start=False)
+    poison = await h.client.enqueue("hello", {"name": "poison"})
+    bystander = await h.client.enqueue("hello", {"name": "bystander"})
+    for job_id in (poison, bystander):
+        await h.redis.hset(f"{{rt:hello}}:job:{job_id}", "rec", 2)
+    claim = await h.broker.claim("hello", 2, lease_ms=50, max_in_flight=0)
+    tokens = {job.id: job.token for job in claim.jobs}
+    assert await h.broker.mark_executing("hello", poison, tokens[poison])
+    assert not await h.broker.mark_executing("hello", poison, "999")  # not the holder's
+    await asyncio.sleep(0.1)  # ... the process dies; the leases expire
+    assert await h.broker.reclaim("hello", max_recoveries=2) == (1, 1)
+    dead = await h.client.job(poison)
+    spared = await h.client.job(bystander)
+    assert dead is not None and (dead.state, dead.reason, dead.recoveries) == (
+        "dead",
+        "worker_crashed",
+        3,
+    )
+    assert spared is not None and (spared.state, spared.recoveries) == ("queued", 2)

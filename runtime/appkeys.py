@@ -1,0 +1,29 @@
+"""Typed keys of the aiohttp application's state, shared by app.py and http_api.py."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from runtime.broker import RedisBroker
+from runtime.client import Producer
+from runtime.dispatcher import Dispatcher
+from runtime.instances import Instances
+from runtime.metrics import Metrics
+from runtime.registry import Registry
+from runtime.settings import Settings
+from runtime.tracing import Tracing
+
+SETTINGS_KEY = web.AppKey("settings", Settings)
+REGISTRY_KEY = web.AppKey("registry", Registry)
+BROKER_KEY = web.AppKey("broker", RedisBroker)
+PRODUCER_KEY = web.AppKey("producer", Producer)
+DISPATCHER_KEY = web.AppKey("dispatcher", Dispatcher)
+METRICS_KEY = web.AppKey("metrics", Metrics)
+TRACING_KEY = web.AppKey("tracing", Tracing)
+INSTANCES_KEY = web.AppKey("instances", Instances)
+TOKEN_KEY = web.AppKey("token", str)
+SHUTDOWN_KEY = web.AppKey("shutdown", asyncio.Event)
+# [used_memory / maxmemory] as last seen by the refresher (a list so it can be updated)
+MEMORY_RATIO_KEY = web.AppKey("memory_ratio", list[float])

@@ -1,0 +1,86 @@
+"""The fleet registry: each runtime instance beats every ``metrics.refresh_s`` into
+``{ns}:instances`` (id → last beat, Redis time) and ``{ns}:instances:info`` (id → JSON:
+host, pid, version, functions, started). Instances silent for ten windows are pruned.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from importlib import metadata, resources
+from typing import Any, cast
+
+import msgspec
+import redis.asyncio as aioredis
+
+
+def _version() -> str:
+    try:
+        return metadata.version("runtime")
+    except metadata.PackageNotFoundError:
+        return "dev"
+
+
+class InstanceInfo(msgspec.Struct):
+    id: str
+    host: str
+    pid: int
+    version: str
+    functions: list[str]
+    started_at: float  # unix seconds
+
+
+class Instances:
+    def __init__(self, redis: aioredis.Redis, namespace: str, functions: list[str]) -> None:
+        self._redis = redis
+        self.zset = f"{{{namespace}}}:instances"
+        self.info_key = f"{{{namespace}}}:instances:info"
+        host = socket.gethostname()
+        self.info = InstanceInfo(
+            id=f"{host}-{os.getpid()}-{os.urandom(3).hex()}",
+            host=host,
+            pid=os.getpid(),
+            version=_version(),
+            functions=sorted(functions),
+            started_at=time.time(),
+        )
+        self._info_json = msgspec.json.encode(self.info)
+        source = resources.files("runtime").joinpath("lua", "instance.lua").read_text("utf-8")
+        self._script = redis.register_script(source)
+
+    async def beat(self, window_s: float) -> int:
+        """Record this instance's beat; returns how many instances are live."""
+        live = await self._script(
+            keys=[self.zset, self.info_key],
+            args=[self.info.id, self._info_json, round(window_s * 1000)],
+        )
+        return int(live)
+
+    async def live(self, window_s: float) -> list[dict[str, Any]]:
+        """The instances that beat within the window, with their info and last beat age."""
+        now_s, now_us = await self._redis.time()
+        now_ms = int(now_s) * 1000 + int(now_us) // 1000
+        beats = cast(
+            "list[tuple[bytes, float]]",
+            await self._redis.zrangebyscore(
+                self.zset, now_ms - round(window_s * 1000), "+inf", withscores=True
+            ),
+        )
+        if not beats:
+            return []
+        ids = [member for member, _ in beats]
+        infos = await self._redis.hmget(self.info_key, ids)
+        out = []
+        for (member, score), raw in zip(beats, infos, strict=True):
+            info: dict[str, Any] = msgspec.json.decode(raw) if raw else {"id": member.decode()}
+            info["last_beat_s"] = round((now_ms - score) / 1000, 3)
+            out.append(info)
+        return out
+
+    async def leave(self) -> None:
+        """Remove this instance at a clean shutdown (a crashed one ages out)."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.zrem(self.zset, self.info.id)
+        pipe.hdel(self.info_key, self.info.id)
+        await pipe.execute()

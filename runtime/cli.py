@@ -1,7 +1,7 @@
 """The ``runtime`` command: a thin shell over settings, registry, app and client.
 
-Exit status: 0 success; 1 the job failed or did not finish in time; 2 bad configuration,
-bad handler folder or bad input; 3 Redis unreachable.
+Exit status: 0 success; 1 the job failed or did not finish in time (or an operator said no);
+2 bad configuration, bad handler folder or bad input; 3 Redis unreachable; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from runtime.admin_cli import ADMIN_COMMANDS, add_admin_parsers, admin_main
 from runtime.broker import REDIS_ERRORS
 from runtime.errors import (
     ConfigError,
@@ -27,7 +28,7 @@ from runtime.errors import (
 from runtime.registry import Registry, load_registry
 from runtime.settings import Settings, load_settings, settings_to_dict
 
-EXIT_FAILED, EXIT_USAGE, EXIT_REDIS = 1, 2, 3
+EXIT_FAILED, EXIT_USAGE, EXIT_REDIS, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
 
     cfg = sub.add_parser("config", help="show or check the effective configuration")
     cfg.add_argument("action", choices=["show", "check"])
+    add_admin_parsers(sub)
     return p
 
 
@@ -155,6 +157,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         from runtime.logs import setup_logging
 
         setup_logging(settings.log.level, settings.log.format)
+        if args.command in ADMIN_COMMANDS:
+            return asyncio.run(admin_main(args, settings, _redis_url(settings)))
         registry = _registry(settings)
         if args.command in ("check", "functions"):
             print(_table(registry))
@@ -182,6 +186,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     except (*REDIS_ERRORS,) as exc:
         print(f"error: Redis unreachable: {exc}", file=sys.stderr)
         return EXIT_REDIS
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def main() -> None:

@@ -188,5 +188,5 @@ async def wait_terminal(broker: RedisBroker, job_id: str, timeout_s: float) -> J
     if record is None:
         raise UnknownJob(f"no job {job_id!r} (never enqueued, or its result expired)")
     if not record.is_terminal:
-        raise ResultTimeout(job_id, timeout_s)
+        raise ResultTimeout(job_id, timeout_s, record.state)
     return record

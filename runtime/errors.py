@@ -90,9 +90,12 @@ class JobFailed(RuntimeFailure):
 class ResultTimeout(RuntimeFailure):
     """The awaited job did not reach a terminal state in time."""
 
-    def __init__(self, job_id: str, timeout_s: float) -> None:
+    def __init__(self, job_id: str, timeout_s: float, state: str = "queued") -> None:
         self.job_id = job_id
-        super().__init__(f"job {job_id} not finished after {timeout_s:g}s; it is still queued")
+        self.state = state
+        super().__init__(
+            f"job {job_id} not finished after {timeout_s:g}s; it is {state} and continues"
+        )
 
 
 class HandlerSignal(Exception):

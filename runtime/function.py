@@ -63,8 +63,15 @@ def format_validation_error(exc: msgspec.ValidationError | msgspec.DecodeError) 
     text = str(exc).replace("`", "")
     message, sep, path = text.rpartition(" - at ")
     if not sep:
+        return _lower_first(text)
+    return f"{path}: {_lower_first(message)}"
+
+
+def _lower_first(text: str) -> str:
+    """``Expected str`` → ``expected str``, but ``JSON is malformed`` stays as it is."""
+    if text[:1].isupper() and not text[1:2].isupper():
         return text[:1].lower() + text[1:]
-    return f"{path}: {message[:1].lower()}{message[1:]}"
+    return text
 
 
 class FunctionSpec(msgspec.Struct, frozen=True):

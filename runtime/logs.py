@@ -28,12 +28,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message`` plus the job's ids when the record has them."""
+
+    FIELDS = ("function", "job_id", "attempt", "trace_id")
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        extras = [f"{k}={getattr(record, k)}" for k in self.FIELDS if hasattr(record, k)]
+        return f"{text} [{' '.join(extras)}]" if extras else text
+
+
 def setup_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     from runtime.tracing import TraceLogFilter
 
     handler.addFilter(TraceLogFilter())

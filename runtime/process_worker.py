@@ -115,6 +115,8 @@ class HandlerCache:
             return module
         if not path.is_file():
             raise FileNotFoundError(f"handler file not found: {path}")
+        if str(path.parent) not in sys.path:  # as the registry does: helpers by name
+            sys.path.append(str(path.parent))
         name = module_name(path)
         loader_spec = importlib.util.spec_from_file_location(name, path)
         if loader_spec is None or loader_spec.loader is None:
@@ -139,7 +141,9 @@ def run_job(request: JobRequest, cache: HandlerCache) -> JobResponse:
                 f"{spec.source}: an async handler cannot run in a process; use executor='async'"
             )
         try:
-            event = spec.decode(request.payload)
+            # The parent checked the size against the effective max_payload_bytes (config
+            # overrides included), which this child does not know: decode only.
+            event = msgspec.msgpack.decode(request.payload, type=spec.payload_type, strict=True)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             return Raised(type(exc).__name__, f"{spec.name}: {format_validation_error(exc)}")
         ctx = Context(

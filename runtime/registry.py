@@ -125,6 +125,10 @@ def load_registry(
             [f"{folder}: functions folder not found; create it or set functions_dir"]
         )
     real_root = root.resolve()
+    # Helper modules of the folder (``_util.py``) can be imported by name. Appended, not
+    # prepended: a file named like a standard module (json.py) must not shadow it.
+    if str(real_root) not in sys.path:
+        sys.path.append(str(real_root))
     problems: list[str] = []
     found: dict[str, FunctionSpec] = {}
     for path in sorted(root.glob("*.py")):

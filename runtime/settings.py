@@ -178,9 +178,9 @@ def _mask(key: Key, value: Any) -> Any:
         return {k: _mask((*key, str(k)), v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_mask(key, v) for v in value]
+    if key and _SECRET_NAME.search(key[-1]) and value not in ("", None, False):
+        return "**"  # whatever its type: `token = 424242` is a secret too
     if isinstance(value, str):
-        if key and _SECRET_NAME.search(key[-1]) and value:
-            return "**"
         return redact_url(value) if "://" in value or "@" in value else value
     return value
 
@@ -195,10 +195,16 @@ def load_settings(
     *, config_dir: str | Path | None = None, overrides: Mapping[str, Any] | None = None
 ) -> Settings:
     """Read every source, validate once, and return ``Settings`` or raise ``ConfigError``."""
+    problems: list[str] = []
+    via = "--config" if config_dir is not None else "environment " + CONFIG_DIR_ENV
+    explicit = config_dir is not None or bool(os.environ.get(CONFIG_DIR_ENV))
     if config_dir is None:
         config_dir = os.environ.get(CONFIG_DIR_ENV) or "config"
     base = Path(config_dir)
-    problems: list[str] = []
+    if explicit and not base.is_dir():  # a typo must not silently mean "defaults"
+        raise ConfigError(
+            [f"config folder {str(config_dir)!r} (from {via}) not found; create it or fix the path"]
+        )
     leaves: dict[Key, Leaf] = {}
     seen: set[Path] = set()
     for path in (base / "settings.toml", base / ".secrets.toml", Path(".secrets.toml")):
@@ -220,9 +226,20 @@ def _label(path: Path) -> str:
         return str(path)
 
 
+def _normalise(key: Key) -> Key:
+    """Keys match case-insensitively, except the names inside ``[functions.<name>]`` and
+    ``[params.<name>.<key>]``: function names and handler parameters keep their case."""
+    head = key[0].lower() if key else ""
+    if head == "params":
+        return (head, *key[1:])
+    if head == "functions":
+        return (head, *key[1:2], *(part.lower() for part in key[2:]))
+    return tuple(part.lower() for part in key)
+
+
 def _flatten(data: Mapping[Any, Any], source: str, prefix: Key = ()) -> Iterator[tuple[Key, Leaf]]:
     for name, value in data.items():
-        key = (*prefix, str(name).lower())
+        key = _normalise((*prefix, str(name)))
         if isinstance(value, Mapping) and value:
             yield from _flatten(value, source, key)
         else:
@@ -283,7 +300,7 @@ def _override_leaves(overrides: Mapping[str, Any]) -> Iterator[tuple[Key, Leaf]]
     for dotted, value in overrides.items():
         if value is None:
             continue
-        key = tuple(dotted.lower().split("."))
+        key = _normalise(tuple(dotted.split(".")))
         if isinstance(value, str):
             yield from _typed(key, value, CLI_SOURCE)
         elif isinstance(value, Mapping) and value:

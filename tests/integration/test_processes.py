@@ -96,6 +96,8 @@ class Fleet:
         self.witness = Witness(tmp / "witness.log")
         self.folder = tmp / "functions"
         self.folder.mkdir(exist_ok=True)
+        self.config_dir = tmp / "config"  # empty: defaults, then the RUNTIME_* below
+        self.config_dir.mkdir(exist_ok=True)
         source = HANDLERS.format(
             witness=str(self.witness.path),
             concurrency=limits.get("concurrency", 8),
@@ -107,7 +109,7 @@ class Fleet:
 
     def spawn(self, redis_url: str | None = None) -> subprocess.Popen[bytes]:
         port = free_port()
-        env = {**os.environ, **FAST, "RUNTIME_CONFIG_DIR": str(self.tmp / "no-config")}
+        env = {**os.environ, **FAST, "RUNTIME_CONFIG_DIR": str(self.config_dir)}
         log = (self.tmp / f"serve-{len(self.processes)}.log").open("wb")
         process = subprocess.Popen(
             [

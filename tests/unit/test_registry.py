@@ -553,3 +553,16 @@ def test_override_cannot_give_an_async_handler_a_thread(hello_folder: Path) -> N
     message = only(problems_of(hello_folder, {"hello": {"executor": "thread"}}))
     assert "executor='thread' needs a plain `def` handler" in message
     assert message.startswith(f"{(hello_folder / 'hello.py').resolve()}:")
+
+
+def test_a_helper_module_of_the_folder_can_be_imported_by_name(folder: Path) -> None:
+    # A unique name: sys.modules outlives this test.
+    put(folder, "_shout_helper_4711.py", "def shout(s):\n    return s.upper()\n", header=False)
+    put(
+        folder,
+        "uses_helper.py",
+        "from _shout_helper_4711 import shout\n\n"
+        "@function\nasync def loud(text: str) -> str:\n    return shout(text)\n",
+    )
+    registry = load_registry(folder)
+    assert registry.names == ["loud"]  # the helper itself is not a function module

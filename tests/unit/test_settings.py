@@ -47,7 +47,8 @@ def only(problems: list[str]) -> str:
 
 
 def test_no_files_no_env_gives_the_struct_defaults(cwd: Path) -> None:
-    assert load_settings(config_dir=cwd / "missing") == Settings()
+    (cwd / "empty").mkdir()
+    assert load_settings(config_dir=cwd / "empty") == Settings()
 
 
 def test_repository_settings_toml_is_valid(cwd: Path) -> None:
@@ -173,6 +174,7 @@ def test_dynaconf_switches_in_the_environment_are_ignored(
     monkeypatch.setenv("SETTINGS_FILE_FOR_DYNACONF", str(bogus))
     monkeypatch.setenv("INCLUDES_FOR_DYNACONF", str(bogus))
     monkeypatch.setenv("DYNACONF_NAMESPACE", "from-dynaconf")
+    (cwd / "config").mkdir()
     settings = load_settings(config_dir=cwd / "config")
     assert settings == Settings()
 
@@ -477,4 +479,27 @@ def test_query_string_password_never_appears_in_error_messages(
 
 def test_secrets_file_in_cwd_is_read(cwd: Path) -> None:
     write(cwd / ".secrets.toml", f'[redis]\nurl = "redis://:{SECRET}@h:1/0"\n')
+    (cwd / "config").mkdir()
     assert load_settings(config_dir=cwd / "config").redis.url == f"redis://:{SECRET}@h:1/0"
+
+
+def test_a_config_folder_that_does_not_exist_is_an_error(
+    cwd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_settings(config_dir=cwd / "confg")
+    assert str(exc.value).splitlines()[1:] == [
+        f"  config folder '{cwd / 'confg'}' (from --config) not found; create it or fix the path"
+    ]
+    monkeypatch.setenv("RUNTIME_CONFIG_DIR", "nowhere")
+    with pytest.raises(ConfigError, match="'nowhere' \\(from environment RUNTIME_CONFIG_DIR\\)"):
+        load_settings()
+    monkeypatch.delenv("RUNTIME_CONFIG_DIR")
+    assert load_settings() == Settings()  # the default ./config may be absent
+
+
+def test_a_secret_of_any_type_is_masked(cwd: Path) -> None:
+    write(cwd / "config" / "settings.toml", "[http]\ntoken = 424242\n")
+    with pytest.raises(ConfigError) as exc:
+        load_settings(config_dir=cwd / "config")
+    assert "424242" not in str(exc.value)

@@ -7,9 +7,9 @@ metrics registry.
 
 from runtime.context import Context
 from runtime.errors import Reject, Retry
-from runtime.function import Backoff, function
+from runtime.function import Backoff, Breaker, function
 
-__all__ = ["Backoff", "Client", "Context", "Reject", "Retry", "function"]
+__all__ = ["Backoff", "Breaker", "Client", "Context", "Reject", "Retry", "function"]
 
 
 def __getattr__(name: str) -> object:

@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 
 from runtime import envelope
 from runtime.function import PRIORITIES
+from runtime.instances import Instances
 from runtime.keys import FunctionKeys, wake_channel
 
 DLQ_BATCH = 200  # ids per script call: about a millisecond of Redis time (docs/admin.md)
@@ -34,9 +35,8 @@ MAX_BATCH = 1000
 SAMPLE_SIZE = 10  # matched ids a DLQ report keeps to show the operator
 PEEK_MAX_ENVELOPE_BYTES = 262_144  # larger envelopes are sized, not fetched, by peek
 MINUTE_MS = 60_000
-INSTANCES_NOTE = (
-    "runtime instances: not shown yet (the fleet registry is not wired into `runtime stats`)"
-)
+INSTANCES_NOTE = "runtime instances: those that beat in the last {window:g} s"
+INSTANCE_WINDOW_S = 15.0
 # The same rule as @function names; it also keeps a name from breaking the {ns:fn} hash tag.
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 Sleep = Callable[[float], Awaitable[None]]
@@ -76,6 +76,7 @@ class FunctionStats(msgspec.Struct):
     oldest_wait_s: dict[str, float | None]  # per lane, age of the job at its head
     per_minute: dict[str, float]  # completed, failed (= retried + dead), retried, dead, recovered
     totals: dict[str, int]  # the {ns:fn}:stats counters since the queue was created
+    breakers: dict[str, str] = {}  # instance (host:pid) -> circuit breaker state, if any
 
     @property
     def oldest_s(self) -> float | None:
@@ -87,7 +88,7 @@ class Stats(msgspec.Struct):
     now_ms: int  # Redis time
     functions: list[FunctionStats]
     instances: list[dict[str, Any]] | None = None  # None: not known (see instances_note)
-    instances_note: str = INSTANCES_NOTE
+    instances_note: str = INSTANCES_NOTE.format(window=INSTANCE_WINDOW_S)
 
 
 class JobView(msgspec.Struct):
@@ -238,6 +239,7 @@ class Admin:
             pipe.zcount(k.leased, "-inf", f"({now_ms}")
             pipe.hgetall(k.minute(minute))
             pipe.hgetall(k.minute(minute - 1))
+            pipe.hgetall(k.prefix + "breaker")
             for head in row[1:6:2]:  # an empty lane still takes a slot in the reply
                 if head:
                     pipe.hget(k.job(head.decode()), "enq")
@@ -248,7 +250,7 @@ class Admin:
         weight = 1 - into_ms / MINUTE_MS
         out = []
         for i, (k, row) in enumerate(zip(keys, rows, strict=True)):
-            expired, this_min, last_min, *heads = second[i * 6 : (i + 1) * 6]
+            expired, this_min, last_min, breakers, *heads = second[i * 7 : (i + 1) * 7]
             tally = {
                 name: round(int(this_min.get(field, 0)) + weight * int(last_min.get(field, 0)), 1)
                 for name in ("completed", "retried", "dead", "recovered")
@@ -272,9 +274,14 @@ class Admin:
                     },
                     per_minute=tally,
                     totals={key.decode(): int(v) for key, v in sorted(row[9].items())},
+                    breakers={
+                        inst.decode(): msgspec.json.decode(raw).get("state", "?")
+                        for inst, raw in sorted(breakers.items())
+                    },
                 )
             )
-        return Stats(now_ms=now_ms, functions=out)
+        instances = await Instances(self.redis, self.namespace, []).live(INSTANCE_WINDOW_S)
+        return Stats(now_ms=now_ms, functions=out, instances=instances)
 
     async def peek(self, function: str, *, is_dlq: bool = False, count: int = 20) -> Peek:
         """The next ``count`` jobs in claim order (high, default, low), or the newest

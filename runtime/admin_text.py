@@ -71,6 +71,9 @@ def stats_text(stats: Stats) -> str:
             str(f.delayed), flight, str(f.dead), format_age(f.oldest_s),
             _rate(f.per_minute["completed"]), _rate(f.per_minute["failed"]),
         ))  # fmt: skip
+        for instance, state in f.breakers.items():
+            if state != "closed":
+                notes.append(f"{f.function}: circuit breaker {state} on {instance}")
         if f.lease_expired:
             notes.append(
                 f"{f.function}: {f.lease_expired} lease(s) expired, waiting for a reclaimer "
@@ -91,8 +94,19 @@ def stats_text(stats: Stats) -> str:
         "",
         "DONE/MIN, FAILED/MIN: completions, and retries + dead letters, in the last 60 s",
         "OLDEST: the longest wait at the head of a lane; * not in the functions folder",
-        stats.instances_note,
+        stats.instances_note + ":",
     ]
+    if stats.instances:
+        rows_i: list[Sequence[str]] = [("ID", "HOST", "PID", "VERSION", "FUNCTIONS", "LAST BEAT")]
+        for inst in stats.instances:
+            rows_i.append((
+                str(inst.get("id", "?")), str(inst.get("host", "?")), str(inst.get("pid", "?")),
+                str(inst.get("version", "?")), ",".join(inst.get("functions", [])),
+                format_age(inst.get("last_beat_s")),
+            ))  # fmt: skip
+        out += table(rows_i)
+    else:
+        out.append("none")
     return "\n".join(out)
 
 

@@ -185,6 +185,14 @@ async def readyz(request: web.Request) -> web.Response:
     checks["dispatcher"] = {"ok": running}
     if dispatcher is not None:
         checks["dispatcher"]["running_jobs"] = sum(w.running for w in dispatcher.workers.values())
+        # An open breaker is a function's trouble, not the instance's: reported, still ready.
+        breakers = {
+            name: w.breaker_state
+            for name, w in dispatcher.workers.items()
+            if w.breaker_state is not None
+        }
+        if breakers:
+            checks["dispatcher"]["circuit_breakers"] = breakers
     ready = all(c["ok"] for c in checks.values())
     body = {"status": "ready" if ready else "unready", "checks": checks}
     return web.json_response(body, status=200 if ready else 503)

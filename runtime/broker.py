@@ -14,6 +14,7 @@ job id and idempotency key, claim by a claim id, settle and extend by fencing to
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Sequence
 from importlib import resources
@@ -61,6 +62,7 @@ class Claim(msgspec.Struct):
     next_due_ms: int  # earliest delayed job, -1 if none
     now_ms: int  # Redis server time of the claim
     is_fleet_limited: bool  # max_in_flight cut the batch
+    rate_ready_ms: int = -1  # rate limit cut the batch: when the next start is allowed
 
 
 class JobRecord(msgspec.Struct):
@@ -182,13 +184,31 @@ class RedisBroker:
         )
         return res[0].decode(), bool(res[1])
 
-    async def claim(self, function: str, count: int, *, lease_ms: int, max_in_flight: int) -> Claim:
+    async def claim(
+        self,
+        function: str,
+        count: int,
+        *,
+        lease_ms: int,
+        max_in_flight: int,
+        rate_interval_ms: float = 0.0,
+        rate_burst: int = 1,
+    ) -> Claim:
         """Lease up to ``count`` jobs. Retried internally with the same claim id."""
         k = self.keys(function)
         claim_id = os.urandom(8).hex()
         res = await self._claim(
-            keys=[*k.lanes, k.delayed, k.leased, k.claim(claim_id), k.dlq, k.stats],
-            args=[k.prefix, count, lease_ms, max_in_flight, CLAIM_RECORD_TTL_S, PROMOTE_LIMIT],
+            keys=[*k.lanes, k.delayed, k.leased, k.claim(claim_id), k.dlq, k.stats, k.rate],
+            args=[
+                k.prefix,
+                count,
+                lease_ms,
+                max_in_flight,
+                CLAIM_RECORD_TTL_S,
+                PROMOTE_LIMIT,
+                f"{rate_interval_ms:.6f}",
+                rate_burst,
+            ],
         )
         jobs = [
             ClaimedJob(
@@ -201,7 +221,7 @@ class RedisBroker:
             )
             for j in res[0]
         ]
-        return Claim(jobs, int(res[1]), int(res[2]), bool(res[3]))
+        return Claim(jobs, int(res[1]), int(res[2]), bool(res[3]), int(res[4]))
 
     async def settle(self, function: str, entries: Sequence[SettleEntry]) -> list[int]:
         """Apply outcomes; one code per entry: 1 applied, 2 replayed, 0 fenced (stale)."""
@@ -244,6 +264,16 @@ class RedisBroker:
             ],
         )
         return int(res[0]), int(res[1])
+
+    async def report_breaker(self, function: str, state: str) -> None:
+        """Record this process's breaker state for `runtime stats` (kept a day)."""
+        key = self.keys(function).prefix + "breaker"
+        field = f"{socket.gethostname()}:{os.getpid()}"
+        value = msgspec.json.encode({"state": state, "at": time.time()})
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, field, value)
+        pipe.expire(key, 86_400)
+        await pipe.execute()
 
     async def mark_executing(self, function: str, job_id: str, token: str) -> bool:
         """Record that a suspect job really started (see quarantine.py); False: lease lost."""

@@ -35,6 +35,21 @@ class Backoff(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_s: Annotated[float, Meta(ge=0)] = 300.0
 
 
+class Breaker(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Circuit breaker: open when at least ``min_samples`` attempts finished in the last
+    ``window_s`` and the share of failures (handler errors, timeouts, crashes) reaches
+    ``failure_ratio``; stay open ``cooldown_s``; then let one probe through."""
+
+    failure_ratio: Annotated[float, Meta(gt=0, le=1)] = 0.5
+    min_samples: Annotated[int, Meta(ge=1, le=100_000)] = 20
+    window_s: Annotated[float, Meta(gt=0, le=86_400)] = 30.0
+    cooldown_s: Annotated[float, Meta(gt=0, le=86_400)] = 30.0
+
+
+RATE_PATTERN = r"^[0-9]+(\.[0-9]+)?/(s|m|h)$"
+_RATE_PERIOD_MS = {"s": 1_000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
 class FunctionOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The user-facing knobs of one function (ARCHITECTURE §5). Units are in the names."""
 
@@ -47,6 +62,19 @@ class FunctionOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     priority: Priority = "default"
     executor: Executor | None = None  # None: async for `async def`, thread for `def`
     max_payload_bytes: Annotated[int, Meta(ge=1)] = 1_048_576
+    # Fleet-wide start rate, "100/s", "30/m" or "500/h" (GCRA on Redis time); None: none.
+    rate_limit: Annotated[str, Meta(pattern=RATE_PATTERN)] | None = None
+    rate_burst: Annotated[int, Meta(ge=1, le=1_000_000)] = 1  # starts allowed at once
+    breaker: Breaker | None = None  # circuit breaker; None: never open
+
+    @property
+    def rate_interval_ms(self) -> float:
+        """Milliseconds between two starts at the limited rate; 0 without a limit."""
+        if self.rate_limit is None:
+            return 0.0
+        count, _, unit = self.rate_limit.partition("/")
+        per = float(count)
+        return _RATE_PERIOD_MS[unit] / per if per > 0 else 0.0
 
 
 OPTION_NAMES: tuple[str, ...] = FunctionOptions.__struct_fields__
@@ -173,6 +201,19 @@ def parse_options(raw: dict[str, Any], where_: str) -> FunctionOptions:
         values["backoff"] = {"base_s": backoff[0], "max_s": backoff[1]}
     elif isinstance(backoff, Backoff):
         values["backoff"] = msgspec.structs.asdict(backoff)
+    rate = values.get("rate_limit")
+    if rate is not None and (
+        not isinstance(rate, str) or not re.match(RATE_PATTERN, rate) or not float(rate[:-2])
+    ):
+        raise HandlerDefinitionError(
+            f"{where_}: rate_limit={rate!r} must be a positive rate like '100/s', '30/m' "
+            "or '500/h' (per second, minute or hour)"
+        )
+    breaker = values.get("breaker")
+    if isinstance(breaker, Breaker):
+        values["breaker"] = msgspec.structs.asdict(breaker)
+    elif breaker is True:
+        values["breaker"] = {}
     try:
         return msgspec.convert(values, FunctionOptions, strict=True)
     except msgspec.ValidationError as exc:

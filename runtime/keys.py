@@ -14,12 +14,25 @@ Keys (type: what it holds; who removes it):
 - ``{ns:fn}:dlq`` (list): dead-lettered job ids; purge-dlq.
 - ``{ns:fn}:idem:<key>`` (string): idempotency key -> job id; keep_result_s.
 - ``{ns:fn}:claim:<claim id>`` (string): ids and tokens of one claim, for replay; 60 s.
+- ``{ns:fn}:rate`` (string): GCRA theoretical arrival time (ms) of the rate limit; expires.
 - ``{ns:fn}:stats`` (hash): counters (completed, dead, stale acks, purged, requeued); never
   (tiny).
 - ``{ns:fn}:minute:<unix minute>`` (hash): completed, retried, dead, recovered in that minute
   of Redis time, written by settle and reclaim for ``runtime stats`` rates; 2 h.
 - ``{ns:fn}:admin:<call id>`` (string): the reply of one purge/requeue batch, for replay; 60 s.
 - ``{ns}:wake`` (pub/sub channel): function name, published when work becomes ready.
+
+Deployments (``deploy.py``), all under the hash tag ``{<namespace>}``:
+
+- ``{ns}:deploy:seq`` (string): the last version id handed out (INCR); never.
+- ``{ns}:deploy:versions`` (zset): version id -> version id, the published versions;
+  pruned to ``deploy.keep_versions`` by the publish script (never the active one).
+- ``{ns}:deploy:v:<version>`` (hash): ``manifest`` (JSON), ``sig`` (HMAC-SHA256, hex),
+  ``files`` (msgpack); deleted with its ``versions`` entry by the publish script's pruning.
+- ``{ns}:deploy:active`` (string): the version every runtime should run; never.
+- ``{ns}:deploy:status`` (hash): instance id -> JSON (version loaded, refusals); the
+  instance deletes its field at a clean exit, ``runtime deployments`` prunes dead ones.
+- ``{ns}:deploy`` (pub/sub channel): a version id, published when it becomes active.
 
 A job hash's ``prefix`` is the ``{ns:fn}:`` string, passed to scripts so they can build the
 job keys of the ids they pop (all in the declared slot).
@@ -33,7 +46,7 @@ from runtime.function import PRIORITIES, Priority
 class FunctionKeys:
     """The keys of one function, computed once."""
 
-    __slots__ = ("delayed", "dlq", "function", "leased", "prefix", "ready", "stats")
+    __slots__ = ("delayed", "dlq", "function", "leased", "prefix", "rate", "ready", "stats")
 
     def __init__(self, namespace: str, function: str) -> None:
         self.function = function
@@ -43,6 +56,7 @@ class FunctionKeys:
         self.leased = self.prefix + "leased"
         self.dlq = self.prefix + "dlq"
         self.stats = self.prefix + "stats"
+        self.rate = self.prefix + "rate"  # GCRA theoretical arrival time of the rate limit
 
     @property
     def lanes(self) -> list[str]:
@@ -70,3 +84,20 @@ class FunctionKeys:
 
 def wake_channel(namespace: str) -> str:
     return f"{{{namespace}}}:wake"
+
+
+class DeployKeys:
+    """The keys of a namespace's deployments (see the module docstring)."""
+
+    __slots__ = ("active", "channel", "prefix", "seq", "status", "versions")
+
+    def __init__(self, namespace: str) -> None:
+        self.prefix = f"{{{namespace}}}:deploy:"
+        self.seq = self.prefix + "seq"
+        self.versions = self.prefix + "versions"
+        self.active = self.prefix + "active"
+        self.status = self.prefix + "status"
+        self.channel = f"{{{namespace}}}:deploy"
+
+    def version(self, version: int) -> str:
+        return f"{self.prefix}v:{version}"

@@ -31,6 +31,8 @@ class FunctionMetrics:
         self.duration = m.duration.labels(function)
         self.queue_wait = m.queue_wait.labels(function)
         self.active = m.active.labels(function)
+        self.rate_limit_hits = m.rate_limit_hits.labels(function)
+        self.breaker_state = m.breaker_state.labels(function)
         self._failed = m.failed
         self._dead = m.dead
         self._function = function
@@ -87,6 +89,18 @@ class Metrics:
         self.redis_up = Gauge("redis_up", "1 when the last Redis check answered", registry=r)
         self.stale_acks = Gauge(
             "jobs_stale_acks", "Outcomes refused by fencing (fleet total, Redis)", fn, registry=r
+        )
+        self.rate_limit_hits = Counter(
+            "rate_limit_hits",
+            "Claims cut short by the function's rate limit (the worker then waited)",
+            fn,
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "circuit_breaker_state",
+            "This instance's circuit breaker: 0 closed, 1 open, 2 half-open",
+            fn,
+            registry=r,
         )
         self.functions = {name: FunctionMetrics(self, name) for name in functions}
 

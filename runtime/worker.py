@@ -24,6 +24,7 @@ import msgspec
 from opentelemetry.trace import Status, StatusCode
 
 from runtime import envelope
+from runtime.breaker import STATE_VALUES, CircuitBreaker
 from runtime.broker import REDIS_ERRORS, ClaimedJob, RedisBroker, SettleEntry
 from runtime.context import Context
 from runtime.errors import LeaseLost
@@ -56,6 +57,7 @@ class WorkerCounters(msgspec.Struct):
     released: int = 0
     stale_acks: int = 0  # settles refused by fencing: the lease had been reclaimed
     leases_lost: int = 0
+    rate_limited: int = 0  # claims cut short by the rate limit
 
 
 class FunctionWorker:
@@ -91,6 +93,11 @@ class FunctionWorker:
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._stopping = False
+        self._stop_event = asyncio.Event()
+        self._rate_interval_ms = spec.options.rate_interval_ms
+        self._breaker = CircuitBreaker(spec.options.breaker) if spec.options.breaker else None
+        self._probe: str | None = None  # the half-open breaker's probe job
+        self._breaker_report: asyncio.Task[None] | None = None
         self._is_fleet_limited = False
         self._last_error_log = 0.0
         self._threads: ThreadPoolExecutor | None = None
@@ -125,6 +132,7 @@ class FunctionWorker:
     async def drain(self, grace_s: float) -> None:
         """Stop claiming, let running jobs finish within ``grace_s``, release the rest now."""
         self._stopping = True
+        self._stop_event.set()
         self._wake.set()
         self._slot_freed.set()
         claim_loop = self._loops[0] if self._loops else None
@@ -165,26 +173,73 @@ class FunctionWorker:
                 await self._slot_freed.wait()
                 continue
             want = min(free, self._settings.claim_batch)
+            probing = False
+            if self._breaker is not None:
+                allowed = self._breaker.allowed(want)
+                if allowed == 0:  # open (or its probe is still running): claim nothing
+                    await self._pause(min(self._breaker.reopens_in_s() or 0.5, 0.5))
+                    continue
+                probing = self._breaker.state == "half_open"  # this claim is the probe
+                want = allowed
             self._wake.clear()
             try:
                 claim = await self._broker.claim(
-                    self.name, want, lease_ms=self._lease_ms, max_in_flight=opts.max_in_flight
+                    self.name,
+                    want,
+                    lease_ms=self._lease_ms,
+                    max_in_flight=opts.max_in_flight,
+                    rate_interval_ms=self._rate_interval_ms,
+                    rate_burst=opts.rate_burst,
                 )
             except REDIS_ERRORS as exc:
+                if probing and self._breaker is not None:
+                    self._breaker.release_probe()
                 self._log_redis_error("claim", exc)
                 await self._sleep(retry_s)
                 retry_s = min(retry_s * 2, 2.0)
                 continue
             retry_s = 0.05
             self._is_fleet_limited = claim.is_fleet_limited
+            if probing and self._breaker is not None:
+                if claim.jobs:
+                    self._probe = claim.jobs[0].id
+                    log.warning(
+                        "%s: circuit half-open: probing with job %s", self.name, self._probe
+                    )
+                else:
+                    self._breaker.release_probe()  # nothing to probe with yet
             for job in claim.jobs:
                 self._start(job, claim.now_ms)
-            if len(claim.jobs) < want:
-                timeout = self._settings.idle_poll_s
-                if claim.next_due_ms >= 0:
-                    due_in = (claim.next_due_ms - claim.now_ms) / 1000
-                    timeout = max(0.001, min(timeout, due_in))
-                await self._sleep(timeout)
+            if len(claim.jobs) >= want:
+                continue
+            if claim.rate_ready_ms >= 0:
+                # Rate-limited: sleep until the next start is allowed, plus a little jitter
+                # so a fleet does not wake in lockstep (no claim in between: it would fail).
+                if self._metrics is not None:
+                    self._metrics.rate_limit_hits.inc()
+                self.counters.rate_limited += 1
+                wait_s = max(0.0, (claim.rate_ready_ms - claim.now_ms) / 1000)
+                jitter = random.uniform(0, min(0.005, self._rate_interval_ms / 10_000))
+                await self._pause(wait_s + jitter)
+                continue
+            timeout = self._settings.idle_poll_s
+            if claim.is_fleet_limited:
+                # Slots held by other instances free without telling us: look again soon.
+                timeout = min(timeout, 0.05 + random.uniform(0, 0.05))
+            if claim.next_due_ms >= 0:
+                due_in = (claim.next_due_ms - claim.now_ms) / 1000
+                timeout = max(0.001, min(timeout, due_in))
+            await self._sleep(timeout)
+
+    async def _pause(self, timeout_s: float) -> None:
+        """Sleep ``timeout_s``, waking early only to stop (not for new work)."""
+        if self._stopping:
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._stop_event.wait()
+        except TimeoutError:
+            pass
 
     async def _sleep(self, timeout_s: float) -> None:
         """Sleep until woken (work ready, slot freed while fleet-limited, stop) or timeout."""
@@ -232,6 +287,9 @@ class FunctionWorker:
                         return
                 outcome = await self._attempt(job)
         except asyncio.CancelledError:
+            if job.id == self._probe and self._breaker is not None:
+                self._probe = None
+                self._breaker.release_probe()
             if job.id not in self._lost:
                 self.counters.released += 1
                 self._settle(SettleEntry("L", job.id, job.token))
@@ -247,7 +305,42 @@ class FunctionWorker:
                 thread.add_done_callback(lambda _: self._free_slot())
         if job.id in self._lost:
             return
+        self._record_for_breaker(job, outcome)
         self._settle(self._entry(job, outcome))
+
+    # -- circuit breaker ---------------------------------------------------------------
+
+    @property
+    def breaker_state(self) -> str | None:
+        return self._breaker.state if self._breaker is not None else None
+
+    def _record_for_breaker(self, job: ClaimedJob, outcome: Outcome) -> None:
+        if self._breaker is None:
+            return
+        if job.id == self._probe:
+            self._probe = None
+        failed = isinstance(outcome, Failed | Crashed)
+        changed = self._breaker.record(failed)
+        if changed is None:
+            return
+        if self._metrics is not None:
+            self._metrics.breaker_state.set(STATE_VALUES[changed])
+        if changed == "open":
+            log.warning(
+                "%s: circuit breaker OPEN: too many failures; no claims for %gs",
+                self.name,
+                self._breaker.config.cooldown_s,
+            )
+        else:
+            log.warning("%s: circuit breaker closed: the probe succeeded", self.name)
+        self._breaker_report = asyncio.create_task(self._report_breaker(changed))
+
+    async def _report_breaker(self, state: str) -> None:
+        """Best effort: show this instance's breaker in `runtime stats` (Redis)."""
+        try:
+            await self._broker.report_breaker(self.name, state)
+        except REDIS_ERRORS as exc:
+            self._log_redis_error("breaker report", exc)
 
     async def _mark_executing(self, job: ClaimedJob) -> bool:
         """Tell Redis this suspect really runs now, so a crash is blamed on it; retried

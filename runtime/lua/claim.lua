@@ -1,10 +1,15 @@
 -- claim: promote due delayed jobs, then lease up to N ready jobs, strict priority order.
 -- KEYS: 1 ready:high, 2 ready:default, 3 ready:low, 4 delayed, 5 leased, 6 claim record, 7 dlq,
---       8 stats
+--       8 stats, 9 rate (GCRA theoretical arrival time, ms)
 -- ARGV: 1 key prefix, 2 count, 3 lease_ms, 4 max_in_flight (0: none), 5 claim record ttl_s,
---       6 promote limit
--- Returns {jobs, next_due_ms (-1: none), now_ms, fleet_limited (0/1)}; a job is
+--       6 promote limit, 7 rate interval ms (0: no rate limit), 8 rate burst
+-- Returns {jobs, next_due_ms (-1: none), now_ms, fleet_limited (0/1), rate_ready_ms (-1: not
+-- rate limited; else when the next start is allowed)}; a job is
 -- {id, token, envelope, attempts, recoveries, enqueued_ms}.
+-- Rate limit: GCRA on Redis time. With interval T and burst B, n starts are allowed at time
+-- now when tat + n*T <= now + B*T (tat = max(stored tat, now)); each start moves tat by T.
+-- Tokens are spent at the claim, so a crashed holder cannot leak them: a job it held and
+-- that runs again spends a token again (the limit errs on the safe side).
 -- Safe to run twice: a retried claim (same claim id, reply lost) gets the same jobs back with
 -- their leases renewed, and never leases new ones, so no job waits out a lease for nothing.
 local t = redis.call('TIME')
@@ -22,7 +27,7 @@ if prior then
       table.insert(out, {pair[1], pair[2], v[3], v[4], v[5], v[6]})
     end
   end
-  return {out, -1, now, 0}
+  return {out, -1, now, 0, -1}
 end
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, tonumber(ARGV[6]))
@@ -48,6 +53,19 @@ if cap > 0 then
   if room < want then
     want = room
     limited = 1
+  end
+end
+
+local interval = tonumber(ARGV[7])
+local tat = now
+local rate_limited = false
+if interval > 0 and want > 0 then
+  local stored = tonumber(redis.call('GET', KEYS[9]) or '0')
+  if stored > now then tat = stored end
+  local allowed = math.floor((now + tonumber(ARGV[8]) * interval - tat) / interval)
+  if allowed < want then
+    want = math.max(allowed, 0)
+    rate_limited = true
   end
 end
 
@@ -87,7 +105,21 @@ if #claimed > 0 then
   redis.call('SET', KEYS[6], cjson.encode(claimed), 'EX', tonumber(ARGV[5]))
 end
 
+local rate_ready = -1
+if interval > 0 then
+  if #claimed > 0 then
+    tat = tat + #claimed * interval
+    local ttl = math.ceil(tat - now + tonumber(ARGV[8]) * interval) + 1000
+    redis.call('SET', KEYS[9], string.format('%.3f', tat), 'PX', ttl)
+  end
+  if rate_limited then
+    -- the first moment one more start is allowed
+    rate_ready = math.ceil(tat + interval - tonumber(ARGV[8]) * interval)
+    if rate_ready < now then rate_ready = now end
+  end
+end
+
 local next_due = -1
 local head = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
 if head[2] then next_due = tonumber(head[2]) end
-return {out, next_due, now, limited}
+return {out, next_due, now, limited, rate_ready}

@@ -343,8 +343,8 @@ async def test_retried_claim_returns_the_same_jobs(make_harness: MakeHarness) ->
     h = await make_harness(HELLO, start=False)
     ids = [await h.client.enqueue("hello", {"name": str(i)}) for i in range(4)]
     k = h.broker.keys("hello")
-    keys = [*k.lanes, k.delayed, k.leased, k.claim("replay"), k.dlq, k.stats]
-    args = [k.prefix, 2, 5000, 0, 60, 100]
+    keys = [*k.lanes, k.delayed, k.leased, k.claim("replay"), k.dlq, k.stats, k.rate]
+    args = [k.prefix, 2, 5000, 0, 60, 100, 0, 1]
     first = await h.broker._claim(keys=keys, args=args)
     again = await h.broker._claim(keys=keys, args=args)
     assert [j[0].decode() for j in first[0]] == ids[:2]

@@ -39,7 +39,7 @@ FAST = {
 }
 
 HANDLERS = """
-    import asyncio, os
+    import asyncio, os, time
     from runtime import Context, function
 
     WITNESS = {witness!r}
@@ -57,6 +57,12 @@ HANDLERS = """
         await asyncio.sleep(seconds)
         note(f"finish {{ctx.job_id}} {{ctx.attempt}} {{os.getpid()}}")
         return "ok"
+
+    @function(concurrency=20, rate_limit="25/s", rate_burst=5)
+    async def paced(x: int, ctx: Context) -> None:
+        note(f"start {{ctx.job_id}} {{ctx.attempt}} {{os.getpid()}} {{time.time()}}")
+        await asyncio.sleep(0.05)
+        note(f"finish {{ctx.job_id}} {{ctx.attempt}} {{os.getpid()}}")
 
     @function(concurrency=1, max_recoveries=2)
     async def poison(x: int, ctx: Context) -> None:
@@ -305,3 +311,27 @@ async def test_starts_with_redis_down_and_becomes_ready(
     finally:
         fleet.stop_all()
         server.stop()
+
+
+async def test_rate_limit_holds_across_processes_through_a_sigkill(
+    fleet_factory: type[Fleet], client: Client
+) -> None:
+    """25/s with a burst of 5 over two runtimes, one SIGKILLed mid-run: no sliding
+    one-second window has more than 30 starts, and the run takes as long as the rate says."""
+    fleet = fleet_factory()
+    ids = [await client.enqueue("paced", i) for i in range(100)]
+    victim, survivor = fleet.spawn(), fleet.spawn()
+    fleet.wait_ready(victim)
+    fleet.wait_ready(survivor)
+    await wait_until(lambda: sum(fleet.witness.starts().values()) >= 30, 20, fleet.logs)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+    records = [await client.wait(job_id, 30) for job_id in ids]
+    assert {r.state for r in records} == {"completed"}
+    times = sorted(float(p[4]) for p in fleet.witness.lines() if p[0] == "start")
+    assert len(times) >= 100  # re-runs of the killed runtime's jobs spend tokens too
+    worst = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+    assert worst <= 25 + 5, worst
+    span = times[-1] - times[0]
+    expected = (len(times) - 5) / 25
+    assert expected * 0.9 <= span <= expected + 3.0, (span, expected)

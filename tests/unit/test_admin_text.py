@@ -82,8 +82,15 @@ def test_stats_table() -> None:
     assert lines[1].split() == ["hello", "1", "20", "0", "3", "4/32", "7", "1m15s", "120", "1.5"]
     assert lines[2].split()[:6] == ["ghost*", "1", "20", "0", "3", "4"]
     assert "ghost: 2 lease(s) expired, waiting for a reclaimer" in lines[3]
-    assert lines[-1].startswith("runtime instances: not shown yet")
+    assert lines[-2:] == ["runtime instances: those that beat in the last 15 s:", "none"]
+    instance = {"id": "h-1-ab", "host": "h", "pid": 1, "version": "0.1.0",
+                "functions": ["hello"], "last_beat_s": 1.2}  # fmt: skip
+    with_fleet = stats_text(Stats(0, [_stats()], instances=[instance])).splitlines()
+    assert with_fleet[-1].split()[:5] == ["h-1-ab", "h", "1", "0.1.0", "hello"]
     assert "no functions" in stats_text(Stats(0, []))
+    opened = stats_text(Stats(0, [_stats(breakers={"h:1": "open", "h:2": "closed"})]))
+    assert "hello: circuit breaker open on h:1" in opened
+    assert "h:2" not in opened
 
 
 def test_peek_lines_fit_the_width() -> None:

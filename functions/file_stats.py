@@ -17,6 +17,8 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 
 class FileRef(msgspec.Struct, forbid_unknown_fields=True):
     path: str
+    size: int | None = None  # as seen by the producer (`runtime enqueue-dir`), informative
+    mtime: float | None = None
 
 
 class FileStats(msgspec.Struct):

@@ -27,6 +27,7 @@ from runtime.errors import (
 )
 from runtime.registry import Registry, load_registry
 from runtime.settings import Settings, load_settings, settings_to_dict
+from runtime.tools_cli import TOOL_COMMANDS, add_tool_parsers, tools_main
 
 EXIT_FAILED, EXIT_USAGE, EXIT_REDIS, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="show or check the effective configuration")
     cfg.add_argument("action", choices=["show", "check"])
     add_admin_parsers(sub)
+    add_tool_parsers(sub)
     return p
 
 
@@ -159,6 +161,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         setup_logging(settings.log.level, settings.log.format)
         if args.command in ADMIN_COMMANDS:
             return asyncio.run(admin_main(args, settings, _redis_url(settings)))
+        if args.command in TOOL_COMMANDS:
+            return asyncio.run(tools_main(args, settings, _redis_url(settings)))
         registry = _registry(settings)
         if args.command in ("check", "functions"):
             print(_table(registry))

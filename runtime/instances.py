@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 def _version() -> str:
     try:
-        return metadata.version("runtime")
+        return metadata.version("redis-function-runtime")
     except metadata.PackageNotFoundError:
         return "dev"
 

@@ -22,6 +22,7 @@ from runtime import http_api
 from runtime.appkeys import (
     BROKER_KEY,
     DISPATCHER_KEY,
+    EPOCH_KEY,
     INSTANCES_KEY,
     MEMORY_RATIO_KEY,
     METRICS_KEY,
@@ -36,6 +37,7 @@ from runtime.broker import REDIS_ERRORS, RedisBroker, connect
 from runtime.client import Producer
 from runtime.dispatcher import Dispatcher
 from runtime.embedded import EmbeddedRedis
+from runtime.epoch import EpochWatch
 from runtime.instances import Instances
 from runtime.metrics import CONTENT_TYPE_LATEST, Metrics
 from runtime.registry import Registry
@@ -87,6 +89,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         broker, app[REGISTRY_KEY], metrics=app[METRICS_KEY], tracing=app[TRACING_KEY]
     )
     app[INSTANCES_KEY] = Instances(client, settings.namespace, app[REGISTRY_KEY].names)
+    app[EPOCH_KEY] = EpochWatch(client, settings.namespace)
     log.info("using Redis at %s", redact_url(url))
     try:
         yield
@@ -131,6 +134,8 @@ async def refresh_once(app: web.Application) -> None:
     await broker.ping()
     metrics.redis_latency.observe(time.perf_counter() - started)
     metrics.redis_up.set(1)
+    if await app[EPOCH_KEY].check():
+        metrics.redis_data_loss.inc()
     for name in app[REGISTRY_KEY].names:
         metrics.set_queue(name, await broker.stats(name))
     memory = await broker.redis.info("memory")
@@ -178,6 +183,9 @@ async def readyz(request: web.Request) -> web.Response:
         checks["redis"] = {"ok": True, "latency_ms": latency_ms}
     except (*REDIS_ERRORS, TimeoutError) as exc:
         checks["redis"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    lost = app[EPOCH_KEY].problem
+    if lost is not None:
+        checks["redis_data"] = {"ok": False, "error": lost}
     registry = app[REGISTRY_KEY]
     checks["registry"] = {"ok": True, "functions": len(registry)}
     dispatcher = app.get(DISPATCHER_KEY)

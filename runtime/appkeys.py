@@ -9,6 +9,7 @@ from aiohttp import web
 from runtime.broker import RedisBroker
 from runtime.client import Producer
 from runtime.dispatcher import Dispatcher
+from runtime.epoch import EpochWatch
 from runtime.instances import Instances
 from runtime.metrics import Metrics
 from runtime.registry import Registry
@@ -24,6 +25,7 @@ METRICS_KEY = web.AppKey("metrics", Metrics)
 TRACING_KEY = web.AppKey("tracing", Tracing)
 INSTANCES_KEY = web.AppKey("instances", Instances)
 TOKEN_KEY = web.AppKey("token", str)
+EPOCH_KEY = web.AppKey("epoch", EpochWatch)
 SHUTDOWN_KEY = web.AppKey("shutdown", asyncio.Event)
 # [used_memory / maxmemory] as last seen by the refresher (a list so it can be updated)
 MEMORY_RATIO_KEY = web.AppKey("memory_ratio", list[float])

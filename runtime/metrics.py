@@ -87,6 +87,11 @@ class Metrics:
             registry=r,
         )
         self.redis_up = Gauge("redis_up", "1 when the last Redis check answered", registry=r)
+        self.redis_data_loss = Counter(
+            "redis_data_loss",
+            "Times Redis was found to have lost its data (restarted empty or flushed)",
+            registry=r,
+        )
         self.stale_acks = Gauge(
             "jobs_stale_acks", "Outcomes refused by fencing (fleet total, Redis)", fn, registry=r
         )
@@ -105,6 +110,9 @@ class Metrics:
         self.functions = {name: FunctionMetrics(self, name) for name in functions}
 
     def for_function(self, function: str) -> FunctionMetrics:
+        # A deployment can add functions after start-up; still only registered names.
+        if function not in self.functions:
+            self.functions[function] = FunctionMetrics(self, function)
         return self.functions[function]
 
     def set_queue(self, function: str, stats: dict[str, int]) -> None:

@@ -462,3 +462,32 @@ async def test_spans_are_exported_over_otlp_http(make_client: Make) -> None:
             for scope_spans in resource_spans.scope_spans:
                 names |= {span.name for span in scope_spans.spans}
     assert {"POST /v1/functions/{name}/invoke", "enqueue hello", "process hello"} <= names
+
+
+async def test_redis_that_lost_its_data_is_reported_within_a_refresh(make_client: Make) -> None:
+    """FLUSHALL stands for a Redis restarted without persistence: /readyz says so (503,
+    check redis_data), the loss is counted, and the runtime keeps serving."""
+    client = await make_client()
+    deadline = asyncio.get_running_loop().time() + 5
+    while (await client.get("/readyz")).status != 200:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    from runtime.appkeys import BROKER_KEY
+
+    await asyncio.sleep(0.3)  # at least one refresh has read the epoch
+    await client.app[BROKER_KEY].redis.flushall()
+    deadline = asyncio.get_running_loop().time() + 5
+    while True:
+        response = await client.get("/readyz")
+        if response.status == 503:
+            break
+        assert asyncio.get_running_loop().time() < deadline, "data loss not reported"
+        await asyncio.sleep(0.05)
+    body = await response.json()
+    assert body["checks"]["redis_data"]["ok"] is False
+    assert "lost its data" in body["checks"]["redis_data"]["error"]
+    assert body["checks"]["redis"]["ok"] is True
+    metrics = _samples(await (await client.get("/metrics")).text())
+    assert metrics[("redis_data_loss_total", ())] == 1
+    ok = await client.post("/v1/functions/hello/invoke", json={"name": "x"}, headers=AUTH)
+    assert ok.status == 200  # still serving

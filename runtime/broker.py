@@ -46,6 +46,10 @@ _EXEC = (
 RECLAIM_LIMIT = 1000
 
 
+def new_claim_id() -> str:
+    return os.urandom(8).hex()
+
+
 class ClaimedJob(msgspec.Struct):
     """One leased job as the claim returned it."""
 
@@ -54,7 +58,7 @@ class ClaimedJob(msgspec.Struct):
     envelope: bytes
     attempts: int  # failed attempts before this one
     recoveries: int
-    enqueued_ms: int
+    ready_ms: int  # when it last became ready (enqueued, promoted or put back)
 
 
 class Claim(msgspec.Struct):
@@ -193,10 +197,13 @@ class RedisBroker:
         max_in_flight: int,
         rate_interval_ms: float = 0.0,
         rate_burst: int = 1,
+        claim_id: str | None = None,
     ) -> Claim:
-        """Lease up to ``count`` jobs. Retried internally with the same claim id."""
+        """Lease up to ``count`` jobs. A claim whose reply was lost is replayed by calling
+        again with the same ``claim_id`` (redis-py's own retries do; a caller whose call
+        failed should too): the replay returns the jobs already leased, never new ones."""
         k = self.keys(function)
-        claim_id = os.urandom(8).hex()
+        claim_id = claim_id or new_claim_id()
         res = await self._claim(
             keys=[*k.lanes, k.delayed, k.leased, k.claim(claim_id), k.dlq, k.stats, k.rate],
             args=[
@@ -217,7 +224,7 @@ class RedisBroker:
                 envelope=j[2] or b"",
                 attempts=_int(j[3]),
                 recoveries=_int(j[4]),
-                enqueued_ms=_int(j[5]),
+                ready_ms=_int(j[5]),
             )
             for j in res[0]
         ]
@@ -324,6 +331,13 @@ class RedisBroker:
             await self.redis.blmove(k.done(job_id), k.done(job_id), timeout, "LEFT", "RIGHT")
             record = await self.job(job_id)
         return record
+
+    async def idempotent_job(self, function: str, key: str) -> str | None:
+        """The job an idempotency key already names, if any."""
+        value = await self.redis.get(self.keys(function).idem(key))
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)
 
     async def backlog(self, function: str) -> int:
         """Jobs waiting (ready in any lane, or delayed) for one function."""

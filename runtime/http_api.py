@@ -48,6 +48,7 @@ log = logging.getLogger("runtime.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _json = msgspec.json.Encoder()
 MAX_JOB_ID_CHARS = 300
+MAX_IDEMPOTENCY_KEY_CHARS = 200
 
 
 class ApiError(Exception):
@@ -162,8 +163,17 @@ async def tracing_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else request.path
-    with tracing.server_span(f"{request.method} {route}", request.headers):
-        return await handler(request)
+    with tracing.server_span(f"{request.method} {route}", request.headers) as span:
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except (ApiError, web.HTTPException) as exc:
+            status = exc.status
+            raise
+        finally:
+            tracing.end_server_span(span, request.method, request.path, status)
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -215,9 +225,25 @@ async def _payload(request: web.Request, spec: FunctionSpec) -> Any:
         raise ApiError(422, "invalid_payload", str(exc)) from None
 
 
-async def _admit(request: web.Request, spec: FunctionSpec) -> None:
-    """429 when the function's backlog or Redis memory is over the admission limits."""
+def _idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+        raise ApiError(
+            400,
+            "bad_parameter",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters (got {len(key)})",
+        )
+    return key
+
+
+async def _admit(request: web.Request, spec: FunctionSpec, idempotency_key: str | None) -> None:
+    """429 when the function's backlog or Redis memory is over the admission limits; a
+    request repeating a known Idempotency-Key adds no job and is always admitted."""
     settings = request.app[SETTINGS_KEY].admission
+    broker = request.app[BROKER_KEY]
+    limited = settings.max_backlog or settings.max_memory_ratio
+    if limited and idempotency_key and await broker.idempotent_job(spec.name, idempotency_key):
+        return
     retry = {"Retry-After": str(settings.retry_after_s)}
     ratio = request.app[MEMORY_RATIO_KEY][0]
     if settings.max_memory_ratio and ratio >= settings.max_memory_ratio:
@@ -281,14 +307,11 @@ async def invoke(request: web.Request) -> web.Response:
     if timeout_s is None:
         timeout_s = min(spec.options.timeout_s, settings.http.max_wait_s)
     priority = _priority_param(request)
+    key = _idempotency_key(request)
     payload = await _payload(request, spec)
-    await _admit(request, spec)
+    await _admit(request, spec, key)
     job_id, _ = await request.app[PRODUCER_KEY].enqueue(
-        spec.name,
-        payload,
-        idempotency_key=request.headers.get("Idempotency-Key"),
-        priority=priority,
-        notify=True,
+        spec.name, payload, idempotency_key=key, priority=priority, notify=True
     )
     wait = asyncio.ensure_future(request.app[BROKER_KEY].wait(job_id, timeout_s))
     stop = asyncio.ensure_future(request.app[SHUTDOWN_KEY].wait())
@@ -333,14 +356,11 @@ async def enqueue(request: web.Request) -> web.Response:
     spec = _spec(request)
     delay_s = _float_param(request, "delay_s", 0, 365 * 86400)
     priority = _priority_param(request)
+    key = _idempotency_key(request)
     payload = await _payload(request, spec)
-    await _admit(request, spec)
+    await _admit(request, spec, key)
     job_id, created = await request.app[PRODUCER_KEY].enqueue(
-        spec.name,
-        payload,
-        idempotency_key=request.headers.get("Idempotency-Key"),
-        priority=priority,
-        delay_s=delay_s,
+        spec.name, payload, idempotency_key=key, priority=priority, delay_s=delay_s
     )
     return json_response({"job_id": job_id, "created": created}, 202, _location(job_id))
 

@@ -43,6 +43,7 @@ COMMON_ERRORS = {
     "503": _error("Redis unreachable (Retry-After)"),
 }
 BODY_ERRORS = {
+    "400": _error("A bad query parameter or Idempotency-Key"),
     "404": _error("Unknown function"),
     "413": _error("Body over http.max_body_bytes or the function's max_payload_bytes"),
     "422": _error("The body does not match the function's payload type"),
@@ -51,7 +52,16 @@ BODY_ERRORS = {
 
 
 def document(registry: Registry) -> dict[str, Any]:
-    payloads = {f"payload.{spec.name}": msgspec.json.schema(spec.payload_type) for spec in registry}
+    # One components section for every payload type, so each "$ref" resolves from the
+    # document's root (msgspec's per-type schemas would point at their own "$defs").
+    specs = list(registry)
+    schemas, components = msgspec.json.schema_components(
+        [spec.payload_type for spec in specs], ref_template="#/components/schemas/{name}"
+    )
+    payloads = {
+        **components,
+        **{f"payload.{spec.name}": schema for spec, schema in zip(specs, schemas, strict=True)},
+    }
     body = {
         "required": False,
         "description": "JSON payload, validated against the function's declared type "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -70,8 +71,10 @@ def build_provider(settings: TracingSettings) -> TracerProvider | None:
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         exporter = ConsoleSpanExporter()
-    # The SDK reads OTEL_TRACES_SAMPLER / OTEL_RESOURCE_ATTRIBUTES itself.
-    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+    # The SDK reads OTEL_TRACES_SAMPLER, OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME
+    # itself; the configured service name applies only when OTEL_SERVICE_NAME is unset.
+    name = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": settings.service_name}
+    provider = TracerProvider(resource=Resource.create(name))
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
 
@@ -85,14 +88,31 @@ class Tracing:
         self._tracer = (provider or trace.NoOpTracerProvider()).get_tracer(SCOPE)
 
     @contextlib.contextmanager
-    def server_span(self, name: str, headers: Mapping[str, str]) -> Iterator[None]:
+    def server_span(self, name: str, headers: Mapping[str, str]) -> Iterator[trace.Span]:
         """The HTTP request's span, continuing the caller's trace when it sent one."""
         if not self.enabled:
-            yield
+            yield trace.INVALID_SPAN
             return
         parent = _propagator.extract(dict(headers))
-        with self._tracer.start_as_current_span(name, context=parent, kind=trace.SpanKind.SERVER):
-            yield
+        with self._tracer.start_as_current_span(
+            name,
+            context=parent,
+            kind=trace.SpanKind.SERVER,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            yield span
+
+    @staticmethod
+    def end_server_span(span: trace.Span, method: str, path: str, status: int) -> None:
+        """HTTP attributes; only a 5xx marks the span as an error (a 4xx is the caller's)."""
+        if not span.is_recording():
+            return
+        span.set_attribute("http.request.method", method)
+        span.set_attribute("url.path", path)
+        span.set_attribute("http.response.status_code", status)
+        if status >= 500:
+            span.set_status(trace.Status(trace.StatusCode.ERROR))
 
     @contextlib.contextmanager
     def enqueue_span(self, function: str) -> Iterator[tuple[dict[str, str], trace.Span]]:

@@ -25,7 +25,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from runtime import envelope
 from runtime.breaker import STATE_VALUES, CircuitBreaker
-from runtime.broker import REDIS_ERRORS, ClaimedJob, RedisBroker, SettleEntry
+from runtime.broker import REDIS_ERRORS, ClaimedJob, RedisBroker, SettleEntry, new_claim_id
 from runtime.context import Context
 from runtime.errors import LeaseLost
 from runtime.function import FunctionSpec
@@ -85,6 +85,7 @@ class FunctionWorker:
         self._running = 0
         self._held: dict[str, str] = {}  # job id -> token, from claim until settled
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._waits: dict[str, int] = {}  # job id -> ms it waited ready before this claim
         self._threads_running: dict[str, asyncio.Future[Any]] = {}  # job id -> thread
         self._lost: set[str] = set()
         self._pending: list[SettleEntry] = []
@@ -92,7 +93,8 @@ class FunctionWorker:
         self._loops: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
-        self._stopping = False
+        self._stopping = False  # no more claims
+        self._closing = False  # heartbeat and reclaim loops end too
         self._stop_event = asyncio.Event()
         self._rate_interval_ms = spec.options.rate_interval_ms
         self._breaker = CircuitBreaker(spec.options.breaker) if spec.options.breaker else None
@@ -147,9 +149,12 @@ class FunctionWorker:
                 await asyncio.wait(late, timeout=5.0)
         if self._flusher is not None:
             await asyncio.wait({self._flusher}, timeout=3 * self._settings.lease_s)
+        # The loops also check _closing: a cancellation swallowed inside a Redis call
+        # (seen with redis-py under load) must not keep them, or this drain, alive.
+        self._closing = True
         for task in self._loops:
             task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await asyncio.wait(self._loops, timeout=max(2.0, self._settings.heartbeat_s))
         if self._processes is not None:
             await self._processes.close()
         if self._threads is not None:
@@ -166,6 +171,7 @@ class FunctionWorker:
     async def _claim_loop(self) -> None:
         opts = self.spec.options
         retry_s = 0.05
+        claim_id = None  # kept across a failed call: its reply may be lost, not its effect
         while not self._stopping:
             free = opts.concurrency - self._running
             if free <= 0:
@@ -182,10 +188,12 @@ class FunctionWorker:
                 probing = self._breaker.state == "half_open"  # this claim is the probe
                 want = allowed
             self._wake.clear()
+            claim_id = claim_id or new_claim_id()
             try:
                 claim = await self._broker.claim(
                     self.name,
                     want,
+                    claim_id=claim_id,
                     lease_ms=self._lease_ms,
                     max_in_flight=opts.max_in_flight,
                     rate_interval_ms=self._rate_interval_ms,
@@ -199,6 +207,7 @@ class FunctionWorker:
                 retry_s = min(retry_s * 2, 2.0)
                 continue
             retry_s = 0.05
+            claim_id = None  # answered: the next claim is a new one
             self._is_fleet_limited = claim.is_fleet_limited
             if probing and self._breaker is not None:
                 if claim.jobs:
@@ -255,7 +264,8 @@ class FunctionWorker:
         self.counters.claimed += 1
         if self._metrics is not None:
             self._metrics.consumed.inc()
-            self._metrics.queue_wait.observe(max(0, now_ms - job.enqueued_ms) / 1000)
+            self._metrics.queue_wait.observe(max(0, now_ms - job.ready_ms) / 1000)
+        self._waits[job.id] = max(0, now_ms - job.ready_ms)
         self._running += 1
         self._held[job.id] = job.token
         self._tasks[job.id] = asyncio.create_task(self._run(job))
@@ -296,6 +306,7 @@ class FunctionWorker:
             return
         finally:
             self._tasks.pop(job.id, None)
+            self._waits.pop(job.id, None)
             thread = self._threads_running.pop(job.id, None)
             if thread is None or thread.done():
                 self._free_slot()
@@ -372,6 +383,7 @@ class FunctionWorker:
             "runtime.job_id": job.id,
             "runtime.attempt": job.attempts + 1,
             "runtime.recoveries": job.recoveries,
+            "runtime.queue_wait_ms": self._waits.pop(job.id, 0),
         }
         m = self._metrics
         with self._tracing.process_span(self.name, env.trace, attributes) as span:
@@ -481,6 +493,7 @@ class FunctionWorker:
                 self.counters.retried += 1
                 if m is not None:
                     m.retried.inc()
+                self._wake_at(delay_s)
                 delay_ms = str(round(delay_s * 1000))
                 return SettleEntry("R", job.id, job.token, delay_ms, error, reason)
             case DeadLetter(reason, error, is_attempt):
@@ -492,7 +505,18 @@ class FunctionWorker:
                 flag = "1" if is_attempt else "0"
                 return SettleEntry("D", job.id, job.token, reason, error, flag)
             case Crashed(error):
+                if m is not None:
+                    m.failed("worker_crashed")
                 return SettleEntry("K", job.id, job.token, str(opts.max_recoveries), error)
+
+    def _wake_at(self, delay_s: float) -> None:
+        """Claim again when a retry is due (this worker may be asleep until idle_poll_s);
+        other instances find it by their own polling or their next claim."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside the loop (a unit test of _entry)
+            return
+        loop.call_later(delay_s + 0.001, self._wake.set)
 
     # -- settling ----------------------------------------------------------------------
 
@@ -532,7 +556,7 @@ class FunctionWorker:
 
     async def _heartbeat_loop(self) -> None:
         interval = self._settings.heartbeat_s
-        while True:
+        while not self._closing:
             await asyncio.sleep(interval)
             held = list(self._held.items())
             if not held:
@@ -559,7 +583,7 @@ class FunctionWorker:
 
     async def _reclaim_loop(self) -> None:
         interval = self._settings.reclaim_interval_s
-        while True:
+        while not self._closing:
             # Jitter, so a fleet's reclaimers do not all fire at once.
             await asyncio.sleep(interval * (0.75 + random.random() / 2))
             try:
@@ -569,6 +593,9 @@ class FunctionWorker:
             except REDIS_ERRORS as exc:
                 self._log_redis_error("reclaim", exc)
                 continue
+            if dead and self._metrics is not None:
+                for _ in range(dead):
+                    self._metrics.dead("worker_crashed")
             if requeued or dead:
                 log.warning(
                     "%s: reclaimed %d expired lease(s): %d requeued, %d dead-lettered",

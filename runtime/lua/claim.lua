@@ -5,7 +5,8 @@
 --       6 promote limit, 7 rate interval ms (0: no rate limit), 8 rate burst
 -- Returns {jobs, next_due_ms (-1: none), now_ms, fleet_limited (0/1), rate_ready_ms (-1: not
 -- rate limited; else when the next start is allowed)}; a job is
--- {id, token, envelope, attempts, recoveries, enqueued_ms}.
+-- {id, token, envelope, attempts, recoveries, ready_ms} (ready_ms: when it last became ready:
+-- 'due' once promoted from the delayed set or put back, else its enqueue time).
 -- Rate limit: GCRA on Redis time. With interval T and burst B, n starts are allowed at time
 -- now when tat + n*T <= now + B*T (tat = max(stored tat, now)); each start moves tat by T.
 -- Tokens are spent at the claim, so a crashed holder cannot leak them: a job it held and
@@ -21,10 +22,11 @@ local out = {}
 local prior = redis.call('GET', KEYS[6])
 if prior then
   for _, pair in ipairs(cjson.decode(prior)) do
-    local v = redis.call('HMGET', prefix .. 'job:' .. pair[1], 'tok', 'state', 'env', 'att', 'rec', 'enq')
+    local v = redis.call('HMGET', prefix .. 'job:' .. pair[1], 'tok', 'state', 'env', 'att', 'rec',
+      'enq', 'due')
     if tonumber(v[1]) == pair[2] and v[2] == 'running' then
       redis.call('ZADD', KEYS[5], now + lease_ms, pair[1])
-      table.insert(out, {pair[1], pair[2], v[3], v[4], v[5], v[6]})
+      table.insert(out, {pair[1], pair[2], v[3], v[4], v[5], v[7] or v[6]})
     end
   end
   return {out, -1, now, 0, -1}
@@ -38,7 +40,7 @@ for _, id in ipairs(due) do
   if p then
     local lane = KEYS[2]
     if p == 'high' then lane = KEYS[1] elseif p == 'low' then lane = KEYS[3] end
-    redis.call('HSET', jk, 'state', 'queued')
+    redis.call('HSET', jk, 'state', 'queued', 'due', now)
     redis.call('RPUSH', lane, id)
   end
 end
@@ -77,12 +79,12 @@ for lane = 1, 3 do
   if ids then
     for _, id in ipairs(ids) do
       local jk = prefix .. 'job:' .. id
-      local v = redis.call('HMGET', jk, 'state', 'env', 'att', 'rec', 'enq')
+      local v = redis.call('HMGET', jk, 'state', 'env', 'att', 'rec', 'enq', 'due')
       if v[1] == 'queued' then
         local tok = redis.call('HINCRBY', jk, 'tok', 1)
         redis.call('HSET', jk, 'state', 'running', 'start', now)
         redis.call('ZADD', KEYS[5], now + lease_ms, id)
-        table.insert(out, {id, tok, v[2], v[3], v[4], v[5]})
+        table.insert(out, {id, tok, v[2], v[3], v[4], v[6] or v[5]})
         table.insert(claimed, {id, tok})
         want = want - 1
       elseif not v[1] then

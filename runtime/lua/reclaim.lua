@@ -38,7 +38,7 @@ for _, id in ipairs(expired) do
     else
       local lane = KEYS[5]
       if v[2] == 'high' then lane = KEYS[4] elseif v[2] == 'low' then lane = KEYS[6] end
-      redis.call('HSET', jk, 'state', 'queued')
+      redis.call('HSET', jk, 'state', 'queued', 'due', now)
       redis.call('LPUSH', lane, id)
       requeued = requeued + 1
     end

@@ -67,7 +67,7 @@ for i = 5, #ARGV, 6 do
       if c == '1' then redis.call('HINCRBY', jk, 'att', 1) end
       dead(jk, id, a, b, v[3])
     elseif op == 'L' then
-      redis.call('HSET', jk, 'state', 'queued')
+      redis.call('HSET', jk, 'state', 'queued', 'due', now)
       redis.call('LPUSH', lane_of(v[4]), id)
       wake = true
     elseif op == 'K' then
@@ -75,7 +75,7 @@ for i = 5, #ARGV, 6 do
       if rec > tonumber(a) then
         dead(jk, id, 'worker_crashed', b, v[3])
       else
-        redis.call('HSET', jk, 'state', 'queued')
+        redis.call('HSET', jk, 'state', 'queued', 'due', now)
         redis.call('LPUSH', lane_of(v[4]), id)
         wake = true
       end

@@ -491,3 +491,77 @@ async def test_redis_that_lost_its_data_is_reported_within_a_refresh(make_client
     assert metrics[("redis_data_loss_total", ())] == 1
     ok = await client.post("/v1/functions/hello/invoke", json={"name": "x"}, headers=AUTH)
     assert ok.status == 200  # still serving
+
+
+async def test_openapi_references_all_resolve(make_client: Make) -> None:
+    client = await make_client()
+    doc = await (await client.get("/v1/openapi.json", headers=AUTH)).json()
+
+    def refs(node: Any) -> list[str]:
+        if isinstance(node, dict):
+            found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+            return found + [r for v in node.values() for r in refs(v)]
+        if isinstance(node, list):
+            return [r for v in node for r in refs(v)]
+        return []
+
+    all_refs = refs(doc)
+    assert "#/components/schemas/Greet" in all_refs
+    for ref in all_refs:
+        target: Any = doc
+        for part in ref.removeprefix("#/").split("/"):
+            assert part in target, f"{ref} does not resolve"
+            target = target[part]
+
+
+async def test_idempotency_key_rules(make_client: Make) -> None:
+    client = await make_client(admission=AdmissionSettings(max_backlog=1))
+    too_long = {**AUTH, "Idempotency-Key": "k" * 201}
+    response = await client.post("/v1/functions/slow/jobs", json=0.0, headers=too_long)
+    assert response.status == 400
+    assert "Idempotency-Key must be 1 to 200" in (await response.json())["error"]["message"]
+    keyed = {**AUTH, "Idempotency-Key": "once"}
+    first = await client.post("/v1/functions/slow/jobs?delay_s=60", json=0.0, headers=keyed)
+    assert first.status == 202
+    # The backlog is now full, but repeating a known key adds no job: still answered.
+    again = await client.post("/v1/functions/slow/jobs?delay_s=60", json=0.0, headers=keyed)
+    assert again.status == 202
+    assert (await again.json())["job_id"] == (await first.json())["job_id"]
+    other = await client.post("/v1/functions/slow/jobs?delay_s=60", json=0.0, headers=AUTH)
+    assert other.status == 429
+
+
+async def test_server_spans_carry_http_attributes_and_need_a_token(make_client: Make) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    client = await make_client(tracing=Tracing(provider))
+    assert (await client.post("/v1/functions/hello/invoke", json={})).status == 401
+    provider.force_flush()
+    assert exporter.get_finished_spans() == ()  # no token, no span
+    bad = await client.post("/v1/functions/hello/invoke", json={"name": 1}, headers=AUTH)
+    assert bad.status == 422
+    provider.force_flush()
+    [span] = exporter.get_finished_spans()
+    attributes = dict(span.attributes or {})
+    assert attributes["http.response.status_code"] == 422
+    assert attributes["http.request.method"] == "POST"
+    assert span.status.status_code.name == "UNSET"  # a 4xx is the caller's, not an error
+    assert not span.events  # no exception event with a stack trace
+
+
+async def test_queue_wait_counts_from_when_the_job_was_due(make_client: Make) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    client = await make_client(tracing=Tracing(provider))
+    response = await client.post("/v1/functions/slow/jobs?delay_s=0.5", json=0.0, headers=AUTH)
+    for _ in range(200):
+        job = await (await client.get(response.headers["Location"], headers=AUTH)).json()
+        if job["state"] == "completed":
+            break
+        await asyncio.sleep(0.02)
+    provider.force_flush()
+    [consume] = [s for s in exporter.get_finished_spans() if s.name == "process slow"]
+    wait_ms = dict(consume.attributes or {})["runtime.queue_wait_ms"]
+    assert isinstance(wait_ms, int) and 0 <= wait_ms < 300  # not the 500 ms delay

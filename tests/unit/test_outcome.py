@@ -164,7 +164,7 @@ def settle(outcome: Outcome, failed_attempts: int) -> SettleEntry:
     worker = FunctionWorker(inspect_handler(_handler), None, WorkerSettings())  # type: ignore[arg-type]
     job = ClaimedJob(
         id="_handler.1", token="7", envelope=b"", attempts=failed_attempts, recoveries=0,
-        enqueued_ms=0,
+        ready_ms=0,
     )  # fmt: skip
     return worker._entry(job, outcome)
 

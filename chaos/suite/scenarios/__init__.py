@@ -85,20 +85,13 @@ SCENARIOS: dict[int, Scenario] = {
             "Redis restarted empty",
             "a Redis that lost its data is reported by /readyz and a log line within 5 s",
             redis_faults.redis_empty,
-            is_ci=False,
-            known_gap="detecting a Redis that restarted empty is new (runtime/epoch.py): kept "
-            "out of CI until it has settled; without it /readyz stays 200 and nothing is "
-            "logged",
         ),
         Scenario(
             11,
             "lost claim replies",
-            "(runtime bug) a claim whose replies are all lost strands its jobs until their "
-            "lease expires and charges them a recovery, though no worker died",
+            "a claim whose replies are all lost strands no job and charges no recovery: the "
+            "worker retries it under the same claim id and the claim record replays it",
             network_faults.lost_claim_replies,
-            is_ci=False,
-            known_gap="the worker retries a failed claim under a new claim id, so the claim "
-            "record that would replay the lost reply is never read (see docs/chaos.md)",
         ),
     )
 }

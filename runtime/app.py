@@ -1,13 +1,15 @@
 """The composition root: one aiohttp application that hosts the HTTP surface and the
 dispatcher on one event loop. ``cleanup_ctx`` owns every long-lived resource, in order:
-Redis (embedded or external) → broker → refresher → dispatcher. Nothing here needs Redis
-to be up: the runtime starts, reports 503 on /readyz, and becomes ready when Redis answers.
+Redis (embedded or external) → broker → refresher → dispatcher → the hot-swap watcher
+(deploy mode, ``--reload``). Nothing here needs Redis to be up: the runtime starts,
+reports 503 on /readyz, and becomes ready when Redis answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import secrets
@@ -26,23 +28,34 @@ from runtime.appkeys import (
     INSTANCES_KEY,
     MEMORY_RATIO_KEY,
     METRICS_KEY,
+    MODE_KEY,
     PRODUCER_KEY,
     REGISTRY_KEY,
     SETTINGS_KEY,
     SHUTDOWN_KEY,
+    SWAP_STATE_KEY,
     TOKEN_KEY,
     TRACING_KEY,
 )
 from runtime.broker import REDIS_ERRORS, RedisBroker, connect
 from runtime.client import Producer
+from runtime.deploy import DeployStore
 from runtime.dispatcher import Dispatcher
 from runtime.embedded import EmbeddedRedis
 from runtime.epoch import EpochWatch
 from runtime.instances import Instances
 from runtime.metrics import CONTENT_TYPE_LATEST, Metrics
-from runtime.registry import Registry
+from runtime.registry import LiveRegistry, Registry
 from runtime.settings import Settings, redact_url
 from runtime.tracing import Tracing
+from runtime.watcher import (
+    DeployWatcher,
+    HotSwap,
+    Reloader,
+    ServeMode,
+    SwapState,
+    retire_snapshot,
+)
 
 log = logging.getLogger("runtime.app")
 
@@ -95,7 +108,8 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
-            await asyncio.wait_for(app[INSTANCES_KEY].leave(), 1.0)
+            async with asyncio.timeout(1.0):
+                await app[INSTANCES_KEY].leave()
         await client.aclose()
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
@@ -105,26 +119,33 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 async def refresher_ctx(app: web.Application) -> AsyncIterator[None]:
     """Queue gauges, Redis latency and memory, and this instance's fleet heartbeat, every
     ``metrics.refresh_s`` in the background (a scrape never waits on Redis)."""
-    task = asyncio.create_task(_refresh_loop(app), name="refresher")
+    stop = asyncio.Event()
+    task = asyncio.create_task(_refresh_loop(app, stop), name="refresher")
     yield
+    stop.set()  # the loop ends even if a cancellation is swallowed inside a Redis call
     task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.wait({task}, timeout=2.0)
 
 
-async def _refresh_loop(app: web.Application) -> None:
+async def _refresh_loop(app: web.Application, stop: asyncio.Event) -> None:
     settings = app[SETTINGS_KEY]
     interval = settings.metrics.refresh_s
     metrics = app[METRICS_KEY]
     last_error = 0.0
-    while True:
+    while not stop.is_set():
         try:
-            await asyncio.wait_for(refresh_once(app), timeout=max(interval, 1.0))
+            # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation
+            # that races the inner call's completion, and this loop would never stop.
+            async with asyncio.timeout(max(interval, 1.0)):
+                await refresh_once(app)
         except (*REDIS_ERRORS, TimeoutError) as exc:
             metrics.redis_up.set(0)
             if time.monotonic() - last_error > 5:
                 last_error = time.monotonic()
                 log.warning("metrics refresh: Redis unavailable: %s", exc)
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(interval):
+                await stop.wait()
 
 
 async def refresh_once(app: web.Application) -> None:
@@ -165,6 +186,45 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     log.info("drained")
 
 
+async def swap_ctx(app: web.Application) -> AsyncIterator[None]:
+    """``--reload`` and deploy mode: the watcher that swaps new code in (watcher.py).
+    Stopped before the dispatcher drains, so nothing is swapped during the drain."""
+    mode = app[MODE_KEY]
+    live = app[REGISTRY_KEY]
+    if mode == "local" or not isinstance(live, LiveRegistry):
+        yield
+        return
+    settings = app[SETTINGS_KEY]
+    instances = app[INSTANCES_KEY]
+    watcher: DeployWatcher | Reloader
+    if mode == "reload":
+        swap = HotSwap(settings, live, app[DISPATCHER_KEY], instances, retire_snapshot)
+        watcher = Reloader(settings, Path(settings.functions_dir), swap, live)
+    else:
+        redis = app[BROKER_KEY].redis
+        keep = settings.deploy.keep_versions
+        store = DeployStore(redis, settings.namespace, keep_versions=keep)
+        watcher = DeployWatcher(
+            settings, store, HotSwap(settings, live, app[DISPATCHER_KEY], instances), instances
+        )
+        log.info("deploy mode: running the active deployment of namespace %r", settings.namespace)
+    app[SWAP_STATE_KEY] = watcher.state
+    task = asyncio.create_task(watcher.run(), name=f"{mode}-watcher")
+    task.add_done_callback(lambda t: _watcher_ended(t, watcher.state))
+    yield
+    task.cancel()
+    # Bounded: a cancellation swallowed inside a Redis call must not hang the shutdown.
+    await asyncio.wait({task}, timeout=2.0)
+    if isinstance(watcher, DeployWatcher):
+        await watcher.leave()
+
+
+def _watcher_ended(task: asyncio.Task[None], state: SwapState) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        state.error = f"the watcher stopped: {task.exception()!r}"[:300]
+        log.error("%s", state.error, exc_info=task.exception())
+
+
 async def _on_shutdown(app: web.Application) -> None:
     app[SHUTDOWN_KEY].set()  # waiting invokes answer 503 with their job id at once
 
@@ -178,7 +238,8 @@ async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
     try:
-        await asyncio.wait_for(app[BROKER_KEY].ping(), READY_PING_TIMEOUT_S)
+        async with asyncio.timeout(READY_PING_TIMEOUT_S):
+            await app[BROKER_KEY].ping()
         latency_ms = round((time.perf_counter() - started) * 1e3, 2)
         checks["redis"] = {"ok": True, "latency_ms": latency_ms}
     except (*REDIS_ERRORS, TimeoutError) as exc:
@@ -192,7 +253,7 @@ async def readyz(request: web.Request) -> web.Response:
     running = dispatcher is not None and dispatcher.is_running
     checks["dispatcher"] = {"ok": running}
     if dispatcher is not None:
-        checks["dispatcher"]["running_jobs"] = sum(w.running for w in dispatcher.workers.values())
+        checks["dispatcher"]["running_jobs"] = dispatcher.running_jobs
         # An open breaker is a function's trouble, not the instance's: reported, still ready.
         breakers = {
             name: w.breaker_state
@@ -201,6 +262,10 @@ async def readyz(request: web.Request) -> web.Response:
         }
         if breakers:
             checks["dispatcher"]["circuit_breakers"] = breakers
+    swap_state = app.get(SWAP_STATE_KEY)
+    if swap_state is not None:
+        # A refused version is reported here but is not unready: the older one serves.
+        checks["deployment"] = swap_state.body()
     ready = all(c["ok"] for c in checks.values())
     body = {"status": "ready" if ready else "unready", "checks": checks}
     return web.json_response(body, status=200 if ready else 503)
@@ -218,17 +283,20 @@ def build_app(
     registry: Registry,
     *,
     tracing: Tracing | None = None,
+    mode: ServeMode = "local",
 ) -> web.Application:
     app = web.Application(
         client_max_size=settings.http.max_body_bytes,
         middlewares=[
             http_api.errors_middleware,
+            http_api.auth_middleware,  # before tracing: an unauthenticated call makes no span
             http_api.tracing_middleware,
-            http_api.auth_middleware,
         ],
     )
     app[SETTINGS_KEY] = settings
-    app[REGISTRY_KEY] = registry
+    app[MODE_KEY] = mode
+    # Swappable unless serving a fixed folder: every reader sees the current functions.
+    app[REGISTRY_KEY] = registry if mode == "local" else LiveRegistry(registry)
     app[METRICS_KEY] = Metrics(registry.names)
     app[TRACING_KEY] = tracing or Tracing()
     app[TOKEN_KEY] = _token(settings)
@@ -237,6 +305,7 @@ def build_app(
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(refresher_ctx)
     app.cleanup_ctx.append(dispatcher_ctx)
+    app.cleanup_ctx.append(swap_ctx)
     app.on_shutdown.append(_on_shutdown)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -245,7 +314,7 @@ def build_app(
     return app
 
 
-def serve(settings: Settings, registry: Registry) -> None:
+def serve(settings: Settings, registry: Registry, *, mode: ServeMode = "local") -> None:
     """Run until SIGTERM/SIGINT; aiohttp's runner then unwinds cleanup_ctx (the drain)."""
     from runtime.tracing import build_provider
 
@@ -254,7 +323,11 @@ def serve(settings: Settings, registry: Registry) -> None:
         from opentelemetry import trace
 
         trace.set_tracer_provider(provider)  # so handlers' own spans nest under the job's
-    app = build_app(settings, registry, tracing=Tracing(provider))
+    app = build_app(settings, registry, tracing=Tracing(provider), mode=mode)
+    # Everything loaded so far lives as long as the process: keep it out of the garbage
+    # collector's full passes (shorter pauses, a steadier latency tail).
+    gc.collect()
+    gc.freeze()
     with contextlib.suppress(KeyboardInterrupt):
         web.run_app(
             app,

@@ -15,6 +15,7 @@ from runtime.metrics import Metrics
 from runtime.registry import Registry
 from runtime.settings import Settings
 from runtime.tracing import Tracing
+from runtime.watcher import ServeMode, SwapState
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 REGISTRY_KEY = web.AppKey("registry", Registry)
@@ -29,3 +30,6 @@ EPOCH_KEY = web.AppKey("epoch", EpochWatch)
 SHUTDOWN_KEY = web.AppKey("shutdown", asyncio.Event)
 # [used_memory / maxmemory] as last seen by the refresher (a list so it can be updated)
 MEMORY_RATIO_KEY = web.AppKey("memory_ratio", list[float])
+MODE_KEY: web.AppKey[ServeMode] = web.AppKey("mode")
+# What the hot-swap watcher runs and refused (deploy mode, --reload); absent otherwise.
+SWAP_STATE_KEY = web.AppKey("swap_state", SwapState)

@@ -15,6 +15,13 @@ from typing import Any
 
 from runtime.admin_cli import ADMIN_COMMANDS, add_admin_parsers, admin_main
 from runtime.broker import REDIS_ERRORS
+from runtime.deploy_cli import (
+    DEPLOY_COMMANDS,
+    add_deploy_parsers,
+    deploy_main,
+    serve_mode,
+    serve_registry,
+)
 from runtime.errors import (
     ConfigError,
     EmbeddedRedisError,
@@ -42,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
     s.add_argument("--port", type=int, help="HTTP port (default 8080)")
     s.add_argument("--redis", metavar="URL", help="Redis URL (default: embedded redis-server)")
+    s.add_argument("--reload", action="store_true", help="hot-swap the folder's edits")
 
     c = sub.add_parser("check", help="import and validate every handler of a folder")
     c.add_argument("dir", nargs="?", help="handler folder (default: functions_dir)")
@@ -64,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="show or check the effective configuration")
     cfg.add_argument("action", choices=["show", "check"])
     add_admin_parsers(sub)
+    add_deploy_parsers(sub)
     add_tool_parsers(sub)
     return p
 
@@ -163,18 +172,22 @@ def run(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(admin_main(args, settings, _redis_url(settings)))
         if args.command in TOOL_COMMANDS:
             return asyncio.run(tools_main(args, settings, _redis_url(settings)))
+        if args.command in DEPLOY_COMMANDS:
+            return deploy_main(args, settings, lambda: _redis_url(settings))
+        if args.command == "serve":
+            from runtime.app import serve
+
+            mode = serve_mode(args, settings)
+            serve(settings, serve_registry(mode, settings), mode=mode)
+            return 0
         registry = _registry(settings)
         if args.command in ("check", "functions"):
             print(_table(registry))
             if args.command == "check":
                 print(f"\n{len(registry)} function(s) OK in {settings.functions_dir}")
             return 0
-        if args.command == "invoke":
-            return asyncio.run(_invoke(args, settings, registry))
-        from runtime.app import serve
-
-        serve(settings, registry)
-        return 0
+        assert args.command == "invoke", args.command
+        return asyncio.run(_invoke(args, settings, registry))
     except (ConfigError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -13,7 +13,10 @@
     │   ├── BrokerUnavailable          Redis did not answer within its timeout
     │   ├── EmbeddedRedisError         the embedded redis-server cannot be started
     │   ├── JobFailed                  Client.result(): the job was dead-lettered
-    │   └── ResultTimeout              Client.result(): no terminal state in time
+    │   ├── ResultTimeout              Client.result(): no terminal state in time
+    │   └── DeployError                a deployment that cannot be published or activated
+    │       └── BundleRefused          a stored bundle fails verification (signature, digest,
+    │                                  limits, names): never extracted, never imported
     └── HandlerSignal                  raised *by handlers* to steer their job; never an error
         ├── Retry                      schedule another attempt (after delay_s, or by backoff)
         └── Reject                     dead-letter at once with reason ``rejected``
@@ -96,6 +99,14 @@ class ResultTimeout(RuntimeFailure):
         super().__init__(
             f"job {job_id} not finished after {timeout_s:g}s; it is {state} and continues"
         )
+
+
+class DeployError(RuntimeFailure):
+    """A deployment cannot be published, found or activated (exit status 1)."""
+
+
+class BundleRefused(DeployError):
+    """A stored bundle failed verification; the message says why, never with the key."""
 
 
 class HandlerSignal(Exception):

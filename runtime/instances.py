@@ -49,6 +49,11 @@ class Instances:
         source = resources.files("runtime").joinpath("lua", "instance.lua").read_text("utf-8")
         self._script = redis.register_script(source)
 
+    def set_functions(self, functions: list[str]) -> None:
+        """After a hot swap: the next beat tells the fleet the new list."""
+        self.info.functions = sorted(functions)
+        self._info_json = msgspec.json.encode(self.info)
+
     async def beat(self, window_s: float) -> int:
         """Record this instance's beat; returns how many instances are live."""
         live = await self._script(

@@ -8,6 +8,7 @@ Every problem of every file is collected, so one ``runtime check`` shows them al
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import sys
 import traceback
@@ -52,6 +53,43 @@ class Registry:
                 f"unknown function '{name}'{suggest(name, self._functions)} (known: {known})"
             )
         return spec
+
+
+class LiveRegistry(Registry):
+    """The registry a serving process answers with *now* (the HTTP API, the producer, the
+    refresher read it). ``swap`` replaces its contents in one step with no await, so a
+    reader on the event loop sees the old functions or the new ones, never a mix; an
+    iteration already under way finishes on the old ones."""
+
+    def __init__(self, registry: Registry) -> None:
+        super().__init__(registry.folder, {})
+        self.swap(registry)
+
+    def swap(self, registry: Registry) -> None:
+        self.folder, self._functions = registry.folder, registry._functions
+
+
+def forget_folder(folder: Path) -> None:
+    """Undo what :func:`load_registry` did to the interpreter for a *private* version folder
+    (a deployment or a ``--reload`` snapshot): it leaves ``sys.path``, and its handler
+    modules and flat ``_helper`` modules leave ``sys.modules``.
+
+    Needed before loading the next version: otherwise its ``import _util`` would find the
+    old helper, cached by name. Code already loaded keeps its module objects, so jobs still
+    running on the old version are not disturbed. Never call it on a folder that holds
+    anything else (the working directory, a package): only flat ``*.py`` names are dropped.
+    """
+    real = folder.resolve()
+    while str(real) in sys.path:
+        sys.path.remove(str(real))
+    flat = {path.stem for path in real.glob("*.py")}
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if not isinstance(file, str) or Path(file).parent != real:
+            continue
+        if name in flat or name.startswith(MODULE_PREFIX + "."):
+            del sys.modules[name]
+    importlib.invalidate_caches()
 
 
 def _relative(path: Path) -> str:

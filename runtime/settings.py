@@ -100,6 +100,23 @@ class WorkerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_envelope_bytes: Annotated[int, Meta(ge=1024)] = 16_777_216
 
 
+class DeploySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Versioned deployments (docs/deploying.md): how bundles are signed, limited and kept."""
+
+    # HMAC-SHA256 key shared by deployers and runtimes, never stored in Redis. Empty:
+    # `runtime deploy` refuses to publish and `runtime serve` serves a local folder.
+    signing_key: str = ""
+    dir: str = ".runtime/deployments"  # where a runtime extracts the versions it loads
+    max_bundle_bytes: Annotated[int, Meta(ge=1024, le=268_435_456)] = 8_388_608
+    max_files: Annotated[int, Meta(ge=1, le=10_000)] = 256
+    keep_versions: Annotated[int, Meta(ge=2, le=10_000)] = 20  # in Redis; older are pruned
+    check_interval_s: Annotated[float, Meta(gt=0, le=60)] = 1.0  # besides pub/sub
+    validate_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 60.0  # the import subprocess
+
+
+MIN_SIGNING_KEY_CHARS = 32
+
+
 class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -115,6 +132,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     admission: AdmissionSettings = AdmissionSettings()
     metrics: MetricsSettings = MetricsSettings()
     tracing: TracingSettings = TracingSettings()
+    deploy: DeploySettings = DeploySettings()
     # [functions.<name>]: FunctionOptions keys, merged over decorator options by the registry
     functions: dict[str, dict[str, Any]] = {}
     # [params.<name>]: free-form parameters handed to that function's handler
@@ -132,6 +150,7 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "admission": AdmissionSettings,
     "metrics": MetricsSettings,
     "tracing": TracingSettings,
+    "deploy": DeploySettings,
 }
 
 
@@ -154,7 +173,9 @@ _TEXT_KEYS = frozenset(
     key for key, hint in _SCHEMA.items() if typing.get_args(hint)[:1] == (str,) or hint is str
 )
 _CANDIDATES = [".".join(key) for key in _SCHEMA] + list(_SECTIONS) + list(_TABLES)
-_SECRET_NAME = re.compile(r"pass(word)?|secret|token|api_?key|credential|private|headers", re.I)
+_SECRET_NAME = re.compile(
+    r"pass(word)?|secret|token|api_?key|signing_?key|credential|private|headers", re.I
+)
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.I)
 
 
@@ -358,6 +379,13 @@ def _validate(leaves: dict[Key, Leaf], problems: list[str]) -> Settings | None:
             ):
                 rule = (
                     "must be empty (embedded redis-server) or a redis://, rediss:// or unix:// URL"
+                )
+                problems.append(_problem(key, value, source, rule))
+                continue
+            if key == ("deploy", "signing_key") and 0 < len(checked) < MIN_SIGNING_KEY_CHARS:
+                rule = (
+                    f"must be empty or at least {MIN_SIGNING_KEY_CHARS} characters; make one "
+                    "with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
                 )
                 problems.append(_problem(key, value, source, rule))
                 continue

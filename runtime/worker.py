@@ -386,6 +386,16 @@ class FunctionWorker:
             "runtime.queue_wait_ms": self._waits.pop(job.id, 0),
         }
         m = self._metrics
+        if not self._tracing.enabled:  # the common case: no span machinery per job
+            started = time.perf_counter()
+            if m is not None:
+                m.active.inc()
+            try:
+                return await self._execute(job, env)
+            finally:
+                if m is not None:
+                    m.active.dec()
+                    m.duration.observe(time.perf_counter() - started)
         with self._tracing.process_span(self.name, env.trace, attributes) as span:
             started = time.perf_counter()
             if m is not None:

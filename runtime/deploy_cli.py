@@ -1,0 +1,394 @@
+"""The deployment commands: ``deploy``, ``deployments``, ``rollback``; and how ``serve`` picks
+its mode. A thin shell over ``bundle.py`` (build, sign), ``validate.py`` (the import child)
+and ``deploy.py`` (Redis).
+
+``runtime deploy DIR`` copies the folder's files into a private temp folder, validates that
+copy exactly as ``runtime check`` would (in a child process; errors name the user's
+``file:line``), and only then asks Redis for a version id and publishes: what was
+validated is, byte for byte, what is signed and stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import msgspec
+
+from runtime.broker import connect
+from runtime.bundle import (
+    BundleFile,
+    BundleLimits,
+    FunctionEntry,
+    Manifest,
+    build_manifest,
+    collect_files,
+    content_digest,
+    encode_files,
+    encode_manifest,
+    file_entries,
+    peek_manifest,
+    sign,
+    verify_manifest,
+    write_files,
+)
+from runtime.deploy import DeployStore, InstanceStatus
+from runtime.errors import BundleRefused, ConfigError, DeployError, RegistryError
+from runtime.instances import Instances
+from runtime.registry import Registry, load_registry
+from runtime.settings import Settings
+from runtime.validate import relabel, shown_path, validate_sync
+
+if TYPE_CHECKING:
+    from runtime.watcher import ServeMode
+
+DEPLOY_COMMANDS = frozenset({"deploy", "deployments", "rollback"})
+STATUS_STALE_MS = 60_000  # a status whose instance is gone is pruned after this
+log = logging.getLogger("runtime.deploy")
+
+
+def add_deploy_parsers(sub: Any) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded one)")
+    common.add_argument("--json", action="store_true", help="print JSON")
+
+    d = sub.add_parser(
+        "deploy", parents=[common], help="validate a folder and publish it as a new version"
+    )
+    d.add_argument("dir", nargs="?", help="handler folder (default: functions_dir)")
+    d.add_argument("-m", "--message", default="", help="a note kept with the version")
+    d.add_argument("--force", action="store_true", help="publish even if nothing changed")
+
+    ls = sub.add_parser("deployments", parents=[common], help="list the published versions")
+    ls.add_argument("-n", "--limit", type=int, default=20, metavar="N", help="newest N (20)")
+
+    rb = sub.add_parser("rollback", parents=[common], help="make an earlier version active again")
+    rb.add_argument("version", nargs="?", type=int, help="default: the one before the active")
+
+
+def serve_mode(args: argparse.Namespace, settings: Settings) -> ServeMode:
+    """``--reload``: reload mode; ``--functions DIR`` or no signing key: the folder, as
+    ever; otherwise (plain ``runtime serve`` with a key): follow the active deployment."""
+    if getattr(args, "reload", False):
+        return "reload"
+    if getattr(args, "functions", None) is None and settings.deploy.signing_key:
+        return "deploy"
+    return "local"
+
+
+def serve_registry(mode: ServeMode, settings: Settings) -> Registry:
+    """What ``serve`` starts with: the folder, a first snapshot of it, or nothing yet."""
+    if mode == "local":
+        return load_registry(settings.functions_dir, settings.functions)
+    if mode == "reload":
+        from runtime.watcher import load_snapshot  # serve-only: the dispatcher and its deps
+
+        return load_snapshot(settings)
+    if settings.functions:
+        log.warning(
+            "deploy mode ignores this instance's [functions.*] settings: limits come with "
+            "each deployment (from the deployer's config)"
+        )
+    return Registry(Path(settings.deploy.dir), {})
+
+
+def _key(settings: Settings) -> str:
+    if not settings.deploy.signing_key:
+        raise ConfigError(
+            [
+                "deploy.signing_key is not set: deployers and runtimes need the same key; "
+                "set it in config/.secrets.toml ([deploy] signing_key = ...) or "
+                "RUNTIME_DEPLOY__SIGNING_KEY"
+            ]
+        )
+    return settings.deploy.signing_key
+
+
+def deploy_main(args: argparse.Namespace, settings: Settings, redis_url: Callable[[], str]) -> int:
+    if args.command == "deploy":
+        files, functions = _validated(settings)
+        return asyncio.run(_deploy(args, settings, redis_url(), files, functions))
+    if args.command == "deployments":
+        return asyncio.run(_deployments(args, settings, redis_url()))
+    return asyncio.run(_rollback(args, settings, redis_url()))
+
+
+def _validated(settings: Settings) -> tuple[list[BundleFile], list[FunctionEntry]]:
+    """The folder's files and functions, validated as the copy that will be published."""
+    _key(settings)  # before any work: a deploy without a key could never be loaded
+    folder = Path(settings.functions_dir)
+    files = collect_files(folder, BundleLimits.of(settings.deploy))
+    shown = shown_path(folder)
+    with tempfile.TemporaryDirectory(prefix="runtime-deploy-") as tmp:
+        private = Path(tmp) / "functions"
+        private.mkdir()
+        write_files(files, private)
+        try:
+            timeout_s = settings.deploy.validate_timeout_s
+            functions = validate_sync(private, settings.functions, timeout_s=timeout_s)
+        except RegistryError as exc:
+            raise RegistryError([relabel(p, private, shown) for p in exc.problems]) from None
+    if not functions:
+        raise RegistryError([f"{shown}: no functions found; nothing to deploy"])
+    shown_functions = [
+        msgspec.structs.replace(f, source=relabel(f.source, private, shown)) for f in functions
+    ]
+    return files, shown_functions
+
+
+def _same_functions(a: Sequence[FunctionEntry], b: Sequence[FunctionEntry]) -> bool:
+    def key(fs: Sequence[FunctionEntry]) -> list[tuple[str, str, bytes]]:
+        return sorted((f.name, f.executor, msgspec.json.encode(f.options)) for f in fs)
+
+    return key(a) == key(b)
+
+
+async def _deploy(
+    args: argparse.Namespace,
+    settings: Settings,
+    url: str,
+    files: list[BundleFile],
+    functions: list[FunctionEntry],
+) -> int:
+    key = _key(settings)
+    digest = content_digest(file_entries(files))
+    redis = connect(settings.redis, url)
+    try:
+        store = DeployStore(redis, settings.namespace, keep_versions=settings.deploy.keep_versions)
+        if not args.force:
+            active = await _active_manifest(store, key)
+            if active and active.digest == digest and _same_functions(active.functions, functions):
+                print(
+                    f"unchanged: version {active.version} is active with this content "
+                    f"({digest[:12]}); nothing published (--force publishes anyway)"
+                )
+                return 0
+        version = await store.next_version()
+        manifest = build_manifest(
+            files, functions, namespace=settings.namespace, version=version, message=args.message
+        )
+        manifest_json = encode_manifest(manifest)
+        result = await store.publish(
+            version, manifest_json, sign(key, manifest_json), encode_files(files)
+        )
+    finally:
+        await redis.aclose()
+    if not result.is_stored:
+        raise DeployError(f"version id {version} already holds another bundle; deploy again")
+    is_active = result.is_active(version)
+    if args.json:
+        body = {"version": version, "active": is_active, "manifest": manifest}
+        print(msgspec.json.encode(body).decode())
+    else:
+        print(_functions_table(manifest.functions))
+        was = result.active_before if result.active_before is not None else "none"
+        print(
+            f"\npublished version {version} ({digest[:12]}, {len(files)} files, "
+            f"{manifest.size_bytes} bytes)" + (f", active (was {was})" if is_active else "")
+        )
+    if not is_active:
+        print(
+            f"warning: version {version} is stored but not active: version "
+            f"{result.active_after} was published meanwhile and is newer; "
+            f"`runtime rollback {version}` activates it",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+async def _active_manifest(store: DeployStore, key: str) -> Manifest | None:
+    active = await store.active()
+    stored = await store.stored(active) if active is not None else None
+    if active is None or stored is None:
+        return None
+    try:
+        return verify_manifest(
+            key, stored.manifest_json, stored.signature, namespace=store.namespace, version=active
+        )
+    except BundleRefused:
+        return None  # not trusted: never "unchanged"
+
+
+def _functions_table(functions: Sequence[FunctionEntry]) -> str:
+    header = ("function", "executor", "concurrency", "max_in_flight", "timeout_s",
+              "max_attempts", "priority", "source")  # fmt: skip
+    rows = [
+        (f.name, f.executor, str(f.options.concurrency), str(f.options.max_in_flight or "-"),
+         f"{f.options.timeout_s:g}", str(f.options.max_attempts), f.options.priority, f.source)
+        for f in functions
+    ]  # fmt: skip
+    return _table(header, rows)
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+    everything = [header, *rows]
+    widths = [max(len(r[i]) for r in everything) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in everything
+    )
+
+
+class VersionRow(msgspec.Struct):
+    version: int
+    is_active: bool
+    signature: str  # "ok", "INVALID", or "unverified" (no key here)
+    digest: str | None
+    created_by: str | None
+    created_at_ms: int | None
+    message: str | None
+    functions: list[str]
+    running_on: list[str]  # live instances that run it
+    refused_by: dict[str, str]  # live instance -> why
+
+
+async def _deployments(args: argparse.Namespace, settings: Settings, url: str) -> int:
+    key = settings.deploy.signing_key
+    redis = connect(settings.redis, url)
+    try:
+        store = DeployStore(redis, settings.namespace, keep_versions=settings.deploy.keep_versions)
+        active = await store.active()
+        versions = (await store.versions())[: max(1, args.limit)]
+        statuses = await _live_statuses(store, Instances(redis, settings.namespace, []))
+        rows = []
+        for version in versions:
+            stored = await store.stored(version)
+            if stored is None:
+                continue
+            manifest = peek_manifest(stored.manifest_json)
+            signature = "unverified"
+            if key:
+                try:
+                    verify_manifest(
+                        key,
+                        stored.manifest_json,
+                        stored.signature,
+                        namespace=settings.namespace,
+                        version=version,
+                    )
+                    signature = "ok"
+                except BundleRefused:
+                    signature = "INVALID"
+            rows.append(
+                VersionRow(
+                    version=version,
+                    is_active=version == active,
+                    signature=signature,
+                    digest=manifest.digest if manifest else None,
+                    created_by=manifest.created_by if manifest else None,
+                    created_at_ms=manifest.created_at_ms if manifest else None,
+                    message=manifest.message if manifest else None,
+                    functions=manifest.function_names if manifest else [],
+                    running_on=[s.instance for s in statuses if s.loaded == version],
+                    refused_by={
+                        s.instance: s.refused[version] for s in statuses if version in s.refused
+                    },
+                )
+            )
+    finally:
+        await redis.aclose()
+    if args.json:
+        print(msgspec.json.encode({"active": active, "versions": rows}).decode())
+    elif not rows:
+        print("no deployments yet: publish one with `runtime deploy DIR`")
+    else:
+        print(_deployments_text(rows, has_key=bool(key)))
+    return 0
+
+
+async def _live_statuses(store: DeployStore, instances: Instances) -> list[InstanceStatus]:
+    """Statuses of live instances; those of instances gone for a while are pruned."""
+    live = {i["id"] for i in await instances.live(30.0)}
+    members = cast("list[bytes]", await store.redis.zrange(instances.zset, 0, -1))
+    known = {m.decode() for m in members}
+    now_ms = round(time.time() * 1000)
+    out = []
+    for status in await store.statuses():
+        if status.instance in live:
+            out.append(status)
+        elif status.instance not in known and now_ms - status.updated_ms > STATUS_STALE_MS:
+            await store.forget(status.instance)
+    return out
+
+
+def _deployments_text(rows: Sequence[VersionRow], *, has_key: bool) -> str:
+    header = ("version", "active", "digest", "created (UTC)", "by", "signature", "instances",
+              "functions")  # fmt: skip
+    lines = []
+    for r in rows:
+        when = (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.created_at_ms / 1000))
+            if r.created_at_ms
+            else "?"
+        )
+        instances = f"{len(r.running_on)} running"
+        if r.refused_by:
+            instances += f", {len(r.refused_by)} refused"
+        lines.append((
+            str(r.version), "*" if r.is_active else "", (r.digest or "?")[:12], when,
+            r.created_by or "?", r.signature, instances, ", ".join(r.functions),
+        ))  # fmt: skip
+    text = _table(header, lines)
+    notes = [f"  v{r.version} {r.message}" for r in rows if r.message]
+    if notes:
+        text += "\n\nmessages:\n" + "\n".join(notes)
+    refusals = [
+        f"  v{r.version} on {instance}: {why}"
+        for r in rows
+        for instance, why in sorted(r.refused_by.items())
+    ]
+    if refusals:
+        text += "\n\nrefused by instances (they keep running their previous version):\n"
+        text += "\n".join(refusals)
+    if not has_key:
+        text += "\n\n(no deploy.signing_key here: signatures not checked)"
+    return text
+
+
+async def _rollback(args: argparse.Namespace, settings: Settings, url: str) -> int:
+    key = _key(settings)
+    redis = connect(settings.redis, url)
+    try:
+        store = DeployStore(redis, settings.namespace, keep_versions=settings.deploy.keep_versions)
+        active = await store.active()
+        versions = await store.versions()
+        target = args.version
+        if target is None:
+            older = [v for v in versions if active is None or v < active]
+            if not older:
+                if active is None:
+                    raise DeployError("no deployment is active yet; nothing to roll back")
+                raise DeployError(f"no version older than {active} is stored; nothing to roll back")
+            target = older[0]
+        stored = await store.stored(target)
+        if stored is None:
+            listed = ", ".join(map(str, versions)) or "none"
+            raise DeployError(f"version {target} is not stored (stored: {listed})")
+        try:
+            verify_manifest(
+                key,
+                stored.manifest_json,
+                stored.signature,
+                namespace=settings.namespace,
+                version=target,
+            )
+        except BundleRefused as exc:
+            raise BundleRefused(f"refusing to activate version {target}: {exc}") from None
+        before = await store.activate(target)
+    finally:
+        await redis.aclose()
+    if args.json:
+        print(msgspec.json.encode({"active": target, "was": before}).decode())
+    elif before == target:
+        # Activating it again is not useless: instances that refused it try once more.
+        print(f"version {target} was already active; runtimes that refused it retry now")
+    else:
+        print(f"version {target} is active again (was {before}); runtimes switch within ~2 s")
+    return 0

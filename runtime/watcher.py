@@ -1,0 +1,368 @@
+"""Hot swaps: which code a serving runtime runs, and when it changes.
+
+Three ways to serve (``runtime serve``, see docs/deploying.md):
+
+- ``local``: ``--functions DIR`` (or no signing key): the folder, loaded once, as always;
+- ``reload``: ``--functions DIR --reload``: :class:`Reloader` polls the folder's files and
+  swaps in each edit;
+- ``deploy``: no ``--functions`` and a ``deploy.signing_key``: :class:`DeployWatcher`
+  follows the namespace's active deployment.
+
+Both watchers load a *private* folder (an extracted deployment, a snapshot of the edited
+folder) through :class:`HotSwap`: validate in a child process (a broken handler cannot hurt
+this one), import in this process, then swap the live registry and the dispatcher's
+workers in one step. A version that fails is refused: the running one keeps serving, and
+the refusal shows in ``/readyz`` (and, for deployments, in ``runtime deployments``).
+Snapshots mean an edit never changes code that already runs, and no stale bytecode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from runtime.broker import REDIS_ERRORS
+from runtime.bundle import BundleLimits, collect_files, content_digest, file_entries, write_files
+from runtime.deploy import DeployStore, InstanceStatus, extract, prune_local
+from runtime.dispatcher import Dispatcher
+from runtime.errors import BundleRefused, RegistryError
+from runtime.instances import Instances
+from runtime.registry import LiveRegistry, Registry, forget_folder, load_registry
+from runtime.settings import Settings
+from runtime.validate import relabel, shown_path, validate
+
+log = logging.getLogger("runtime.watcher")
+
+ServeMode = Literal["local", "reload", "deploy"]
+RELOAD_POLL_S = 0.5
+RELOAD_SETTLE_S = 0.1  # an editor's save can take two writes: look twice
+MAX_REFUSALS_SHOWN = 10
+
+
+class SwapState(msgspec.Struct):
+    """What ``/readyz`` reports under ``checks.deployment``."""
+
+    mode: ServeMode
+    loaded: int | None = None  # deployment version, or --reload generation
+    active: int | None = None  # deploy mode: the version Redis says should run
+    is_checked: bool = False  # deploy mode: Redis was read at least once
+    refused: dict[int, str] = {}  # version or generation -> why
+    error: str | None = None  # the watcher itself stopped (a bug): unready
+
+    @property
+    def is_ok(self) -> bool:
+        """Unready only if nothing runs while something should: a refused version is
+        reported, not fatal, as long as an older one serves."""
+        if self.error is not None:
+            return False
+        if self.mode != "deploy":
+            return True
+        return self.is_checked and (self.loaded is not None or self.active is None)
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ok": self.is_ok, "mode": self.mode, "loaded": self.loaded}
+        if self.mode == "deploy":
+            out["active"] = self.active
+        if self.error is not None:
+            out["error"] = self.error
+        if self.refused:
+            out["refused"] = {str(v): why for v, why in self.refused.items()}
+        return out
+
+    def refuse(self, version: int, why: str) -> None:
+        self.refused[version] = why
+        for old in sorted(self.refused)[:-MAX_REFUSALS_SHOWN]:
+            del self.refused[old]
+
+
+class HotSwap:
+    """Loads private folders, one at a time, and swaps each into the live registry and the
+    dispatcher. The previous folder leaves ``sys.path`` and ``sys.modules`` before the next
+    one is imported (so ``import _helper`` finds the new one); ``on_retired`` gets it once
+    its workers have finished their jobs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        live: LiveRegistry,
+        dispatcher: Dispatcher,
+        instances: Instances | None,
+        on_retired: Callable[[Path], None] = lambda folder: None,
+    ) -> None:
+        self._settings = settings
+        self._live = live
+        self._dispatcher = dispatcher
+        self._instances = instances
+        self._on_retired = on_retired
+        self.folder: Path | None = live.folder if len(live) else None
+
+    async def load(
+        self,
+        folder: Path,
+        overrides: Mapping[str, Mapping[str, Any]],
+        *,
+        expected: list[str] | None = None,
+    ) -> Registry:
+        """Validate ``folder`` in a child, then import it here; RegistryError if either
+        fails or (``expected``) the functions are not the expected ones."""
+        timeout_s = self._settings.deploy.validate_timeout_s
+        validated = await validate(folder, overrides, timeout_s=timeout_s)
+        names = sorted(f.name for f in validated)
+        if expected is not None and names != sorted(expected):
+            raise RegistryError([f"{folder}: functions {names}, the manifest says {expected}"])
+        previous = self.folder
+        if previous is not None:
+            forget_folder(previous)
+        try:
+            registry = load_registry(folder, overrides)
+            if registry.names != names:  # the child saw other functions: flaky imports
+                raise RegistryError([f"{folder}: imported {registry.names}, validated {names}"])
+        except BaseException as exc:
+            forget_folder(folder)
+            if previous is not None:
+                sys.path.append(str(previous.resolve()))
+            if isinstance(exc, SystemExit):  # passed in the child, exits here: refuse it
+                raise RegistryError([f"{folder}: a module called exit() at import"]) from None
+            raise
+        return registry
+
+    def swap(self, registry: Registry) -> None:
+        """In one step: the registry the API answers with and the workers that claim."""
+        previous = self.folder
+        retirement = self._dispatcher.swap(registry)
+        self._live.swap(registry)
+        if self._instances is not None:
+            self._instances.set_functions(registry.names)
+        self.folder = registry.folder
+        if previous is not None and previous != registry.folder:
+            retirement.add_done_callback(lambda _: self._on_retired(previous))
+
+
+class DeployWatcher:
+    """Follows the active deployment: pub/sub for speed, a periodic read for safety."""
+
+    def __init__(
+        self, settings: Settings, store: DeployStore, swap: HotSwap, instances: Instances
+    ) -> None:
+        self.state = SwapState("deploy")
+        self._settings = settings
+        self._store = store
+        self._swap = swap
+        self._root = Path(settings.deploy.dir)
+        self._limits = BundleLimits.of(settings.deploy)
+        info = instances.info
+        self._status = InstanceStatus(info.id, info.host, info.pid)
+        self._is_reported = True
+        self._last_error_log = 0.0
+
+    async def run(self) -> None:
+        retry_s = 0.1
+        while True:
+            pubsub = self._store.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._store.keys.channel)
+                retry_s = 0.1
+                while True:
+                    await self.check()
+                    message = await pubsub.get_message(
+                        timeout=self._settings.deploy.check_interval_s
+                    )
+                    if message is not None and message["type"] == "message":
+                        with contextlib.suppress(ValueError):
+                            # An explicit (re)activation: a version refused here gets
+                            # another try (the operator may have fixed this instance).
+                            self.state.refused.pop(int(message["data"]), None)
+            except REDIS_ERRORS as exc:
+                if time.monotonic() - self._last_error_log > 5:
+                    self._last_error_log = time.monotonic()
+                    log.warning("deployments: Redis unavailable (%s); retrying", exc)
+                await asyncio.sleep(retry_s)
+                retry_s = min(retry_s * 2, 2.0)
+            finally:
+                with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def check(self) -> None:
+        active = await self._store.active()
+        self.state.active = active
+        self.state.is_checked = True
+        if active is not None and active != self.state.loaded and active not in self.state.refused:
+            await self._load(active)
+        if not self._is_reported:
+            await self._report()
+
+    async def _load(self, version: int) -> None:
+        noticed = time.monotonic()
+        key = self._settings.deploy.signing_key
+        try:
+            bundle = await self._store.fetch(version, key, self._limits)
+            folder = await asyncio.to_thread(extract, bundle, self._root)
+            registry = await self._swap.load(
+                folder, bundle.manifest.overrides, expected=bundle.manifest.function_names
+            )
+        except (BundleRefused, RegistryError) as exc:
+            self._refuse(version, str(exc))
+            return
+        except OSError as exc:  # the disk, not Redis: extracting failed
+            self._refuse(version, f"cannot extract into {self._root}: {exc}")
+            return
+        previous = self.state.loaded
+        self._swap.swap(registry)
+        self.state.loaded = version
+        self._status.loaded = version
+        self._is_reported = False
+        log.info(
+            "deployment %d is live here (functions: %s; was %s), %.0f ms after it was seen",
+            version,
+            ", ".join(registry.names) or "none",
+            previous if previous is not None else "none",
+            (time.monotonic() - noticed) * 1000,
+        )
+        await asyncio.to_thread(prune_local, self._root, {version, previous or version})
+
+    def _refuse(self, version: int, why: str) -> None:
+        running = self.state.loaded
+        log.error(
+            "deployment %d refused on this instance, %s: %s",
+            version,
+            f"version {running} keeps running" if running is not None else "nothing runs",
+            why,
+        )
+        self.state.refuse(version, why)
+        self._status.refused = dict(self.state.refused)
+        self._is_reported = False
+
+    async def _report(self) -> None:
+        self._status.refused = dict(self.state.refused)
+        await self._store.report(self._status)
+        self._is_reported = True
+
+    async def leave(self) -> None:
+        with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self._store.forget(self._status.instance)
+
+
+class Reloader:
+    """``--reload``: polls the folder's ``*.py`` files every ``RELOAD_POLL_S`` (their names,
+    sizes and mtimes), and loads a snapshot when their content changed."""
+
+    def __init__(self, settings: Settings, folder: Path, swap: HotSwap, live: Registry) -> None:
+        self.state = SwapState("reload", loaded=1)
+        self._settings = settings
+        self._folder = folder
+        self._swap = swap
+        self._limits = BundleLimits.of(settings.deploy)
+        self._root = snapshot_root(settings)
+        self._generation = 1
+        self._loaded_digest = _digest(collect_files(live.folder, self._limits))
+        self._stamps = _stamps(folder)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(RELOAD_POLL_S)
+            stamps = _stamps(self._folder)
+            if stamps == self._stamps:
+                continue
+            await asyncio.sleep(RELOAD_SETTLE_S)
+            if _stamps(self._folder) != stamps:
+                continue  # still being written: next poll
+            self._stamps = stamps
+            await self.reload()
+
+    async def reload(self) -> None:
+        shown = shown_path(self._folder)
+        generation = self._generation + 1
+        folder = self._root / str(generation)
+        try:
+            files = collect_files(self._folder, self._limits)
+            digest = _digest(files)
+            if digest == self._loaded_digest:
+                self.state.refused.clear()  # touched, or an edit undone: what runs is current
+                return
+            self._generation = generation
+            folder.mkdir(parents=True, mode=0o700)
+            write_files(files, folder)
+            registry = await self._swap.load(folder, self._settings.functions)
+        except RegistryError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            why = relabel(str(exc), folder, shown)
+            log.error("reload refused, the running code stays: %s", why)
+            self.state.refuse(generation, why)
+            return
+        self._swap.swap(_shown_as(registry, folder, shown))
+        self._loaded_digest = digest
+        self.state.loaded = generation
+        self.state.refused.clear()
+        log.info("reloaded %s (functions: %s)", shown, ", ".join(registry.names) or "none")
+
+
+def _stamps(folder: Path) -> dict[str, tuple[int, int]]:
+    try:
+        paths = [p for p in folder.iterdir() if p.suffix == ".py"]
+        return {p.name: (st.st_mtime_ns, st.st_size) for p in paths for st in [p.stat()]}
+    except OSError:
+        return {}
+
+
+def _digest(files: list[Any]) -> str:
+    return content_digest(file_entries(files))
+
+
+def _shown_as(registry: Registry, private: Path, shown: str) -> Registry:
+    """The snapshot's registry, its sources named after the user's folder."""
+    specs = {
+        spec.name: msgspec.structs.replace(spec, source=relabel(spec.source, private, shown))
+        for spec in registry
+    }
+    return Registry(registry.folder, specs)
+
+
+def snapshot_root(settings: Settings) -> Path:
+    """This process's private snapshots: ``<deploy.dir>/../reload/<pid>/``."""
+    return Path(settings.deploy.dir).parent / "reload" / str(os.getpid())
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def load_snapshot(settings: Settings) -> Registry:
+    """``--reload``'s first load, before serving: generation 1 of a fresh snapshot folder,
+    imported here (a broken folder stops start-up with file:line, like ``runtime serve``)."""
+    source = Path(settings.functions_dir)
+    files = collect_files(source, BundleLimits.of(settings.deploy))
+    root = snapshot_root(settings)
+    for stale in root.parent.glob("*"):
+        if stale.name.isdigit() and (stale == root or not _is_alive(int(stale.name))):
+            shutil.rmtree(stale, ignore_errors=True)
+    folder = root / "1"
+    folder.mkdir(parents=True, mode=0o700)
+    write_files(files, folder)
+    shown = shown_path(source)
+    try:
+        registry = load_registry(folder, settings.functions)
+    except RegistryError as exc:
+        raise RegistryError([relabel(p, folder, shown) for p in exc.problems]) from None
+    return _shown_as(registry, folder, shown)
+
+
+def retire_snapshot(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)

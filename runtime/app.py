@@ -36,6 +36,7 @@ from runtime.appkeys import (
     SWAP_STATE_KEY,
     TOKEN_KEY,
     TRACING_KEY,
+    WAITER_KEY,
 )
 from runtime.broker import REDIS_ERRORS, RedisBroker, connect
 from runtime.client import Producer
@@ -48,6 +49,7 @@ from runtime.metrics import CONTENT_TYPE_LATEST, Metrics
 from runtime.registry import LiveRegistry, Registry
 from runtime.settings import Settings, redact_url
 from runtime.tracing import Tracing
+from runtime.waiter import ResultWaiter
 from runtime.watcher import (
     DeployWatcher,
     HotSwap,
@@ -103,10 +105,13 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[INSTANCES_KEY] = Instances(client, settings.namespace, app[REGISTRY_KEY].names)
     app[EPOCH_KEY] = EpochWatch(client, settings.namespace)
+    app[WAITER_KEY] = waiter = ResultWaiter(broker)
+    waiter.start()
     log.info("using Redis at %s", redact_url(url))
     try:
         yield
     finally:
+        await waiter.close()
         with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
             async with asyncio.timeout(1.0):
                 await app[INSTANCES_KEY].leave()

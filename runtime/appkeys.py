@@ -15,6 +15,7 @@ from runtime.metrics import Metrics
 from runtime.registry import Registry
 from runtime.settings import Settings
 from runtime.tracing import Tracing
+from runtime.waiter import ResultWaiter
 from runtime.watcher import ServeMode, SwapState
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
@@ -27,6 +28,7 @@ TRACING_KEY = web.AppKey("tracing", Tracing)
 INSTANCES_KEY = web.AppKey("instances", Instances)
 TOKEN_KEY = web.AppKey("token", str)
 EPOCH_KEY = web.AppKey("epoch", EpochWatch)
+WAITER_KEY = web.AppKey("waiter", ResultWaiter)
 SHUTDOWN_KEY = web.AppKey("shutdown", asyncio.Event)
 # [used_memory / maxmemory] as last seen by the refresher (a list so it can be updated)
 MEMORY_RATIO_KEY = web.AppKey("memory_ratio", list[float])

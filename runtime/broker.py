@@ -13,6 +13,8 @@ job id and idempotency key, claim by a claim id, settle and extend by fencing to
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -23,12 +25,13 @@ from typing import Any, Literal, cast
 import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from runtime.envelope import function_of
 from runtime.function import Priority
-from runtime.keys import FunctionKeys, wake_channel
+from runtime.keys import FunctionKeys, done_channel, wake_channel
 from runtime.quarantine import suspect_threshold
 from runtime.settings import RedisSettings
 
@@ -44,6 +47,13 @@ _EXEC = (
     "redis.call('HSET', KEYS[1], 'exec', ARGV[1]) return 1 end return 0"
 )
 RECLAIM_LIMIT = 1000
+
+
+async def close_pubsub(pubsub: PubSub) -> None:
+    """Close a subscription without waiting on (or failing over) a broken connection."""
+    with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
+        async with asyncio.timeout(1.0):
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 def new_claim_id() -> str:
@@ -138,6 +148,7 @@ class RedisBroker:
         self.namespace = namespace
         self.keep_result_s = keep_result_s
         self.wake_channel = wake_channel(namespace)
+        self.done_channel = done_channel(namespace)
         self._block_s = block_s  # one blocking wait must end before the socket timeout
         self._keys: dict[str, FunctionKeys] = {}
         self._enqueue = client.register_script(_script_source("enqueue"))
@@ -233,7 +244,13 @@ class RedisBroker:
     async def settle(self, function: str, entries: Sequence[SettleEntry]) -> list[int]:
         """Apply outcomes; one code per entry: 1 applied, 2 replayed, 0 fenced (stale)."""
         k = self.keys(function)
-        args: list[Any] = [k.prefix, self.keep_result_s, self.wake_channel, function]
+        args: list[Any] = [
+            k.prefix,
+            self.keep_result_s,
+            self.wake_channel,
+            function,
+            self.done_channel,
+        ]
         for e in entries:
             args += [e.op, e.id, e.token, e.a, e.b, e.c]
         res = await self._settle(
@@ -268,6 +285,7 @@ class RedisBroker:
                 self.wake_channel,
                 function,
                 suspect_threshold(max_recoveries),
+                self.done_channel,
             ],
         )
         return int(res[0]), int(res[1])
@@ -308,6 +326,10 @@ class RedisBroker:
             reason=f["reason"].decode() if "reason" in f else None,
             error=f["err"].decode() if "err" in f else None,
         )
+
+    async def watch(self, job_id: str) -> None:
+        """Ask the settle and reclaim scripts to announce this job's end (its notify flag)."""
+        await self._watch(keys=[self.keys(function_of(job_id)).job(job_id)])
 
     async def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
         """Wait (blocking on Redis, no polling) until the job is terminal or time runs out.

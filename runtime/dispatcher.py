@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-from runtime.broker import REDIS_ERRORS, RedisBroker
+from runtime.broker import REDIS_ERRORS, RedisBroker, close_pubsub
 from runtime.function import FunctionSpec
 from runtime.metrics import Metrics
 from runtime.quarantine import Quarantine
@@ -162,8 +162,4 @@ class Dispatcher:
                 retry_s = min(retry_s * 2, 2.0)
             finally:
                 self.is_subscribed = False
-                try:
-                    async with asyncio.timeout(1.0):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
-                except (*REDIS_ERRORS, TimeoutError):
-                    pass
+                await close_pubsub(pubsub)

@@ -38,6 +38,7 @@ from runtime.appkeys import (
     SHUTDOWN_KEY,
     TOKEN_KEY,
     TRACING_KEY,
+    WAITER_KEY,
 )
 from runtime.broker import REDIS_ERRORS, JobRecord
 from runtime.envelope import function_of
@@ -313,7 +314,7 @@ async def invoke(request: web.Request) -> web.Response:
     job_id, _ = await request.app[PRODUCER_KEY].enqueue(
         spec.name, payload, idempotency_key=key, priority=priority, notify=True
     )
-    wait = asyncio.ensure_future(request.app[BROKER_KEY].wait(job_id, timeout_s))
+    wait = asyncio.ensure_future(request.app[WAITER_KEY].wait(job_id, timeout_s))
     stop = asyncio.ensure_future(request.app[SHUTDOWN_KEY].wait())
     try:
         await asyncio.wait({wait, stop}, return_when=asyncio.FIRST_COMPLETED)

@@ -21,6 +21,7 @@ Keys (type: what it holds; who removes it):
   of Redis time, written by settle and reclaim for ``runtime stats`` rates; 2 h.
 - ``{ns:fn}:admin:<call id>`` (string): the reply of one purge/requeue batch, for replay; 60 s.
 - ``{ns}:wake`` (pub/sub channel): function name, published when work becomes ready.
+- ``{ns}:done`` (pub/sub channel): id of a waited-for job (``notify``) that just ended.
 
 Deployments (``deploy.py``), all under the hash tag ``{<namespace>}``:
 
@@ -80,6 +81,11 @@ class FunctionKeys:
 
     def admin_call(self, call_id: str) -> str:
         return f"{self.prefix}admin:{call_id}"
+
+
+def done_channel(namespace: str) -> str:
+    """Job ids of waited-for jobs that ended (published by settle and reclaim)."""
+    return f"{{{namespace}}}:done"
 
 
 def wake_channel(namespace: str) -> str:

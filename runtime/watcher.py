@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from runtime.broker import REDIS_ERRORS
+from runtime.broker import REDIS_ERRORS, close_pubsub
 from runtime.bundle import BundleLimits, collect_files, content_digest, file_entries, write_files
 from runtime.deploy import DeployStore, InstanceStatus, extract, prune_local
 from runtime.dispatcher import Dispatcher
@@ -189,9 +189,7 @@ class DeployWatcher:
                 await asyncio.sleep(retry_s)
                 retry_s = min(retry_s * 2, 2.0)
             finally:
-                with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
-                    async with asyncio.timeout(1.0):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await close_pubsub(pubsub)
 
     async def check(self) -> None:
         active = await self._store.active()

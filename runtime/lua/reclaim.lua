@@ -1,7 +1,8 @@
 -- reclaim: take back jobs whose lease expired (their worker died or hung), by Redis time.
 -- KEYS: 1 leased, 2 dlq, 3 stats, 4 ready:high, 5 ready:default, 6 ready:low
 -- ARGV: 1 key prefix, 2 max_recoveries, 3 limit, 4 keep_result_s, 5 wake channel,
---       6 function name, 7 suspect threshold (recoveries from which a job runs alone)
+--       6 function name, 7 suspect threshold (recoveries from which a job runs alone),
+--       8 done channel (job ids of waited-for jobs that ended)
 -- A suspect (recoveries >= threshold) is blamed only if it was executing: its worker marks
 -- `exec` = token when it starts it alone. A suspect that was still waiting its turn when
 -- its process died goes back without blame (it cannot be the job that killed it).
@@ -31,6 +32,7 @@ for _, id in ipairs(expired) do
       redis.call('RPUSH', KEYS[2], id)
       if v[3] == '1' then
         local dk = prefix .. 'done:' .. id
+        redis.call('PUBLISH', ARGV[8], id)
         redis.call('RPUSH', dk, '1')
         redis.call('EXPIRE', dk, keep)
       end

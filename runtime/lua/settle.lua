@@ -1,6 +1,6 @@
 -- settle: apply a batch of fenced outcomes of one function's jobs.
 -- KEYS: 1 leased, 2 delayed, 3 dlq, 4 stats, 5 ready:high, 6 ready:default, 7 ready:low
--- ARGV: 1 key prefix, 2 keep_result_s, 3 wake channel, 4 function name,
+-- ARGV: 1 key prefix, 2 keep_result_s, 3 wake channel, 4 function name, 5 done channel,
 --       then 6 values per entry: op, id, token, a, b, c
 --   C complete       a=result JSON
 --   R retry later    a=delay_ms, b=error, c=reason
@@ -26,6 +26,7 @@ end
 local function notify(jk, id, flag)
   if flag == '1' then
     local dk = prefix .. 'done:' .. id
+    redis.call('PUBLISH', ARGV[5], id)  -- for waiters sharing one subscription (HTTP)
     redis.call('RPUSH', dk, '1')
     redis.call('EXPIRE', dk, keep)
   end
@@ -38,7 +39,7 @@ local function dead(jk, id, reason, err, flag)
   n_dead = n_dead + 1
 end
 
-for i = 5, #ARGV, 6 do
+for i = 6, #ARGV, 6 do
   local op, id, token = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local a, b, c = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local jk = prefix .. 'job:' .. id

@@ -10,14 +10,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-import os
 import subprocess
 import sys
 import textwrap
 import time
-import urllib.error
-import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +25,13 @@ import redis.asyncio as aioredis
 from runtime.bundle import BundleFile, encode_files, encode_manifest, file_entries, sign
 from runtime.bundle import Manifest as BundleManifest
 from runtime.client import Client
-from tests.conftest import free_port
+from tests.integration.serving import ServeProcesses, wait_until
 
 pytestmark = pytest.mark.integration
 
 KEY = "integration-test-signing-key-" + "x" * 16
 SWITCH_LIMIT_S = 2.0
-FAST = {
-    "RUNTIME_WORKER__LEASE_S": "1.0",
-    "RUNTIME_WORKER__HEARTBEAT_S": "0.25",
-    "RUNTIME_WORKER__RECLAIM_INTERVAL_S": "0.3",
-    "RUNTIME_WORKER__SHUTDOWN_GRACE_S": "5",
-    "RUNTIME_REDIS__TIMEOUT_S": "0.5",
-    "RUNTIME_REDIS__CONNECT_TIMEOUT_S": "0.5",
-    "RUNTIME_LOG__LEVEL": "INFO",
-    "RUNTIME_DEPLOY__SIGNING_KEY": KEY,
-}
+ENV = {"RUNTIME_LOG__LEVEL": "INFO", "RUNTIME_DEPLOY__SIGNING_KEY": KEY}
 HANDLERS = """\
     import asyncio, os
     from runtime import Context, function
@@ -74,21 +62,15 @@ EXTRA = """
 """
 
 
-class Fleet:
+class Fleet(ServeProcesses):
     """A handler folder, the deploy CLI, and `runtime serve` processes (stopped by pid)."""
 
     def __init__(self, tmp: Path, redis_url: str) -> None:
-        self.tmp = tmp
-        self.redis_url = redis_url
+        super().__init__(tmp, redis_url, ENV)
         self.src = tmp / "src"
         self.src.mkdir()
         self.witness = tmp / "witness.log"
-        self.config = tmp / "config"  # empty: defaults, then RUNTIME_*
-        self.config.mkdir()
-        self.env = {**os.environ, **FAST, "RUNTIME_CONFIG_DIR": str(self.config)}
         self.env.pop("DEPLOY_TEST_BREAK", None)
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.ports: dict[int, int] = {}
 
     def write(self, version: str, *, extra: bool = False) -> None:
         source = textwrap.dedent(HANDLERS.format(witness=str(self.witness)))
@@ -111,27 +93,6 @@ class Fleet:
         body = json.loads(out)
         assert body["active"] is True
         return int(body["version"])
-
-    def spawn(self, *extra_args: str, **env: str) -> subprocess.Popen[bytes]:
-        port = free_port()
-        log = (self.tmp / f"serve-{len(self.processes)}.log").open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "runtime.cli", "serve", "--port", str(port),
-             "--redis", self.redis_url, *extra_args],
-            cwd=self.tmp, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        log.close()
-        self.processes.append(process)
-        self.ports[process.pid] = port
-        return process
-
-    def ready(self, process: subprocess.Popen[bytes]) -> tuple[int, dict[str, Any]]:
-        url = f"http://127.0.0.1:{self.ports[process.pid]}/readyz"
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
 
     def deployment(self, process: subprocess.Popen[bytes]) -> dict[str, Any]:
         try:
@@ -156,15 +117,6 @@ class Fleet:
             return []
         return [line.split() for line in self.witness.read_text().splitlines() if line]
 
-    def logs(self) -> str:
-        return "\n".join(p.read_text()[-3000:] for p in sorted(self.tmp.glob("serve-*.log")))
-
-    def stop_all(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-            process.wait(timeout=10)
-
 
 @pytest.fixture
 def fleet(tmp_path: Path, redis_url: str) -> Iterator[Fleet]:
@@ -184,17 +136,6 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url)
     yield client
     await client.aclose()
-
-
-async def wait_until(
-    predicate: Callable[[], bool], timeout_s: float, logs: Callable[[], str]
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await asyncio.to_thread(predicate):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s}s; runtime logs:\n{logs()}")
 
 
 async def test_deploy_while_long_jobs_run_loses_and_duplicates_nothing(

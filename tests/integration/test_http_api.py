@@ -78,13 +78,22 @@ async def make_client(tmp_path: Path, redis_url: str) -> AsyncIterator[Make]:
     clients: list[TestClient[web.Request, web.Application]] = []
 
     async def make(
-        *, tracing: Tracing | None = None, redis: str | None = None, **sections: Any
+        *,
+        tracing: Tracing | None = None,
+        redis: str | None = None,
+        max_connections: int = 64,
+        **sections: Any,
     ) -> TestClient[web.Request, web.Application]:
         folder = tmp_path / f"functions{len(clients)}"
         folder.mkdir()
         (folder / "handlers.py").write_text(textwrap.dedent(HANDLERS))
         settings = Settings(
-            redis=RedisSettings(url=redis or redis_url, timeout_s=0.5, connect_timeout_s=0.5),
+            redis=RedisSettings(
+                url=redis or redis_url,
+                timeout_s=0.5,
+                connect_timeout_s=0.5,
+                max_connections=max_connections,
+            ),
             http=sections.pop("http", HttpSettings(token=TOKEN)),
             worker=FAST_WORKER,
             metrics=sections.pop("metrics", MetricsSettings(refresh_s=0.2)),
@@ -565,3 +574,19 @@ async def test_queue_wait_counts_from_when_the_job_was_due(make_client: Make) ->
     [consume] = [s for s in exporter.get_finished_spans() if s.name == "process slow"]
     wait_ms = dict(consume.attributes or {})["runtime.queue_wait_ms"]
     assert isinstance(wait_ms, int) and 0 <= wait_ms < 300  # not the 500 ms delay
+
+
+async def test_waiting_invokes_hold_no_redis_connection(make_client: Make) -> None:
+    """Many callers waiting at once share one subscription: with a pool of 4 connections,
+    40 concurrent invokes all get their result (each waiting on a pooled connection, they
+    starved the workers and ended in 504s)."""
+    client = await make_client(max_connections=4)
+
+    async def one(i: int) -> int:
+        response = await client.post(
+            "/v1/functions/slow/invoke?timeout_s=20", json=0.2, headers=AUTH
+        )
+        return response.status
+
+    statuses = await asyncio.gather(*(one(i) for i in range(40)))
+    assert statuses == [200] * 40

@@ -9,34 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
-import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
-import urllib.error
-import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from runtime.client import Client
-from tests.conftest import RedisServer, free_port
+from tests.conftest import RedisServer
+from tests.integration.serving import ServeProcesses, wait_until
 
 pytestmark = pytest.mark.integration
 
-FAST = {
-    "RUNTIME_WORKER__LEASE_S": "1.0",
-    "RUNTIME_WORKER__HEARTBEAT_S": "0.25",
-    "RUNTIME_WORKER__RECLAIM_INTERVAL_S": "0.3",
-    "RUNTIME_WORKER__SHUTDOWN_GRACE_S": "5",
-    "RUNTIME_REDIS__TIMEOUT_S": "0.5",
-    "RUNTIME_REDIS__CONNECT_TIMEOUT_S": "0.5",
-    "RUNTIME_LOG__LEVEL": "WARNING",
-}
+FAST_LOGS = {"RUNTIME_LOG__LEVEL": "WARNING"}
 
 HANDLERS = """
     import asyncio, os, time
@@ -93,70 +81,25 @@ class Witness:
         return started - finished
 
 
-class Fleet:
+class Fleet(ServeProcesses):
     """`runtime serve` processes on one functions folder, started and stopped by pid."""
 
     def __init__(self, tmp: Path, redis_url: str, **limits: int) -> None:
-        self.tmp = tmp
-        self.redis_url = redis_url
+        super().__init__(tmp, redis_url, FAST_LOGS)
         self.witness = Witness(tmp / "witness.log")
         self.folder = tmp / "functions"
         self.folder.mkdir(exist_ok=True)
-        self.config_dir = tmp / "config"  # empty: defaults, then the RUNTIME_* below
-        self.config_dir.mkdir(exist_ok=True)
         source = HANDLERS.format(
             witness=str(self.witness.path),
             concurrency=limits.get("concurrency", 8),
             max_in_flight=limits.get("max_in_flight", 0),
         )
         (self.folder / "handlers.py").write_text(textwrap.dedent(source))
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.ports: dict[int, int] = {}
 
-    def spawn(self, redis_url: str | None = None) -> subprocess.Popen[bytes]:
-        port = free_port()
-        env = {**os.environ, **FAST, "RUNTIME_CONFIG_DIR": str(self.config_dir)}
-        log = (self.tmp / f"serve-{len(self.processes)}.log").open("wb")
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "runtime.cli", "serve", "--functions", str(self.folder),
-                "--port", str(port), "--redis", redis_url or self.redis_url,
-            ],
-            cwd=self.tmp, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        log.close()
-        self.processes.append(process)
-        self.ports[process.pid] = port
-        return process
-
-    def ready(self, process: subprocess.Popen[bytes]) -> tuple[int, dict[str, object]]:
-        url = f"http://127.0.0.1:{self.ports[process.pid]}/readyz"
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
-    def wait_ready(self, process: subprocess.Popen[bytes], timeout_s: float = 15) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert process.poll() is None, self.logs()
-            try:
-                if self.ready(process)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"runtime not ready in {timeout_s}s\n{self.logs()}")
-
-    def logs(self) -> str:
-        return "\n".join(p.read_text()[-3000:] for p in sorted(self.tmp.glob("serve-*.log")))
-
-    def stop_all(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-            process.wait(timeout=10)
+    def spawn(  # type: ignore[override]
+        self, redis_url: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        return super().spawn("--functions", str(self.folder), redis_url=redis_url)
 
 
 @pytest.fixture
@@ -177,17 +120,6 @@ def fleet_factory(tmp_path: Path, redis_url: str) -> Iterator[type[Fleet]]:
 async def client(redis_url: str) -> AsyncIterator[Client]:
     async with Client(redis_url) as c:
         yield c
-
-
-async def wait_until(
-    predicate: Callable[[], bool], timeout_s: float, logs: Callable[[], str]
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s}s; runtime logs:\n{logs()}")
 
 
 async def test_sigkill_mid_run_loses_nothing(

@@ -47,6 +47,7 @@ class Context:
         params: Mapping[str, Any] | None = None,
         extend_lease: LeaseExtender | None = None,
         logger: logging.Logger | None = None,
+        log_extra: Mapping[str, str] | None = None,
     ) -> None:
         self.job_id = job_id
         self.function = function
@@ -55,7 +56,9 @@ class Context:
         self.params: Mapping[str, Any] = params or {}
         self._extend = extend_lease or _no_extender
         base = logger or logging.getLogger(f"runtime.handler.{function}")
-        self.logger = JobLogger(base, {"job_id": job_id, "function": function, "attempt": attempt})
+        extra: dict[str, object] = {"job_id": job_id, "function": function, "attempt": attempt}
+        extra.update(log_extra or {})  # e.g. trace_id and span_id, for a process handler
+        self.logger = JobLogger(base, extra)
 
     @classmethod
     def for_test(cls, job_id: str = "test-job", function: str = "test", **kw: Any) -> Context:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -79,6 +80,14 @@ def _describe_exit(returncode: int | None) -> str:
         except ValueError:
             return f"was killed by signal {-returncode}"
     return f"exited with code {returncode}"
+
+
+def _log_format() -> str:
+    """ "json" when this process logs JSON lines (see runtime.logs), so its children do too."""
+    from runtime.logs import JsonFormatter
+
+    handlers = logging.getLogger().handlers
+    return "json" if any(isinstance(h.formatter, JsonFormatter) for h in handlers) else "text"
 
 
 def _child_env(env: Mapping[str, str] | None) -> dict[str, str]:
@@ -189,6 +198,7 @@ class ProcessPool:
         attempt: int,
         timeout_s: float,
         params: Mapping[str, Any],
+        log_ids: Mapping[str, str] | None = None,
     ) -> Any:
         """Run ``attr`` of ``source_file`` on ``payload`` (msgpack) in a child; its result.
 
@@ -208,6 +218,9 @@ class ProcessPool:
                     attempt=attempt,
                     timeout_s=timeout_s,
                     params=dict(params),
+                    log_format=_log_format(),
+                    log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+                    log_ids=dict(log_ids or {}),
                 )
             )
         )

@@ -52,6 +52,11 @@ class JobRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     attempt: int
     timeout_s: float
     params: dict[str, Any] = {}
+    # The parent's log set-up and the job's trace ids, so the handler's ctx.log lines look
+    # like those of an async or thread handler (JSON with job and trace ids when asked).
+    log_format: str = "text"
+    log_level: str = "INFO"
+    log_ids: dict[str, str] = {}
 
 
 class Ready(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="ready"):
@@ -132,6 +137,21 @@ class HandlerCache:
         return module
 
 
+_logging_as: tuple[str, str] | None = None
+
+
+def _configure_logging(fmt: str, level: str) -> None:
+    """The parent's format and level, set once (and again only if they change)."""
+    global _logging_as
+    if _logging_as == (fmt, level):
+        return
+    from runtime.logs import setup_logging
+
+    setup_logging(level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO",
+                  "json" if fmt == "json" else "text")  # fmt: skip
+    _logging_as = (fmt, level)
+
+
 def run_job(request: JobRequest, cache: HandlerCache) -> JobResponse:
     """Run one job; every exception becomes a response, only BaseExceptions escape."""
     try:
@@ -146,12 +166,14 @@ def run_job(request: JobRequest, cache: HandlerCache) -> JobResponse:
             event = msgspec.msgpack.decode(request.payload, type=spec.payload_type, strict=True)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             return Raised(type(exc).__name__, f"{spec.name}: {format_validation_error(exc)}")
+        _configure_logging(request.log_format, request.log_level)
         ctx = Context(
             job_id=request.job_id,
             function=request.function,
             attempt=request.attempt,
             deadline=time.monotonic() + request.timeout_s,
             params=request.params,
+            log_extra=request.log_ids,
         )
         value = spec.handler(event, ctx) if spec.takes_context else spec.handler(event)
     except Retry as exc:

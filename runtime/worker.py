@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import Status, StatusCode, get_current_span
 
 from runtime import envelope
 from runtime.breaker import STATE_VALUES, CircuitBreaker
@@ -432,6 +432,7 @@ class FunctionWorker:
                     attempt=attempt,
                     timeout_s=timeout_s,
                     params=self._params,
+                    log_ids=_current_trace_ids(),
                 )
             else:
                 ctx = Context(
@@ -620,6 +621,14 @@ class FunctionWorker:
         if now - self._last_error_log >= 5.0:  # weather, not news: at most one line per 5 s
             self._last_error_log = now
             log.warning("%s: Redis unavailable during %s: %s", self.name, what, exc)
+
+
+def _current_trace_ids() -> dict[str, str]:
+    """The trace and span ids of the job's span, for a process child's log lines."""
+    ctx = get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return {}
+    return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
 
 
 def _outcome_name(outcome: Outcome) -> str:

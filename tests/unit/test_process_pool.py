@@ -104,6 +104,11 @@ def unserialisable(event) -> object:
 @function
 async def on_loop(event) -> None:
     return None
+
+
+@function(executor="process")
+def chatty(event, ctx: Context) -> None:
+    ctx.log.info("working on it")
 """
 
 
@@ -333,3 +338,35 @@ async def test_a_child_that_died_while_idle_is_replaced_not_blamed(
         assert time.monotonic() < deadline
         await asyncio.sleep(0.01)
     assert await run(pool, handlers, "pid") != child
+
+
+async def test_a_child_logs_like_its_parent_with_the_job_and_trace_ids(
+    pool: ProcessPool, handlers: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import logging
+
+    from runtime.logs import JsonFormatter
+
+    root = logging.getLogger()
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)  # the parent logs JSON lines at INFO: the child must too
+    level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        await pool.run(
+            str(handlers), "chatty", pack(None), job_id="chatty.7", function="chatty",
+            attempt=1, timeout_s=10, params={},
+            log_ids={"trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "b7ad6b7169203331"},
+        )  # fmt: skip
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines()
+             if line.startswith("{") and "working on it" in line]  # fmt: skip
+    assert len(lines) == 1
+    assert lines[0]["job_id"] == "chatty.7"
+    assert lines[0]["function"] == "chatty"
+    assert lines[0]["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert lines[0]["span_id"] == "b7ad6b7169203331"

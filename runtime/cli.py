@@ -121,6 +121,41 @@ def _redis_url(settings: Settings) -> str:
     return url
 
 
+def _follows_deployments(args: argparse.Namespace, settings: Settings) -> bool:
+    """`invoke` validates against the active deployment when there is no local folder to
+    validate against (a deployer's or operator's machine) and a signing key is set."""
+    from pathlib import Path
+
+    no_folder = not args.functions and not Path(settings.functions_dir).is_dir()
+    return no_folder and bool(settings.deploy.signing_key)
+
+
+async def _deployed_registry(settings: Settings) -> Registry:
+    """The active deployment's registry: fetched, its signature verified, extracted where
+    the runtimes extract it, and loaded with the limits the deployer validated."""
+    from pathlib import Path
+
+    from runtime.broker import connect
+    from runtime.bundle import BundleLimits
+    from runtime.deploy import DeployStore, extract
+
+    redis = connect(settings.redis, _redis_url(settings))
+    try:
+        store = DeployStore(redis, settings.namespace, keep_versions=settings.deploy.keep_versions)
+        version = await store.active()
+        if version is None:
+            raise RegistryError(
+                [f"no functions folder {settings.functions_dir!r} and no active deployment: "
+                 "give --functions DIR, or deploy one with `runtime deploy DIR`"]
+            )  # fmt: skip
+        limits = BundleLimits.of(settings.deploy)
+        bundle = await store.fetch(version, settings.deploy.signing_key, limits)
+    finally:
+        await redis.aclose()
+    folder = extract(bundle, Path(settings.deploy.dir))
+    return load_registry(folder, bundle.manifest.overrides)
+
+
 async def _invoke(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
     from runtime.client import Client
 
@@ -180,7 +215,10 @@ def run(argv: Sequence[str] | None = None) -> int:
             mode = serve_mode(args, settings)
             serve(settings, serve_registry(mode, settings), mode=mode)
             return 0
-        registry = _registry(settings)
+        if args.command == "invoke" and _follows_deployments(args, settings):
+            registry = asyncio.run(_deployed_registry(settings))
+        else:
+            registry = _registry(settings)
         if args.command in ("check", "functions"):
             print(_table(registry))
             if args.command == "check":

@@ -361,3 +361,18 @@ async def test_publish_is_atomic_idempotent_and_the_newest_wins(redis: aioredis.
     assert await store.active() == 2
     with pytest.raises(DeployError, match="version 1 is not stored"):
         await store.activate(1)
+
+
+async def test_invoke_validates_against_the_active_deployment(fleet: Fleet) -> None:
+    """On a machine with no functions folder, `runtime invoke` fetches the active version,
+    verifies its signature, and validates the payload against the deployed types."""
+    fleet.deploy("v1")
+    serve = fleet.spawn()
+    await fleet.wait_loaded(1, serve)
+    assert not (fleet.tmp / "functions").exists()
+    ok = fleet.cli("invoke", "work", "0.0")
+    assert ok.stdout.strip() == '"v1"'
+    bad = fleet.cli("invoke", "work", '"soon"', expect=2)
+    assert "work: expected float, got str" in bad.stderr
+    unknown = fleet.cli("invoke", "wrok", "0.0", expect=2)
+    assert "did you mean 'work'" in unknown.stderr

@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 
 from runtime import envelope
 from runtime.function import PRIORITIES
-from runtime.instances import Instances
+from runtime.instances import live_instances
 from runtime.keys import FunctionKeys, wake_channel
 
 DLQ_BATCH = 200  # ids per script call: about a millisecond of Redis time (docs/admin.md)
@@ -280,7 +280,7 @@ class Admin:
                     },
                 )
             )
-        instances = await Instances(self.redis, self.namespace, []).live(INSTANCE_WINDOW_S)
+        instances = await live_instances(self.redis, self.namespace, INSTANCE_WINDOW_S)
         return Stats(now_ms=now_ms, functions=out, instances=instances)
 
     async def peek(self, function: str, *, is_dlq: bool = False, count: int = 20) -> Peek:

@@ -11,6 +11,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from runtime.admin_cli import ADMIN_COMMANDS, add_admin_parsers, admin_main
@@ -124,8 +125,6 @@ def _redis_url(settings: Settings) -> str:
 def _follows_deployments(args: argparse.Namespace, settings: Settings) -> bool:
     """`invoke` validates against the active deployment when there is no local folder to
     validate against (a deployer's or operator's machine) and a signing key is set."""
-    from pathlib import Path
-
     no_folder = not args.functions and not Path(settings.functions_dir).is_dir()
     return no_folder and bool(settings.deploy.signing_key)
 
@@ -133,8 +132,6 @@ def _follows_deployments(args: argparse.Namespace, settings: Settings) -> bool:
 async def _deployed_registry(settings: Settings) -> Registry:
     """The active deployment's registry: fetched, its signature verified, extracted where
     the runtimes extract it, and loaded with the limits the deployer validated."""
-    from pathlib import Path
-
     from runtime.broker import connect
     from runtime.bundle import BundleLimits
     from runtime.deploy import DeployStore, extract

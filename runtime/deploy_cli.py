@@ -41,7 +41,7 @@ from runtime.bundle import (
 )
 from runtime.deploy import DeployStore, InstanceStatus
 from runtime.errors import BundleRefused, ConfigError, DeployError, RegistryError
-from runtime.instances import Instances
+from runtime.instances import live_instances, registry_keys
 from runtime.registry import Registry, load_registry
 from runtime.settings import Settings
 from runtime.validate import relabel, shown_path, validate_sync
@@ -256,7 +256,7 @@ async def _deployments(args: argparse.Namespace, settings: Settings, url: str) -
         store = DeployStore(redis, settings.namespace, keep_versions=settings.deploy.keep_versions)
         active = await store.active()
         versions = (await store.versions())[: max(1, args.limit)]
-        statuses = await _live_statuses(store, Instances(redis, settings.namespace, []))
+        statuses = await _live_statuses(store, settings.namespace)
         rows = []
         for version in versions:
             stored = await store.stored(version)
@@ -303,10 +303,11 @@ async def _deployments(args: argparse.Namespace, settings: Settings, url: str) -
     return 0
 
 
-async def _live_statuses(store: DeployStore, instances: Instances) -> list[InstanceStatus]:
+async def _live_statuses(store: DeployStore, namespace: str) -> list[InstanceStatus]:
     """Statuses of live instances; those of instances gone for a while are pruned."""
-    live = {i["id"] for i in await instances.live(30.0)}
-    members = cast("list[bytes]", await store.redis.zrange(instances.zset, 0, -1))
+    live = {i["id"] for i in await live_instances(store.redis, namespace, 30.0)}
+    zset, _ = registry_keys(namespace)
+    members = cast("list[bytes]", await store.redis.zrange(zset, 0, -1))
     known = {m.decode() for m in members}
     now_ms = round(time.time() * 1000)
     out = []

@@ -31,11 +31,38 @@ class InstanceInfo(msgspec.Struct):
     started_at: float  # unix seconds
 
 
+def registry_keys(namespace: str) -> tuple[str, str]:
+    """The fleet registry: (id -> last beat zset, id -> info JSON hash)."""
+    return f"{{{namespace}}}:instances", f"{{{namespace}}}:instances:info"
+
+
+async def live_instances(
+    redis: aioredis.Redis, namespace: str, window_s: float
+) -> list[dict[str, Any]]:
+    """The instances that beat within the window, with their info and last beat age."""
+    zset, info_key = registry_keys(namespace)
+    now_s, now_us = await redis.time()
+    now_ms = int(now_s) * 1000 + int(now_us) // 1000
+    beats = cast(
+        "list[tuple[bytes, float]]",
+        await redis.zrangebyscore(zset, now_ms - round(window_s * 1000), "+inf", withscores=True),
+    )
+    if not beats:
+        return []
+    infos = await redis.hmget(info_key, [member for member, _ in beats])
+    out = []
+    for (member, score), raw in zip(beats, infos, strict=True):
+        info: dict[str, Any] = msgspec.json.decode(raw) if raw else {"id": member.decode()}
+        info["last_beat_s"] = round((now_ms - score) / 1000, 3)
+        out.append(info)
+    return out
+
+
 class Instances:
     def __init__(self, redis: aioredis.Redis, namespace: str, functions: list[str]) -> None:
         self._redis = redis
-        self.zset = f"{{{namespace}}}:instances"
-        self.info_key = f"{{{namespace}}}:instances:info"
+        self._namespace = namespace
+        self.zset, self.info_key = registry_keys(namespace)
         host = socket.gethostname()
         self.info = InstanceInfo(
             id=f"{host}-{os.getpid()}-{os.urandom(3).hex()}",
@@ -63,25 +90,7 @@ class Instances:
         return int(live)
 
     async def live(self, window_s: float) -> list[dict[str, Any]]:
-        """The instances that beat within the window, with their info and last beat age."""
-        now_s, now_us = await self._redis.time()
-        now_ms = int(now_s) * 1000 + int(now_us) // 1000
-        beats = cast(
-            "list[tuple[bytes, float]]",
-            await self._redis.zrangebyscore(
-                self.zset, now_ms - round(window_s * 1000), "+inf", withscores=True
-            ),
-        )
-        if not beats:
-            return []
-        ids = [member for member, _ in beats]
-        infos = await self._redis.hmget(self.info_key, ids)
-        out = []
-        for (member, score), raw in zip(beats, infos, strict=True):
-            info: dict[str, Any] = msgspec.json.decode(raw) if raw else {"id": member.decode()}
-            info["last_beat_s"] = round((now_ms - score) / 1000, 3)
-            out.append(info)
-        return out
+        return await live_instances(self._redis, self._namespace, window_s)
 
     async def leave(self) -> None:
         """Remove this instance at a clean shutdown (a crashed one ages out)."""

@@ -265,7 +265,8 @@ class FunctionWorker:
         if self._metrics is not None:
             self._metrics.consumed.inc()
             self._metrics.queue_wait.observe(max(0, now_ms - job.ready_ms) / 1000)
-        self._waits[job.id] = max(0, now_ms - job.ready_ms)
+        if self._tracing.enabled:  # only the span uses it (runtime.queue_wait_ms)
+            self._waits[job.id] = max(0, now_ms - job.ready_ms)
         self._running += 1
         self._held[job.id] = job.token
         self._tasks[job.id] = asyncio.create_task(self._run(job))
@@ -378,6 +379,8 @@ class FunctionWorker:
                 f"in this queue ({self.name!r})",
                 is_attempt=False,
             )
+        if not self._tracing.enabled:  # the common case: no span machinery per job
+            return await self._measured(job, env)
         attributes = {
             "runtime.function": self.name,
             "runtime.job_id": job.id,
@@ -385,32 +388,26 @@ class FunctionWorker:
             "runtime.recoveries": job.recoveries,
             "runtime.queue_wait_ms": self._waits.pop(job.id, 0),
         }
-        m = self._metrics
-        if not self._tracing.enabled:  # the common case: no span machinery per job
-            started = time.perf_counter()
-            if m is not None:
-                m.active.inc()
-            try:
-                return await self._execute(job, env)
-            finally:
-                if m is not None:
-                    m.active.dec()
-                    m.duration.observe(time.perf_counter() - started)
         with self._tracing.process_span(self.name, env.trace, attributes) as span:
-            started = time.perf_counter()
-            if m is not None:
-                m.active.inc()
-            try:
-                outcome = await self._execute(job, env)
-            finally:
-                if m is not None:
-                    m.active.dec()
-                    m.duration.observe(time.perf_counter() - started)
+            outcome = await self._measured(job, env)
             if span.is_recording():
                 span.set_attribute("runtime.outcome", _outcome_name(outcome))
                 if not isinstance(outcome, Completed):
                     span.set_status(Status(StatusCode.ERROR, _outcome_error(outcome)[:200]))
         return outcome
+
+    async def _measured(self, job: ClaimedJob, env: envelope.Envelope) -> Outcome:
+        """One attempt, counted in worker_active and timed in the duration histogram."""
+        m = self._metrics
+        started = time.perf_counter()
+        if m is not None:
+            m.active.inc()
+        try:
+            return await self._execute(job, env)
+        finally:
+            if m is not None:
+                m.active.dec()
+                m.duration.observe(time.perf_counter() - started)
 
     async def _execute(self, job: ClaimedJob, env: envelope.Envelope) -> Outcome:
         spec = self.spec

@@ -44,6 +44,7 @@ from runtime.deploy import DeployStore
 from runtime.dispatcher import Dispatcher
 from runtime.embedded import EmbeddedRedis
 from runtime.epoch import EpochWatch
+from runtime.errors import ConfigError
 from runtime.instances import Instances
 from runtime.metrics import CONTENT_TYPE_LATEST, Metrics
 from runtime.registry import LiveRegistry, Registry
@@ -319,13 +320,21 @@ def build_app(
     return app
 
 
-def _event_loop_factory() -> Any:
-    """uvloop's loop when it is installed (lower per-call overhead), else asyncio's."""
-    if os.environ.get("RUNTIME_LOOP", "") == "asyncio":
+def _event_loop_factory(choice: str) -> Any:
+    """uvloop's loop (lower per-call overhead) for "uvloop", and for "auto" when it is
+    installed; None (asyncio's own loop) otherwise."""
+    if choice == "asyncio":
         return None
     try:
         import uvloop
     except ImportError:
+        if choice == "uvloop":
+            raise ConfigError(
+                [
+                    "event_loop = 'uvloop', but uvloop is not installed: "
+                    "pip install uvloop, or set event_loop to 'auto' or 'asyncio'"
+                ]
+            ) from None
         return None
     return uvloop.new_event_loop
 
@@ -344,7 +353,7 @@ def serve(settings: Settings, registry: Registry, *, mode: ServeMode = "local") 
     # collector's full passes (shorter pauses, a steadier latency tail).
     gc.collect()
     gc.freeze()
-    loop_factory = _event_loop_factory()
+    loop_factory = _event_loop_factory(settings.event_loop)
     with contextlib.suppress(KeyboardInterrupt):
         web.run_app(
             app,

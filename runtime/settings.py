@@ -125,6 +125,8 @@ class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     namespace: Annotated[str, Meta(pattern=r"^[a-zA-Z0-9_\-]{1,32}$")] = "rt"
     functions_dir: str = "functions"
+    # The serve process's event loop: "auto" = uvloop when installed, else asyncio's.
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     redis: RedisSettings = RedisSettings()
     http: HttpSettings = HttpSettings()
     worker: WorkerSettings = WorkerSettings()

@@ -503,3 +503,26 @@ def test_a_secret_of_any_type_is_masked(cwd: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         load_settings(config_dir=cwd / "config")
     assert "424242" not in str(exc.value)
+
+
+# -- the event loop ----------------------------------------------------------------------
+
+
+def test_event_loop_from_environment_and_its_factory(
+    cwd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvloop
+
+    from runtime.app import _event_loop_factory
+
+    (cwd / "empty").mkdir()
+    monkeypatch.setenv("RUNTIME_EVENT_LOOP", "asyncio")
+    settings = load_settings(config_dir=cwd / "empty")
+    assert settings.event_loop == "asyncio"
+    assert _event_loop_factory(settings.event_loop) is None  # asyncio's own loop
+    assert _event_loop_factory("auto") is uvloop.new_event_loop
+    monkeypatch.setenv("RUNTIME_EVENT_LOOP", "libuv")
+    assert only(problems_of(config_dir=cwd / "empty")) == (
+        "event_loop = 'libuv' (from environment RUNTIME_EVENT_LOOP): "
+        "must be one of 'auto', 'uvloop', 'asyncio'"
+    )

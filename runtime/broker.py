@@ -47,6 +47,11 @@ _EXEC = (
     "redis.call('HSET', KEYS[1], 'exec', ARGV[1]) return 1 end return 0"
 )
 RECLAIM_LIMIT = 1000
+# Un-park a worker, then send the fence: its subscriber has every handoff once this arrives.
+_UNPARK = (
+    "redis.call('ZREM', KEYS[1], ARGV[1]) redis.call('HDEL', KEYS[2], ARGV[1]) "
+    "redis.call('PUBLISH', ARGV[1], '') return 1"
+)
 
 
 async def close_pubsub(pubsub: PubSub) -> None:
@@ -69,6 +74,34 @@ class ClaimedJob(msgspec.Struct):
     attempts: int  # failed attempts before this one
     recoveries: int
     ready_ms: int  # when it last became ready (enqueued, promoted or put back)
+
+
+def parse_handoff(data: bytes) -> tuple[str, ClaimedJob, int] | None:
+    """(function, job, Redis ms) from a handoff message (enqueue.lua), None if malformed.
+
+    A handed-off job is new: token 1, no attempts or recoveries, ready since ``now_ms``."""
+    parts = data.split(b"\n", 3)
+    if len(parts) != 4:
+        return None
+    function, job_id, now, env = parts
+    try:
+        now_ms = int(now)
+        job = ClaimedJob(job_id.decode(), "1", env, 0, 0, now_ms)
+        return function.decode(), job, now_ms
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _claimed(j: list[Any]) -> ClaimedJob:
+    """A job as claim.lua and extend.lua return it: {id, token, env, att, rec, ready_ms}."""
+    return ClaimedJob(
+        id=j[0].decode(),
+        token=str(j[1]),
+        envelope=j[2] or b"",
+        attempts=_int(j[3]),
+        recoveries=_int(j[4]),
+        ready_ms=_int(j[5]),
+    )
 
 
 class Claim(msgspec.Struct):
@@ -158,6 +191,7 @@ class RedisBroker:
         self._reclaim = client.register_script(_script_source("reclaim"))
         self._watch = client.register_script(_WATCH)
         self._exec = client.register_script(_EXEC)
+        self._unpark = client.register_script(_UNPARK)
 
     def keys(self, function: str) -> FunctionKeys:
         keys = self._keys.get(function)
@@ -184,7 +218,16 @@ class RedisBroker:
         delay_ms = max(0, round((delay_s or 0) * 1000))
         idem = k.idem(idempotency_key) if idempotency_key else k.idem("-")
         res = await self._enqueue(
-            keys=[k.job(job_id), k.ready[priority], k.delayed, idem],
+            keys=[
+                k.job(job_id),
+                k.ready[priority],
+                k.delayed,
+                idem,
+                k.parked,
+                k.park,
+                k.leased,
+                *k.lanes,
+            ],
             args=[
                 job_id,
                 envelope,
@@ -209,14 +252,29 @@ class RedisBroker:
         rate_interval_ms: float = 0.0,
         rate_burst: int = 1,
         claim_id: str | None = None,
+        park_channel: str = "",
+        park_ttl_ms: int = 0,
     ) -> Claim:
         """Lease up to ``count`` jobs. A claim whose reply was lost is replayed by calling
         again with the same ``claim_id`` (redis-py's own retries do; a caller whose call
-        failed should too): the replay returns the jobs already leased, never new ones."""
+        failed should too): the replay returns the jobs already leased, never new ones.
+
+        With a ``park_channel``, a claim that leaves room parks the caller there for
+        ``park_ttl_ms``: enqueue hands it new jobs directly (lua/claim.lua, enqueue.lua)."""
         k = self.keys(function)
         claim_id = claim_id or new_claim_id()
         res = await self._claim(
-            keys=[*k.lanes, k.delayed, k.leased, k.claim(claim_id), k.dlq, k.stats, k.rate],
+            keys=[
+                *k.lanes,
+                k.delayed,
+                k.leased,
+                k.claim(claim_id),
+                k.dlq,
+                k.stats,
+                k.rate,
+                k.parked,
+                k.park,
+            ],
             args=[
                 k.prefix,
                 count,
@@ -226,20 +284,17 @@ class RedisBroker:
                 PROMOTE_LIMIT,
                 f"{rate_interval_ms:.6f}",
                 rate_burst,
+                park_channel,
+                park_ttl_ms,
             ],
         )
-        jobs = [
-            ClaimedJob(
-                id=j[0].decode(),
-                token=str(j[1]),
-                envelope=j[2] or b"",
-                attempts=_int(j[3]),
-                recoveries=_int(j[4]),
-                ready_ms=_int(j[5]),
-            )
-            for j in res[0]
-        ]
+        jobs = [_claimed(j) for j in res[0]]
         return Claim(jobs, int(res[1]), int(res[2]), bool(res[3]), int(res[4]))
+
+    async def unpark(self, function: str, channel: str) -> None:
+        """Stop handoffs of ``function`` to ``channel``; an empty message follows on it."""
+        k = self.keys(function)
+        await self._unpark(keys=[k.parked, k.park], args=[channel])
 
     async def settle(self, function: str, entries: Sequence[SettleEntry]) -> list[int]:
         """Apply outcomes; one code per entry: 1 applied, 2 replayed, 0 fenced (stale)."""
@@ -265,12 +320,20 @@ class RedisBroker:
         """Renew leases; returns the ids this worker no longer holds."""
         if not held:
             return []
+        lost, _ = await self.heartbeat(function, held, lease_ms=lease_ms)
+        return lost
+
+    async def heartbeat(
+        self, function: str, held: Sequence[tuple[str, str]], *, lease_ms: int, channel: str = ""
+    ) -> tuple[list[str], list[ClaimedJob]]:
+        """Renew leases, and adopt the jobs handed to ``channel`` that are not in ``held``
+        (their message was lost). Returns (ids no longer held, adopted jobs)."""
         k = self.keys(function)
-        args: list[Any] = [k.prefix, lease_ms]
+        args: list[Any] = [k.prefix, lease_ms, channel]
         for job_id, token in held:
             args += [job_id, token]
         res = await self._extend(keys=[k.leased], args=args)
-        return [r.decode() for r in res]
+        return [r.decode() for r in res[0]], [_claimed(j) for j in res[1]]
 
     async def reclaim(self, function: str, *, max_recoveries: int) -> tuple[int, int]:
         """Requeue (or dead-letter) jobs whose lease expired. Returns (requeued, dead)."""

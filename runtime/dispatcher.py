@@ -8,16 +8,33 @@ namespace's wake channel when a lane goes from empty to non-empty, and the liste
 that worker's event. A dropped subscription wakes every worker on reconnect (a message may
 have been missed), and each worker also polls at ``idle_poll_s``: a handful of commands per
 second when idle, a few milliseconds from enqueue to start when not.
+
+Handoff: the same subscription listens on this process's handoff channel. A worker whose
+claim finds nothing is parked there (claim.lua), and enqueue leases a new job straight to it
+and publishes it on that channel (enqueue.lua): the job starts one round trip sooner, with
+the same lease and fencing token as a claimed one. A drain un-parks every worker and waits
+for the fence message that follows each unpark, so no handed-off job arrives unseen.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 from collections.abc import Mapping
 
-from runtime.broker import REDIS_ERRORS, RedisBroker, close_pubsub
+from runtime.broker import (
+    REDIS_ERRORS,
+    ClaimedJob,
+    RedisBroker,
+    SettleEntry,
+    close_pubsub,
+    parse_handoff,
+)
 from runtime.function import FunctionSpec
+from runtime.keys import handoff_channel
 from runtime.metrics import Metrics
 from runtime.quarantine import Quarantine
 from runtime.registry import Registry
@@ -43,6 +60,13 @@ class Dispatcher:
         self._metrics = metrics
         self._tracing = tracing
         self.quarantine = Quarantine()  # one per process: a crash takes the whole process
+        instance = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        # One channel per worker under this prefix, all read by one pattern subscription:
+        # a job handed to a worker reaches that worker (a retiring one releases it), and
+        # each worker adopts only what was handed to itself.
+        self.handoff_prefix = handoff_channel(broker.namespace, instance) + ":"
+        self._by_channel: dict[bytes, FunctionWorker] = {}
+        self._serial = 0
         self.workers: Mapping[str, FunctionWorker] = {
             spec.name: self._worker(spec) for spec in registry
         }
@@ -52,9 +76,12 @@ class Dispatcher:
         self._listener: asyncio.Task[None] | None = None
         self._closing = False
         self.is_subscribed = False
+        self._fences = 0  # fence messages received (one follows each unpark)
+        self._fence_seen = asyncio.Event()
+        self._orphans: set[asyncio.Task[None]] = set()  # releases of unknown functions' jobs
 
     def _worker(self, spec: FunctionSpec) -> FunctionWorker:
-        return FunctionWorker(
+        worker = FunctionWorker(
             spec,
             self._broker,
             self._settings.worker,
@@ -63,6 +90,10 @@ class Dispatcher:
             metrics=self._metrics.for_function(spec.name) if self._metrics is not None else None,
             tracing=self._tracing,
         )
+        self._serial += 1
+        worker.handoff_channel = f"{self.handoff_prefix}{self._serial}"
+        self._by_channel[worker.handoff_channel.encode()] = worker
+        return worker
 
     def start(self) -> None:
         for worker in self.workers.values():
@@ -95,6 +126,8 @@ class Dispatcher:
         Functions absent from ``registry`` stop being claimed: their jobs stay queued.
         """
         old = list(self.workers.values())
+        for w in old:
+            w.stop_parking()  # their parks now belong to the new workers (same channel)
         lease_s = self._settings.worker.lease_s
         drains = [
             asyncio.create_task(
@@ -105,6 +138,7 @@ class Dispatcher:
         self.retiring.update(old)
         self.workers = {spec.name: self._worker(spec) for spec in registry}
         for worker in self.workers.values():
+            worker.park_channel = worker.handoff_channel if self.is_subscribed else ""
             worker.start()
         retirement = asyncio.create_task(self._retire(old, drains), name="retire")
         self._retirements.add(retirement)
@@ -113,6 +147,7 @@ class Dispatcher:
 
     async def _retire(self, old: list[FunctionWorker], drains: list[asyncio.Task[None]]) -> None:
         try:
+            await self._unpark(old)  # a job handed to them meanwhile is released (stopping)
             for worker, result in zip(
                 old, await asyncio.gather(*drains, return_exceptions=True), strict=True
             ):
@@ -120,6 +155,8 @@ class Dispatcher:
                     log.error("%s: the old worker failed to drain: %r", worker.name, result)
         finally:
             self.retiring.difference_update(old)
+            for worker in old:
+                self._by_channel.pop(worker.handoff_channel.encode(), None)
 
     async def drain(self, grace_s: float) -> None:
         """Graceful stop: every worker stops claiming and finishes or releases its jobs.
@@ -127,6 +164,7 @@ class Dispatcher:
         Workers still retiring from a swap get the same grace: a second drain cuts theirs.
         """
         workers = [*self.workers.values(), *self.retiring]
+        await self._unpark(list(self.workers.values()))
         await asyncio.gather(*(w.drain(grace_s) for w in workers))
         await asyncio.gather(*self._retirements, return_exceptions=True)
         if self._listener is not None:
@@ -138,6 +176,57 @@ class Dispatcher:
         for worker in self.workers.values():
             worker.wake()
 
+    def _set_parking(self, subscribed: bool) -> None:
+        self.is_subscribed = subscribed
+        for worker in self.workers.values():
+            worker.park_channel = worker.handoff_channel if subscribed else ""
+
+    async def _unpark(self, workers: list[FunctionWorker], timeout_s: float = 1.0) -> None:
+        """Un-park ``workers`` in Redis, then wait (at most ``timeout_s``) for the fence of
+        each unpark: every job handed to them before it has then reached ``accept``."""
+        for worker in workers:
+            worker.stop_parking()
+        if not self.is_subscribed or not workers:
+            return
+        target = self._fences
+        try:
+            async with asyncio.timeout(timeout_s):
+                for worker in workers:
+                    await self._broker.unpark(worker.name, worker.handoff_channel)
+                    target += 1
+                while self._fences < target:
+                    self._fence_seen.clear()
+                    await self._fence_seen.wait()
+        except (TimeoutError, *REDIS_ERRORS) as exc:
+            # Parks expire by themselves; a job handed over meanwhile is released (stopping)
+            # or, if its message never arrives, reclaimed when its lease expires.
+            log.warning("un-parking before the drain did not complete: %r", exc)
+
+    def _handoff(self, channel: bytes, data: bytes) -> None:
+        if not data:
+            self._fences += 1
+            self._fence_seen.set()
+            return
+        parsed = parse_handoff(data)
+        if parsed is None:
+            log.error("malformed handoff message ignored (its lease will expire): %r", data[:80])
+            return
+        function, job, now_ms = parsed
+        worker = self._by_channel.get(channel)
+        if worker is not None:
+            worker.accept(job, now_ms)
+            return
+        task = asyncio.create_task(self._release(function, job), name=f"release:{job.id}")
+        self._orphans.add(task)
+        task.add_done_callback(self._orphans.discard)
+
+    async def _release(self, function: str, job: ClaimedJob) -> None:
+        """A job handed over for a function no longer served here: back to its lane."""
+        try:
+            await self._broker.settle(function, [SettleEntry("L", job.id, job.token)])
+        except REDIS_ERRORS as exc:
+            log.warning("releasing job %s failed (its lease will expire): %s", job.id, exc)
+
     async def _listen(self) -> None:
         retry_s = 0.1
         poll_s = min(1.0, self._settings.redis.timeout_s / 2)
@@ -145,21 +234,28 @@ class Dispatcher:
             pubsub = self._broker.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._broker.wake_channel)
-                self.is_subscribed = True
+                await pubsub.psubscribe(self.handoff_prefix + "*")
+                self._set_parking(True)
                 retry_s = 0.1
                 self._wake_all()  # messages may have been missed while unsubscribed
                 while not self._closing:
                     message = await pubsub.get_message(timeout=poll_s)
-                    if message is not None and message["type"] == "message":
-                        worker = self.workers.get(message["data"].decode())
-                        if worker is not None:
-                            worker.wake()
+                    if message is None:
+                        continue
+                    if message["type"] == "pmessage":
+                        self._handoff(message["channel"], message["data"])
+                        continue
+                    if message["type"] != "message":
+                        continue
+                    worker = self.workers.get(message["data"].decode())
+                    if worker is not None:
+                        worker.wake()
             except REDIS_ERRORS as exc:
                 if self.is_subscribed:
                     log.warning("wake channel lost (%s); reconnecting", exc)
-                self.is_subscribed = False
+                self._set_parking(False)
                 await asyncio.sleep(retry_s)
                 retry_s = min(retry_s * 2, 2.0)
             finally:
-                self.is_subscribed = False
+                self._set_parking(False)
                 await close_pubsub(pubsub)

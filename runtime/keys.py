@@ -14,6 +14,10 @@ Keys (type: what it holds; who removes it):
 - ``{ns:fn}:dlq`` (list): dead-lettered job ids; purge-dlq.
 - ``{ns:fn}:idem:<key>`` (string): idempotency key -> job id; keep_result_s.
 - ``{ns:fn}:claim:<claim id>`` (string): ids and tokens of one claim, for replay; 60 s.
+- ``{ns:fn}:parked`` (zset): handoff channel of an idle worker -> park deadline ms; written
+  by its claims, removed by the claim that finds it full, by unpark, or once expired.
+- ``{ns:fn}:park`` (hash): handoff channel -> "room lease_ms max_in_flight" of that parked
+  worker; removed with its ``parked`` entry.
 - ``{ns:fn}:rate`` (string): GCRA theoretical arrival time (ms) of the rate limit; expires.
 - ``{ns:fn}:stats`` (hash): counters (completed, dead, stale acks, purged, requeued); never
   (tiny).
@@ -22,6 +26,9 @@ Keys (type: what it holds; who removes it):
 - ``{ns:fn}:admin:<call id>`` (string): the reply of one purge/requeue batch, for replay; 60 s.
 - ``{ns}:wake`` (pub/sub channel): function name, published when work becomes ready.
 - ``{ns}:done`` (pub/sub channel): id of a waited-for job (``notify``) that just ended.
+- ``{ns}:handoff:<instance>`` (pub/sub channel): jobs leased by enqueue to that runtime
+  instance's parked workers (``function\nid\nnow_ms\nenvelope``); an empty message is the
+  fence an unpark sends after itself.
 
 Deployments (``deploy.py``), all under the hash tag ``{<namespace>}``:
 
@@ -47,7 +54,18 @@ from runtime.function import PRIORITIES, Priority
 class FunctionKeys:
     """The keys of one function, computed once."""
 
-    __slots__ = ("delayed", "dlq", "function", "leased", "prefix", "rate", "ready", "stats")
+    __slots__ = (
+        "delayed",
+        "dlq",
+        "function",
+        "leased",
+        "park",
+        "parked",
+        "prefix",
+        "rate",
+        "ready",
+        "stats",
+    )
 
     def __init__(self, namespace: str, function: str) -> None:
         self.function = function
@@ -58,6 +76,8 @@ class FunctionKeys:
         self.dlq = self.prefix + "dlq"
         self.stats = self.prefix + "stats"
         self.rate = self.prefix + "rate"  # GCRA theoretical arrival time of the rate limit
+        self.parked = self.prefix + "parked"  # idle workers' handoff channels -> deadline
+        self.park = self.prefix + "park"  # handoff channel -> "room lease_ms max_in_flight"
 
     @property
     def lanes(self) -> list[str]:
@@ -90,6 +110,11 @@ def done_channel(namespace: str) -> str:
 
 def wake_channel(namespace: str) -> str:
     return f"{{{namespace}}}:wake"
+
+
+def handoff_channel(namespace: str, instance: str) -> str:
+    """Where enqueue publishes the jobs it leased to one runtime instance's parked workers."""
+    return f"{{{namespace}}}:handoff:{instance}"
 
 
 class DeployKeys:

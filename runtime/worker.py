@@ -14,6 +14,7 @@ import asyncio
 import contextvars
 import functools
 import logging
+import math
 import random
 import time
 from collections.abc import Mapping
@@ -58,6 +59,8 @@ class WorkerCounters(msgspec.Struct):
     stale_acks: int = 0  # settles refused by fencing: the lease had been reclaimed
     leases_lost: int = 0
     rate_limited: int = 0  # claims cut short by the rate limit
+    handoffs: int = 0  # jobs enqueue leased straight to this parked worker (no claim call)
+    handoffs_refused: int = 0  # of those, released at once: no free slot, stopping, breaker
 
 
 class FunctionWorker:
@@ -101,6 +104,20 @@ class FunctionWorker:
         self._probe: str | None = None  # the half-open breaker's probe job
         self._breaker_report: asyncio.Task[None] | None = None
         self._is_fleet_limited = False
+        # The dispatcher's handoff channel (set by it), and the same while it is subscribed
+        # ("" otherwise): an idle claim parks this worker on park_channel, and enqueue
+        # leases new jobs straight to it.
+        self.handoff_channel = ""
+        self.park_channel = ""
+        self._parked_at = -1e9  # monotonic time of the last claim that could park
+        self._park_ttl_ms = round((settings.idle_poll_s + 1.0) * 1000)
+        self._adopted: dict[str, None] = {}  # ids adopted by heartbeat, oldest first
+        # A handed-over job is run only while its lease outlasts the next heartbeat.
+        self._max_handoff_age_ms = self._lease_ms - round(settings.heartbeat_s * 1000)
+        # Redis time - monotonic time, in ms, from claim replies (the largest seen lately
+        # is the closest: a reply's transit only makes it smaller).
+        self._clock_offset_ms = -math.inf
+        self._clock_seen_at = -math.inf
         self._last_error_log = 0.0
         self._threads: ThreadPoolExecutor | None = None
         self._processes: ProcessPool | None = None
@@ -130,6 +147,45 @@ class FunctionWorker:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def accept(self, job: ClaimedJob, now_ms: int, *, adopted: bool = False) -> None:
+        """Start a job enqueue leased to this parked worker at Redis time ``now_ms``; release
+        it if it cannot run here now (no free slot, stopping, breaker not closed) or if its
+        message came so late (a healed partition) that its lease may be gone before the next
+        heartbeat: back to the front of its lane (fenced, so harmless if already reclaimed).
+        """
+        if job.id in self._held:
+            return  # adopted by a heartbeat already (its message came late)
+        if job.id in self._adopted:
+            del self._adopted[job.id]
+            return  # adopted and already finished: never run it twice
+        breaker = self._breaker
+        if (
+            (not adopted and self._redis_now_ms() - now_ms > self._max_handoff_age_ms)
+            or self._stopping
+            or self._running >= self.spec.options.concurrency
+            or (breaker is not None and breaker.state != "closed")
+        ):
+            self.counters.handoffs_refused += 1
+            self._held[job.id] = job.token  # heartbeated until the release is settled
+            self._settle(SettleEntry("L", job.id, job.token))
+            return
+        self.counters.handoffs += 1
+        self._start(job, now_ms)
+
+    def _observe_redis_clock(self, redis_now_ms: int) -> None:
+        local = time.monotonic() * 1000
+        offset = redis_now_ms - local
+        if offset > self._clock_offset_ms or local - self._clock_seen_at > 30_000:
+            self._clock_offset_ms, self._clock_seen_at = offset, local
+
+    def _redis_now_ms(self) -> float:
+        """Redis time now as this worker estimates it (never later than the truth)."""
+        return time.monotonic() * 1000 + self._clock_offset_ms
+
+    def stop_parking(self) -> None:
+        """No more parks from this worker's claims (the dispatcher unparks it in Redis)."""
+        self.park_channel = ""
 
     async def drain(self, grace_s: float) -> None:
         """Stop claiming, let running jobs finish within ``grace_s``, release the rest now."""
@@ -189,6 +245,12 @@ class FunctionWorker:
                 want = allowed
             self._wake.clear()
             claim_id = claim_id or new_claim_id()
+            # Park only where a handoff could start at once: not probing or paused by the
+            # breaker (accept() would release every job), not rate-limited (the claim
+            # spends the tokens; enqueue does not).
+            park = "" if probing or self._rate_interval_ms > 0 else self.park_channel
+            if park:
+                self._parked_at = time.monotonic()
             try:
                 claim = await self._broker.claim(
                     self.name,
@@ -198,6 +260,8 @@ class FunctionWorker:
                     max_in_flight=opts.max_in_flight,
                     rate_interval_ms=self._rate_interval_ms,
                     rate_burst=opts.rate_burst,
+                    park_channel=park,
+                    park_ttl_ms=self._park_ttl_ms,
                 )
             except REDIS_ERRORS as exc:
                 if probing and self._breaker is not None:
@@ -208,6 +272,7 @@ class FunctionWorker:
                 continue
             retry_s = 0.05
             claim_id = None  # answered: the next claim is a new one
+            self._observe_redis_clock(claim.now_ms)
             self._is_fleet_limited = claim.is_fleet_limited
             if probing and self._breaker is not None:
                 if claim.jobs:
@@ -564,18 +629,37 @@ class FunctionWorker:
 
     async def _heartbeat_loop(self) -> None:
         interval = self._settings.heartbeat_s
+        # Jobs may have been handed over while parked, their message lost: look for them
+        # until one lease after the last park could have ended.
+        window_s = self._settings.lease_s + self._park_ttl_ms / 1000
         while not self._closing:
             await asyncio.sleep(interval)
             held = list(self._held.items())
-            if not held:
+            recent = time.monotonic() - self._parked_at <= window_s
+            channel = self.handoff_channel if recent and not self._stopping else ""
+            if not held and not channel:
                 continue
             try:
-                lost = await self._broker.extend(self.name, held, lease_ms=self._lease_ms)
+                lost, adopted = await self._broker.heartbeat(
+                    self.name, held, lease_ms=self._lease_ms, channel=channel
+                )
             except REDIS_ERRORS as exc:
                 self._log_redis_error("heartbeat", exc)
                 continue
             for job_id in lost:
                 self._lose(job_id)
+            for job in adopted:
+                if job.id in self._held:
+                    continue  # its message arrived during the call
+                log.warning(
+                    "%s: job %s was handed to this runtime but its message was lost; adopting it",
+                    self.name,
+                    job.id,
+                )
+                self.accept(job, job.ready_ms, adopted=True)
+                self._adopted[job.id] = None
+                while len(self._adopted) > 10_000:
+                    del self._adopted[next(iter(self._adopted))]
 
     def _lose(self, job_id: str) -> None:
         """Our lease on ``job_id`` was reclaimed: stop working on it, settle nothing."""

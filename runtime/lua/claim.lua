@@ -1,8 +1,13 @@
 -- claim: promote due delayed jobs, then lease up to N ready jobs, strict priority order.
 -- KEYS: 1 ready:high, 2 ready:default, 3 ready:low, 4 delayed, 5 leased, 6 claim record, 7 dlq,
---       8 stats, 9 rate (GCRA theoretical arrival time, ms)
+--       8 stats, 9 rate (GCRA theoretical arrival time, ms), 10 parked (zset), 11 park (hash)
 -- ARGV: 1 key prefix, 2 count, 3 lease_ms, 4 max_in_flight (0: none), 5 claim record ttl_s,
---       6 promote limit, 7 rate interval ms (0: no rate limit), 8 rate burst
+--       6 promote limit, 7 rate interval ms (0: no rate limit), 8 rate burst,
+--       9 handoff channel ('': never park), 10 park ttl ms
+-- Parking: a claim that leaves the lanes empty with room to spare (and no fleet or rate
+-- limit in the way) records the caller's handoff channel, its room, lease and cap, until
+-- now + park ttl; enqueue then leases new jobs straight to it (see enqueue.lua). Any other
+-- claim with a channel removes its park, so only idle workers with free slots are parked.
 -- Returns {jobs, next_due_ms (-1: none), now_ms, fleet_limited (0/1), rate_ready_ms (-1: not
 -- rate limited; else when the next start is allowed)}; a job is
 -- {id, token, envelope, attempts, recoveries, ready_ms} (ready_ms: when it last became ready:
@@ -118,6 +123,23 @@ if interval > 0 then
     -- the first moment one more start is allowed
     rate_ready = math.ceil(tat + interval - tonumber(ARGV[8]) * interval)
     if rate_ready < now then rate_ready = now end
+  end
+end
+
+local ch = ARGV[9] or ''  -- absent: a caller that never parks
+if ch ~= '' then
+  for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[10], '-inf', '(' .. now, 'LIMIT', 0, 10)) do
+    redis.call('ZREM', KEYS[10], old)  -- parks of runtimes that stopped refreshing them
+    redis.call('HDEL', KEYS[11], old)
+  end
+  local room = tonumber(ARGV[2]) - #claimed
+  if room > 0 and limited == 0 and interval <= 0 and redis.call('LLEN', KEYS[1]) == 0
+    and redis.call('LLEN', KEYS[2]) == 0 and redis.call('LLEN', KEYS[3]) == 0 then
+    redis.call('ZADD', KEYS[10], now + tonumber(ARGV[10]), ch)
+    redis.call('HSET', KEYS[11], ch, room .. ' ' .. lease_ms .. ' ' .. tonumber(ARGV[4]))
+  else
+    redis.call('ZREM', KEYS[10], ch)
+    redis.call('HDEL', KEYS[11], ch)
   end
 end
 

@@ -1,9 +1,17 @@
 -- enqueue: create a job once, idempotently (by job id and by idempotency key).
--- KEYS: 1 job hash, 2 ready lane, 3 delayed zset, 4 idempotency key (unused unless ARGV[5]=='1')
+-- KEYS: 1 job hash, 2 ready lane, 3 delayed zset, 4 idempotency key (unused unless ARGV[5]=='1'),
+--       5 parked (zset), 6 park (hash), 7 leased, 8-10 ready:high, ready:default, ready:low
 -- ARGV: 1 id, 2 envelope, 3 priority, 4 delay_ms, 5 has_idem, 6 idem_ttl_s, 7 notify ('1': a
 --       caller waits for the result), 8 wake channel, 9 function name
 -- Returns {job id, created (1) or existing (0)}. Safe to run twice: the second run finds the
 -- job (or the idempotency key) and changes nothing but the notify flag.
+-- Handoff: when every lane is empty and a worker is parked on this function (its last claim
+-- found nothing; see claim.lua), the job is leased here, exactly as a claim would lease it,
+-- and published on that worker's channel: the worker starts it without a claim round trip.
+-- Only if a subscriber receives the message: a channel nobody listens on (a dead or
+-- disconnected runtime) is un-parked and the job takes its lane as usual. A message lost
+-- after delivery (the runtime died reading it) leaves a lease that expires and is reclaimed,
+-- as for any job a dead worker held.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[5] == '1' then
@@ -16,6 +24,51 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   if ARGV[7] == '1' then redis.call('HSET', KEYS[1], 'notify', '1') end
   return {ARGV[1], 0}
 end
+
+local function unpark(ch)
+  redis.call('ZREM', KEYS[5], ch)
+  redis.call('HDEL', KEYS[6], ch)
+end
+
+local function handoff()
+  if redis.call('LLEN', KEYS[8]) + redis.call('LLEN', KEYS[9]) + redis.call('LLEN', KEYS[10]) > 0
+  then
+    return false  -- strict priority: jobs already waiting go first
+  end
+  for _ = 1, 3 do
+    -- The latest deadline: the most recently refreshed park (if it expired, all have).
+    local top = redis.call('ZRANGE', KEYS[5], -1, -1, 'WITHSCORES')
+    if not top[1] then return false end
+    local ch = top[1]
+    local spec = redis.call('HGET', KEYS[6], ch)
+    if spec and tonumber(top[2]) >= now then
+      local room, lease_ms, cap = string.match(spec, '^(%d+) (%d+) (%d+)$')
+      room, lease_ms, cap = tonumber(room), tonumber(lease_ms), tonumber(cap)
+      if cap > 0 and redis.call('ZCOUNT', KEYS[7], now, '+inf') >= cap then
+        return false  -- the fleet-wide max_in_flight is reached: wait in the lane
+      end
+      if redis.call('PUBLISH', ch, ARGV[9] .. '\n' .. ARGV[1] .. '\n' .. now .. '\n' .. ARGV[2]) > 0
+      then
+        redis.call('HSET', KEYS[1], 'state', 'running', 'tok', 1, 'start', now, 'hand', ch)
+        redis.call('ZADD', KEYS[7], now + lease_ms, ARGV[1])
+        -- Until settled, the job is listed as handed to ch: if the message is lost (the
+        -- subscriber's connection broke), that worker's next heartbeat adopts it (extend.lua).
+        local hk = string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[1] - 4) .. 'handed:' .. ch
+        redis.call('SADD', hk, ARGV[1])
+        redis.call('EXPIRE', hk, 86400)
+        if room > 1 then
+          redis.call('HSET', KEYS[6], ch, (room - 1) .. ' ' .. lease_ms .. ' ' .. cap)
+        else
+          unpark(ch)
+        end
+        return true
+      end
+    end
+    unpark(ch)
+  end
+  return false
+end
+
 local delay = tonumber(ARGV[4])
 local state = 'queued'
 if delay > 0 then state = 'delayed' end
@@ -26,8 +79,10 @@ if delay > 0 then
 else
   -- Idle workers sleep until told: wake them only when a lane goes from empty to not empty;
   -- busy workers keep claiming until the lanes are empty.
-  if redis.call('RPUSH', KEYS[2], ARGV[1]) == 1 then
-    redis.call('PUBLISH', ARGV[8], ARGV[9])
+  if not (redis.call('EXISTS', KEYS[5]) == 1 and handoff()) then
+    if redis.call('RPUSH', KEYS[2], ARGV[1]) == 1 then
+      redis.call('PUBLISH', ARGV[8], ARGV[9])
+    end
   end
 end
 if ARGV[5] == '1' then

@@ -1,19 +1,45 @@
--- extend: renew the leases of jobs this worker still holds (heartbeat).
+-- extend: renew the leases of jobs this worker still holds (heartbeat), and adopt jobs handed
+-- to it whose message it never got.
 -- KEYS: 1 leased
--- ARGV: 1 key prefix, 2 lease_ms, then pairs: id, token
--- Returns the ids whose lease is no longer this worker's (reclaimed: its ack will be refused).
+-- ARGV: 1 key prefix, 2 lease_ms, 3 the worker's handoff channel ('': none), then pairs: id,
+--       token
+-- Returns {lost, adopted}: the ids whose lease is no longer this worker's (reclaimed: its ack
+-- will be refused), and the jobs enqueue handed to this channel that the worker does not
+-- hold, still running on their first lease (the message was lost with a broken subscriber
+-- connection): their leases are renewed and they are returned like claimed ones,
+-- {id, token, envelope, attempts, recoveries, ready_ms}.
 -- Safe to run twice: it only moves deadlines forward for the same holder.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local deadline = now + tonumber(ARGV[2])
+local prefix = ARGV[1]
 local lost = {}
-for i = 3, #ARGV, 2 do
+local held = {}
+for i = 4, #ARGV, 2 do
   local id = ARGV[i]
-  local v = redis.call('HMGET', ARGV[1] .. 'job:' .. id, 'tok', 'state')
+  held[id] = true
+  local v = redis.call('HMGET', prefix .. 'job:' .. id, 'tok', 'state')
   if v[1] == ARGV[i + 1] and v[2] == 'running' then
     redis.call('ZADD', KEYS[1], deadline, id)
   else
     table.insert(lost, id)
   end
 end
-return lost
+local adopted = {}
+local ch = ARGV[3]
+if ch ~= '' then
+  local hk = prefix .. 'handed:' .. ch
+  for _, id in ipairs(redis.call('SMEMBERS', hk)) do
+    if not held[id] then
+      local v = redis.call('HMGET', prefix .. 'job:' .. id, 'tok', 'state', 'hand', 'env', 'att',
+        'rec', 'enq')
+      if v[2] == 'running' and v[3] == ch then
+        redis.call('ZADD', KEYS[1], deadline, id)
+        table.insert(adopted, {id, tonumber(v[1]), v[4], v[5], v[6], v[7]})
+      else
+        redis.call('SREM', hk, id)
+      end
+    end
+  end
+end
+return {lost, adopted}

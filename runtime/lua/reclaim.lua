@@ -20,8 +20,12 @@ local requeued, dead = 0, 0
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[1], id)
   local jk = prefix .. 'job:' .. id
-  local v = redis.call('HMGET', jk, 'state', 'prio', 'notify', 'rec', 'tok', 'exec')
+  local v = redis.call('HMGET', jk, 'state', 'prio', 'notify', 'rec', 'tok', 'exec', 'hand')
   if v[1] == 'running' then
+    if v[7] then  -- handed over and never settled (see enqueue.lua): not to adopt any more
+      redis.call('SREM', prefix .. 'handed:' .. v[7], id)
+      redis.call('HDEL', jk, 'hand')
+    end
     local rec = tonumber(v[4] or '0')
     if rec < tonumber(ARGV[7]) or v[6] == v[5] then
       rec = redis.call('HINCRBY', jk, 'rec', 1)

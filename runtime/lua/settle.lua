@@ -43,7 +43,7 @@ for i = 6, #ARGV, 6 do
   local op, id, token = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local a, b, c = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local jk = prefix .. 'job:' .. id
-  local v = redis.call('HMGET', jk, 'tok', 'state', 'notify', 'prio', 'rec')
+  local v = redis.call('HMGET', jk, 'tok', 'state', 'notify', 'prio', 'rec', 'hand')
   if v[1] ~= token or v[2] ~= 'running' then
     -- Same token but already moved on by this very batch run earlier: a retried script.
     if v[1] == token and (v[2] == done_state[op] or (op == 'K' and v[2] == 'dead')) then
@@ -54,6 +54,10 @@ for i = 6, #ARGV, 6 do
     end
   else
     redis.call('ZREM', KEYS[1], id)
+    if v[6] then  -- it came by handoff: no longer one to adopt (see enqueue.lua)
+      redis.call('SREM', prefix .. 'handed:' .. v[6], id)
+      redis.call('HDEL', jk, 'hand')
+    end
     if op == 'C' then
       redis.call('HSET', jk, 'state', 'completed', 'res', a, 'end', now)
       redis.call('EXPIRE', jk, keep)

@@ -9,11 +9,13 @@ that worker's event. A dropped subscription wakes every worker on reconnect (a m
 have been missed), and each worker also polls at ``idle_poll_s``: a handful of commands per
 second when idle, a few milliseconds from enqueue to start when not.
 
-Handoff: the same subscription listens on this process's handoff channel. A worker whose
-claim finds nothing is parked there (claim.lua), and enqueue leases a new job straight to it
-and publishes it on that channel (enqueue.lua): the job starts one round trip sooner, with
-the same lease and fencing token as a claimed one. A drain un-parks every worker and waits
-for the fence message that follows each unpark, so no handed-off job arrives unseen.
+Handoff: the same connection holds one pattern subscription to this process's handoff
+channels, one per worker. A worker whose claim finds nothing is parked on its channel
+(claim.lua), and enqueue leases a new job straight to it and publishes it there
+(enqueue.lua): the job starts one round trip sooner, with the same lease and fencing token
+as a claimed one. A drain un-parks every worker and waits for the fence message that
+follows each unpark, so no handed-off job arrives unseen. docs/architecture.md lists how
+each lost, late or unrunnable handoff ends.
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ class Dispatcher:
         """
         old = list(self.workers.values())
         for w in old:
-            w.stop_parking()  # their parks now belong to the new workers (same channel)
+            w.stop_parking()  # new jobs go to the new workers; _retire un-parks these
         lease_s = self._settings.worker.lease_s
         drains = [
             asyncio.create_task(

@@ -32,6 +32,9 @@ class FunctionMetrics:
         self.queue_wait = m.queue_wait.labels(function)
         self.active = m.active.labels(function)
         self.rate_limit_hits = m.rate_limit_hits.labels(function)
+        self.handoff_started = m.handoffs.labels(function, "started")
+        self.handoff_released = m.handoffs.labels(function, "released")
+        self.handoff_adopted = m.handoffs.labels(function, "adopted")
         self.breaker_state = m.breaker_state.labels(function)
         self._failed = m.failed
         self._dead = m.dead
@@ -99,6 +102,13 @@ class Metrics:
             "rate_limit_hits",
             "Claims cut short by the function's rate limit (the worker then waited)",
             fn,
+            registry=r,
+        )
+        self.handoffs = Counter(
+            "jobs_handed_over",
+            "Jobs enqueue leased straight to an idle worker of this instance, by outcome: "
+            "started, released (no slot, late, stopping) or adopted (message lost)",
+            [*fn, "outcome"],
             registry=r,
         )
         self.breaker_state = Gauge(

@@ -167,10 +167,14 @@ class FunctionWorker:
             or (breaker is not None and breaker.state != "closed")
         ):
             self.counters.handoffs_refused += 1
+            if self._metrics is not None:
+                self._metrics.handoff_released.inc()
             self._held[job.id] = job.token  # heartbeated until the release is settled
             self._settle(SettleEntry("L", job.id, job.token))
             return
         self.counters.handoffs += 1
+        if self._metrics is not None:
+            self._metrics.handoff_started.inc()
         self._start(job, now_ms)
 
     def _observe_redis_clock(self, redis_now_ms: int) -> None:
@@ -283,7 +287,14 @@ class FunctionWorker:
                 else:
                     self._breaker.release_probe()  # nothing to probe with yet
             for job in claim.jobs:
-                self._start(job, claim.now_ms)
+                if self._running < opts.concurrency:
+                    self._start(job, claim.now_ms)
+                else:
+                    # Handoffs took the slots this claim was sized for while it was on the
+                    # wire: the job goes back to the front of its lane, not over the limit.
+                    self.counters.released += 1
+                    self._held[job.id] = job.token
+                    self._settle(SettleEntry("L", job.id, job.token))
             if len(claim.jobs) >= want:
                 continue
             if claim.rate_ready_ms >= 0:
@@ -656,6 +667,8 @@ class FunctionWorker:
                     self.name,
                     job.id,
                 )
+                if self._metrics is not None:
+                    self._metrics.handoff_adopted.inc()
                 self.accept(job, job.ready_ms, adopted=True)
                 self._adopted[job.id] = None
                 while len(self._adopted) > 10_000:

@@ -13,6 +13,8 @@ import pytest
 
 from runtime import dispatcher as dispatcher_module
 from runtime.broker import ClaimedJob, parse_handoff
+from runtime.dispatcher import Dispatcher
+from runtime.metrics import Metrics
 from tests.integration.conftest import Harness, MakeHarness
 
 pytestmark = pytest.mark.integration
@@ -45,14 +47,19 @@ async def parked(h: Harness, function: str, timeout_s: float = 5.0) -> list[byte
 
 
 async def test_an_idle_worker_gets_a_new_job_by_handoff(make_harness: MakeHarness) -> None:
-    h = await make_harness(SOURCE)
-    assert h.dispatcher is not None
+    h = await make_harness(SOURCE, start=False)
+    metrics = Metrics(h.registry.names)
+    h.dispatcher = Dispatcher(h.registry, h.broker, h.settings, metrics=metrics)
+    h.dispatcher.start()
     worker = h.dispatcher.workers["echo"]
     assert [c.decode() for c in await parked(h, "echo")] == [worker.handoff_channel]
     claimed = worker.counters.claimed
     job_id = await h.client.enqueue("echo", 7)
     assert await h.client.result(job_id, 5) == 7
     assert worker.counters.handoffs == 1 and worker.counters.claimed == claimed + 1
+    sample = metrics.registry.get_sample_value
+    assert sample("jobs_handed_over_total", {"function": "echo", "outcome": "started"}) == 1
+    assert sample("jobs_consumed_total", {"function": "echo"}) == 1
     record = await h.client.job(job_id)
     assert record is not None and (record.attempts, record.recoveries) == (0, 0)
     k = h.broker.keys("echo")
@@ -186,3 +193,72 @@ def test_handoff_messages_parse_strictly() -> None:
     assert (job.attempts, job.recoveries, job.ready_ms) == (0, 0, 1732850000123)
     for bad in (b"", b"echo\nid", b"echo\nid\nsoon\nenv", b"\xff\nid\n1\nenv"):
         assert parse_handoff(bad) is None, bad
+
+
+CAPPED = """
+    import asyncio, time
+    from runtime import function
+
+    SPANS = []
+
+    @function(concurrency=2, max_in_flight=0)
+    async def pair(x: int) -> int:
+        started = time.monotonic()
+        await asyncio.sleep(0.3)
+        SPANS.append((started, time.monotonic()))
+        return x
+"""
+
+
+async def test_a_claim_sized_before_handoffs_filled_the_slots_stays_within_concurrency(
+    make_harness: MakeHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race: a claim leaves for two free slots; two handoffs take them while it is on
+    the wire; it comes back with two more jobs. They go back to their lane, not over."""
+    h = await make_harness(CAPPED)
+    assert h.dispatcher is not None
+    worker = h.dispatcher.workers["pair"]
+    await parked(h, "pair")
+    real_claim = type(h.broker).claim
+    in_flight = asyncio.Event()
+    handed = asyncio.Event()
+
+    async def slow_claim(self: object, function: str, count: int, **kw: object) -> object:
+        if function == "pair" and not in_flight.is_set():
+            in_flight.set()
+            await handed.wait()  # sized for `count` slots, answered after the handoffs
+        return await real_claim(self, function, count, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(h.broker), "claim", slow_claim)
+    worker.wake()  # the claim loop sends a claim for 2 free slots
+    await asyncio.wait_for(in_flight.wait(), 2)
+    first = [await h.client.enqueue("pair", i) for i in range(2)]  # handed over: slots full
+    rest = [await h.client.enqueue("pair", i) for i in range(2, 4)]  # the lane
+    await asyncio.sleep(0.05)
+    assert worker.counters.handoffs == 2 and worker.running == 2
+    handed.set()
+    for job_id in first + rest:
+        await h.client.wait(job_id, 5)
+    spans = worker.spec.handler.__globals__["SPANS"]
+    assert len(spans) == 4
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most <= 2, spans
+    assert worker.counters.released == 2  # the claim's two, back to the lane
+
+
+async def test_a_drain_unparks_its_workers_and_waits_for_the_fence(
+    make_harness: MakeHarness,
+) -> None:
+    h = await make_harness(SOURCE)
+    assert h.dispatcher is not None
+    dispatcher = h.dispatcher
+    await parked(h, "echo")
+    await parked(h, "hold")
+    fences = dispatcher._fences
+    await h.stop()
+    assert dispatcher._fences == fences + 2  # one fence per worker came back before it went on
+    for function in ("echo", "hold"):
+        k = h.broker.keys(function)
+        assert await h.redis.zcard(k.parked) == 0 and await h.redis.hlen(k.park) == 0
+    job_id = await h.client.enqueue("echo", 1)  # nobody is parked: it waits in its lane
+    assert await h.redis.hget(h.broker.keys("echo").job(job_id), "state") == b"queued"

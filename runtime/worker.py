@@ -1,8 +1,10 @@
 """One function's worker: claims its jobs, runs them within its limits, settles outcomes.
 
 It owns, for one function in this process: the claim loop (batched claims, no busy
-polling), the running jobs (at most ``concurrency``), the heartbeat that renews their
-leases, the reclaimer of expired leases, and the coalesced settle of finished jobs.
+polling; an idle claim parks the worker for handoffs, see ``accept``), the running jobs (at
+most ``concurrency``; each attempt runs in ``attempt.Attempts``), the heartbeat that renews
+their leases and adopts lost handoffs, the reclaimer of expired leases, and the coalesced
+settle of finished jobs.
 
 A job's slot is held from claim until its handler returns (or, for an abandoned thread,
 until the thread really ends); its lease is renewed until its outcome is settled in Redis.
@@ -11,23 +13,18 @@ until the thread really ends); its lease is renewed until its outcome is settled
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import functools
 import logging
 import math
 import random
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
-from opentelemetry.trace import Status, StatusCode, get_current_span
 
-from runtime import envelope
+from runtime.attempt import Attempts
 from runtime.breaker import STATE_VALUES, CircuitBreaker
 from runtime.broker import REDIS_ERRORS, ClaimedJob, RedisBroker, SettleEntry, new_claim_id
-from runtime.context import Context
 from runtime.errors import LeaseLost
 from runtime.function import FunctionSpec
 from runtime.metrics import FunctionMetrics
@@ -38,15 +35,12 @@ from runtime.outcome import (
     Failed,
     Outcome,
     backoff_delay_s,
-    classify,
 )
-from runtime.process_pool import ChildCrashed, ProcessPool
 from runtime.quarantine import Quarantine, is_suspect
 from runtime.settings import WorkerSettings
 from runtime.tracing import Tracing
 
 log = logging.getLogger("runtime.worker")
-_json = msgspec.json.Encoder()
 SETTLE_BATCH = 500
 
 
@@ -89,7 +83,6 @@ class FunctionWorker:
         self._held: dict[str, str] = {}  # job id -> token, from claim until settled
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._waits: dict[str, int] = {}  # job id -> ms it waited ready before this claim
-        self._threads_running: dict[str, asyncio.Future[Any]] = {}  # job id -> thread
         self._lost: set[str] = set()
         self._pending: list[SettleEntry] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -119,14 +112,14 @@ class FunctionWorker:
         self._clock_offset_ms = -math.inf
         self._clock_seen_at = -math.inf
         self._last_error_log = 0.0
-        self._threads: ThreadPoolExecutor | None = None
-        self._processes: ProcessPool | None = None
-        if spec.executor == "thread":
-            self._threads = ThreadPoolExecutor(
-                max_workers=spec.options.concurrency, thread_name_prefix=f"fn-{spec.name}"
-            )
-        elif spec.executor == "process":
-            self._processes = ProcessPool(spec.options.concurrency)
+        self._attempts = Attempts(
+            spec,
+            max_envelope_bytes=settings.max_envelope_bytes,
+            extend_lease=self._extend_one,
+            params=params,
+            metrics=metrics,
+            tracing=self._tracing,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -215,10 +208,7 @@ class FunctionWorker:
         for task in self._loops:
             task.cancel()
         await asyncio.wait(self._loops, timeout=max(2.0, self._settings.heartbeat_s))
-        if self._processes is not None:
-            await self._processes.close()
-        if self._threads is not None:
-            self._threads.shutdown(wait=False, cancel_futures=True)
+        await self._attempts.close()
         if self._held:
             log.warning(
                 "%s: %d job(s) not settled at shutdown; their leases expire and they run again",
@@ -372,7 +362,7 @@ class FunctionWorker:
                         self._held.pop(job.id, None)
                         self.counters.leases_lost += 1
                         return
-                outcome = await self._attempt(job)
+                outcome = await self._attempts.run(job, self._waits.pop(job.id, 0))
         except asyncio.CancelledError:
             if job.id == self._probe and self._breaker is not None:
                 self._probe = None
@@ -384,7 +374,7 @@ class FunctionWorker:
         finally:
             self._tasks.pop(job.id, None)
             self._waits.pop(job.id, None)
-            thread = self._threads_running.pop(job.id, None)
+            thread = self._attempts.threads_running.pop(job.id, None)
             if thread is None or thread.done():
                 self._free_slot()
             else:
@@ -441,112 +431,6 @@ class FunctionWorker:
                 self._log_redis_error("mark", exc)
                 await asyncio.sleep(retry_s)
                 retry_s = min(retry_s * 2, 2.0)
-
-    async def _attempt(self, job: ClaimedJob) -> Outcome:
-        """Decode the envelope, then run one attempt inside its span, measured."""
-        try:
-            env = envelope.decode(job.envelope, self._settings.max_envelope_bytes)
-        except envelope.EnvelopeError as exc:
-            return DeadLetter("decode_error", str(exc), is_attempt=False)
-        if env.function != self.name:
-            return DeadLetter(
-                "unknown_function",
-                f"the envelope names function {env.function!r}, which is not registered "
-                f"in this queue ({self.name!r})",
-                is_attempt=False,
-            )
-        if not self._tracing.enabled:  # the common case: no span machinery per job
-            return await self._measured(job, env)
-        attributes = {
-            "runtime.function": self.name,
-            "runtime.job_id": job.id,
-            "runtime.attempt": job.attempts + 1,
-            "runtime.recoveries": job.recoveries,
-            "runtime.queue_wait_ms": self._waits.pop(job.id, 0),
-        }
-        with self._tracing.process_span(self.name, env.trace, attributes) as span:
-            outcome = await self._measured(job, env)
-            if span.is_recording():
-                span.set_attribute("runtime.outcome", _outcome_name(outcome))
-                if not isinstance(outcome, Completed):
-                    span.set_status(Status(StatusCode.ERROR, _outcome_error(outcome)[:200]))
-        return outcome
-
-    async def _measured(self, job: ClaimedJob, env: envelope.Envelope) -> Outcome:
-        """One attempt, counted in worker_active and timed in the duration histogram."""
-        m = self._metrics
-        started = time.perf_counter()
-        if m is not None:
-            m.active.inc()
-        try:
-            return await self._execute(job, env)
-        finally:
-            if m is not None:
-                m.active.dec()
-                m.duration.observe(time.perf_counter() - started)
-
-    async def _execute(self, job: ClaimedJob, env: envelope.Envelope) -> Outcome:
-        spec = self.spec
-        try:
-            payload = spec.decode(env.payload)
-        except Exception as exc:
-            return classify(exc)
-        timeout_s = spec.options.timeout_s
-        attempt = job.attempts + 1
-        loop = asyncio.get_running_loop()
-        try:
-            if self._processes is not None:
-                result = await self._processes.run(
-                    spec.handler.__code__.co_filename,
-                    spec.handler.__name__,
-                    env.payload,
-                    job_id=job.id,
-                    function=spec.name,
-                    attempt=attempt,
-                    timeout_s=timeout_s,
-                    params=self._params,
-                    log_ids=_current_trace_ids(),
-                )
-            else:
-                ctx = Context(
-                    job_id=job.id,
-                    function=spec.name,
-                    attempt=attempt,
-                    deadline=time.monotonic() + timeout_s,
-                    params=self._params,
-                    extend_lease=lambda: self._extend_one(job),
-                )
-                args = (payload, ctx) if spec.takes_context else (payload,)
-                if self._threads is None:
-                    async with asyncio.timeout(timeout_s) as scope:
-                        try:
-                            result = await spec.handler(*args)
-                        except TimeoutError:
-                            if scope.expired():
-                                raise
-                            raise _HandlerTimeoutError() from None
-                else:
-                    # In a copy of this task's context: the handler's log lines carry
-                    # the job's trace ids, and its own spans nest under the job's.
-                    run = functools.partial(contextvars.copy_context().run, spec.handler)
-                    fut = loop.run_in_executor(self._threads, run, *args)
-                    self._threads_running[job.id] = fut
-                    done, _ = await asyncio.wait({fut}, timeout=timeout_s)
-                    if not done:
-                        return Failed("timeout", "attempt timed out (thread abandoned)")
-                    result = fut.result()
-        except asyncio.CancelledError:
-            raise
-        except ChildCrashed as exc:
-            return Crashed(f"handler process died: {exc}")
-        except _HandlerTimeoutError:
-            return Failed("handler_error", "TimeoutError raised by the handler")
-        except (Exception, SystemExit) as exc:
-            return classify(exc)
-        try:
-            return Completed(_json.encode(result))
-        except (TypeError, ValueError, msgspec.EncodeError) as exc:
-            return Failed("handler_error", f"result is not JSON-serialisable: {exc}")
 
     async def _extend_one(self, job: ClaimedJob) -> float:
         lost = await self._broker.extend(self.name, [(job.id, job.token)], lease_ms=self._lease_ms)
@@ -715,29 +599,3 @@ class FunctionWorker:
         if now - self._last_error_log >= 5.0:  # weather, not news: at most one line per 5 s
             self._last_error_log = now
             log.warning("%s: Redis unavailable during %s: %s", self.name, what, exc)
-
-
-def _current_trace_ids() -> dict[str, str]:
-    """The trace and span ids of the job's span, for a process child's log lines."""
-    ctx = get_current_span().get_span_context()
-    if not ctx.is_valid:
-        return {}
-    return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
-
-
-def _outcome_name(outcome: Outcome) -> str:
-    match outcome:
-        case Completed():
-            return "completed"
-        case Failed(reason) | DeadLetter(reason):
-            return reason
-        case Crashed():
-            return "worker_crashed"
-
-
-def _outcome_error(outcome: Outcome) -> str:
-    return getattr(outcome, "error", "")
-
-
-class _HandlerTimeoutError(Exception):
-    """The handler raised TimeoutError itself (not our attempt timeout)."""

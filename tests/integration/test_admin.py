@@ -95,12 +95,14 @@ async def harness_and_cli(
 
 
 async def dead_letter(h: Harness, count: int, first: int = 0) -> list[str]:
-    """``count`` jobs of ``doomed`` run by the real runtime until dead-lettered (rejected)."""
+    """``count`` jobs of ``doomed`` run by the real runtime until dead-lettered (rejected),
+    in their DLQ order (the order they ended in, which concurrency may shuffle)."""
     ids = [await h.client.enqueue("doomed", first + i) for i in range(count)]
     for job_id in ids:
         record = await h.client.wait(job_id, 5)
         assert record.state == "dead" and record.reason == "rejected"
-    return ids
+    mine = set(ids)
+    return [job_id for job_id in await dlq(h) if job_id in mine]
 
 
 async def dlq(h: Harness, function: str = "doomed") -> list[str]:
@@ -338,12 +340,9 @@ async def test_peek_dlq_shows_the_newest_first_with_reasons(
     assert data["source"] == "dlq" and data["total"] == 4
     assert [j["id"] for j in data["jobs"]] == ids[::-1][:3]
     newest = data["jobs"][0]
-    assert (newest["state"], newest["reason"], newest["error"]) == (
-        "dead",
-        "rejected",
-        "no thanks 3",
-    )
-    assert (newest["attempts"], newest["recoveries"], newest["payload"]) == (1, 0, 3)
+    assert (newest["state"], newest["reason"]) == ("dead", "rejected")
+    assert newest["payload"] in range(4) and newest["error"] == f"no thanks {newest['payload']}"
+    assert (newest["attempts"], newest["recoveries"]) == (1, 0)
     assert newest["dead_ms"] >= newest["enqueued_ms"] and 0 <= newest["age_s"] < 10
     code, out, _ = await cli("peek", "doomed", "--dlq", "--width", "120")
     assert code == 0

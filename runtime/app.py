@@ -106,8 +106,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[INSTANCES_KEY] = Instances(client, settings.namespace, app[REGISTRY_KEY].names)
     app[EPOCH_KEY] = EpochWatch(client, settings.namespace)
-    app[WAITER_KEY] = waiter = ResultWaiter(broker)
-    waiter.start()
+    app[WAITER_KEY] = waiter = ResultWaiter(broker)  # subscribes on its first wait
     log.info("using Redis at %s", redact_url(url))
     try:
         yield

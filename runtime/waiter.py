@@ -8,7 +8,8 @@ waiter of the process shares one pub/sub connection: the settle and reclaim scri
 publish the id of a waited-for job (``notify`` flag) on ``{ns}:done`` when it ends, and
 the listener resolves that id's futures. A waiter registers before it reads the job, so
 an end between the two cannot be missed; a lost subscription wakes every waiter to read
-its job again.
+its job again. The subscription is made on the first wait, not at start-up: a runtime
+nobody waits on (workers only) does not receive every waited-for job's end for nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ class ResultWaiter:
         self.is_subscribed = asyncio.Event()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._listen(), name="result-waiter")
+        """Listen from now on (``wait`` starts it too, on first use)."""
+        if self._task is None and not self._closing:
+            self._task = asyncio.create_task(self._listen(), name="result-waiter")
 
     async def close(self) -> None:
         self._closing = True
@@ -45,6 +48,7 @@ class ResultWaiter:
         """The job's record once terminal, or as it is when the time is up (None: no such
         job). Holds no Redis connection while waiting."""
         deadline = time.monotonic() + timeout_s
+        self.start()  # an end published before it subscribes is caught by its _wake_all
         is_watched = False
         while True:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -15,6 +15,7 @@ from runtime import dispatcher as dispatcher_module
 from runtime.broker import ClaimedJob, parse_handoff
 from runtime.dispatcher import Dispatcher
 from runtime.metrics import Metrics
+from runtime.worker import FunctionWorker
 from tests.integration.conftest import Harness, MakeHarness
 
 pytestmark = pytest.mark.integration
@@ -44,6 +45,16 @@ async def parked(h: Harness, function: str, timeout_s: float = 5.0) -> list[byte
             return channels
         await asyncio.sleep(0.02)
     raise AssertionError(f"no worker of {function} parked within {timeout_s}s")
+
+
+async def started_and_parked(
+    make_harness: MakeHarness, function: str
+) -> tuple[Harness, FunctionWorker]:
+    """A running harness of SOURCE whose ``function`` worker is parked, and that worker."""
+    h = await make_harness(SOURCE)
+    assert h.dispatcher is not None
+    await parked(h, function)
+    return h, h.dispatcher.workers[function]
 
 
 async def test_an_idle_worker_gets_a_new_job_by_handoff(make_harness: MakeHarness) -> None:
@@ -122,10 +133,7 @@ async def test_the_fleet_cap_holds_for_handoffs(make_harness: MakeHarness) -> No
 async def test_a_lost_handoff_message_is_adopted_by_the_next_heartbeat(
     make_harness: MakeHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    h = await make_harness(SOURCE)
-    assert h.dispatcher is not None
-    worker = h.dispatcher.workers["echo"]
-    await parked(h, "echo")
+    h, worker = await started_and_parked(make_harness, "echo")
     dropped: list[bytes] = []
     real = dispatcher_module.Dispatcher._handoff
 
@@ -151,10 +159,8 @@ async def test_a_lost_handoff_message_is_adopted_by_the_next_heartbeat(
 async def test_a_late_or_unrunnable_handoff_is_released(
     make_harness: MakeHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    h = await make_harness(SOURCE)
+    h, worker = await started_and_parked(make_harness, "echo")
     assert h.dispatcher is not None
-    worker = h.dispatcher.workers["echo"]
-    await parked(h, "echo")
     lease_ms = round(h.settings.worker.lease_s * 1000)
 
     def late(data: bytes) -> tuple[str, ClaimedJob, int] | None:

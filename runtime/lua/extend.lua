@@ -33,7 +33,9 @@ if ch ~= '' then
     if not held[id] then
       local v = redis.call('HMGET', prefix .. 'job:' .. id, 'tok', 'state', 'hand', 'env', 'att',
         'rec', 'enq')
-      if v[2] == 'running' and v[3] == ch then
+      -- Token 1: still the lease the handoff made (a job reclaimed and claimed again since
+      -- has a later token, whoever holds it, even a runtime too old to clear 'hand').
+      if v[2] == 'running' and v[3] == ch and v[1] == '1' then
         redis.call('ZADD', KEYS[1], deadline, id)
         table.insert(adopted, {id, tonumber(v[1]), v[4], v[5], v[6], v[7]})
       else

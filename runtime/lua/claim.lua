@@ -135,7 +135,7 @@ if ch ~= '' then
   local room = tonumber(ARGV[2]) - #claimed
   if room > 0 and limited == 0 and interval <= 0 and redis.call('LLEN', KEYS[1]) == 0
     and redis.call('LLEN', KEYS[2]) == 0 and redis.call('LLEN', KEYS[3]) == 0 then
-    redis.call('ZADD', KEYS[10], now + tonumber(ARGV[10]), ch)
+    redis.call('ZADD', KEYS[10], now + tonumber(ARGV[10] or '0'), ch)
     redis.call('HSET', KEYS[11], ch, room .. ' ' .. lease_ms .. ' ' .. tonumber(ARGV[4]))
   else
     redis.call('ZREM', KEYS[10], ch)

@@ -10,8 +10,8 @@
 -- and published on that worker's channel: the worker starts it without a claim round trip.
 -- Only if a subscriber receives the message: a channel nobody listens on (a dead or
 -- disconnected runtime) is un-parked and the job takes its lane as usual. A message lost
--- after delivery (the runtime died reading it) leaves a lease that expires and is reclaimed,
--- as for any job a dead worker held.
+-- after delivery counted it is found by that worker's next heartbeat (extend.lua); if the
+-- runtime died, the lease expires and is reclaimed, as for any job a dead worker held.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[5] == '1' then
@@ -40,9 +40,9 @@ local function handoff()
     local top = redis.call('ZRANGE', KEYS[5], -1, -1, 'WITHSCORES')
     if not top[1] then return false end
     local ch = top[1]
-    local spec = redis.call('HGET', KEYS[6], ch)
-    if spec and tonumber(top[2]) >= now then
-      local room, lease_ms, cap = string.match(spec, '^(%d+) (%d+) (%d+)$')
+    local spec = redis.call('HGET', KEYS[6], ch) or ''
+    local room, lease_ms, cap = string.match(spec, '^(%d+) (%d+) (%d+)$')
+    if room and tonumber(top[2]) >= now then  -- live and well-formed, else dropped below
       room, lease_ms, cap = tonumber(room), tonumber(lease_ms), tonumber(cap)
       if cap > 0 and redis.call('ZCOUNT', KEYS[7], now, '+inf') >= cap then
         return false  -- the fleet-wide max_in_flight is reached: wait in the lane

@@ -109,6 +109,18 @@ async def test_an_expired_park_gets_nothing(make_harness: MakeHarness) -> None:
         await listener.aclose()  # type: ignore[no-untyped-call]
 
 
+async def test_a_malformed_park_is_dropped_not_an_enqueue_error(
+    make_harness: MakeHarness,
+) -> None:
+    h = await make_harness(SOURCE, start=False)
+    k = h.broker.keys("echo")
+    await h.redis.zadd(k.parked, {"{rt}:handoff:odd:1": 2**50})
+    await h.redis.hset(k.park, "{rt}:handoff:odd:1", "room lease cap")
+    job_id = await h.client.enqueue("echo", 1)
+    assert await h.redis.hget(k.job(job_id), "state") == b"queued"
+    assert await h.redis.zcard(k.parked) == 0 and await h.redis.hlen(k.park) == 0
+
+
 async def test_the_fleet_cap_holds_for_handoffs(make_harness: MakeHarness) -> None:
     h = await make_harness(SOURCE, start=False)
     k = h.broker.keys("echo")

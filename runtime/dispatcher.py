@@ -129,7 +129,7 @@ class Dispatcher:
         """
         old = list(self.workers.values())
         for w in old:
-            w.stop_parking()  # new jobs go to the new workers; _retire un-parks these
+            w.allow_parking(False)  # new jobs go to the new workers; _retire un-parks these
         lease_s = self._settings.worker.lease_s
         drains = [
             asyncio.create_task(
@@ -140,7 +140,7 @@ class Dispatcher:
         self.retiring.update(old)
         self.workers = {spec.name: self._worker(spec) for spec in registry}
         for worker in self.workers.values():
-            worker.park_channel = worker.handoff_channel if self.is_subscribed else ""
+            worker.allow_parking(self.is_subscribed)
             worker.start()
         retirement = asyncio.create_task(self._retire(old, drains), name="retire")
         self._retirements.add(retirement)
@@ -181,13 +181,13 @@ class Dispatcher:
     def _set_parking(self, subscribed: bool) -> None:
         self.is_subscribed = subscribed
         for worker in self.workers.values():
-            worker.park_channel = worker.handoff_channel if subscribed else ""
+            worker.allow_parking(subscribed)
 
     async def _unpark(self, workers: list[FunctionWorker], timeout_s: float = 1.0) -> None:
         """Un-park ``workers`` in Redis, then wait (at most ``timeout_s``) for the fence of
         each unpark: every job handed to them before it has then reached ``accept``."""
         for worker in workers:
-            worker.stop_parking()
+            worker.allow_parking(False)
         if not self.is_subscribed or not workers:
             return
         target = self._fences

@@ -162,8 +162,7 @@ class FunctionWorker:
             self.counters.handoffs_refused += 1
             if self._metrics is not None:
                 self._metrics.handoff_released.inc()
-            self._held[job.id] = job.token  # heartbeated until the release is settled
-            self._settle(SettleEntry("L", job.id, job.token))
+            self._release(job)
             return
         self.counters.handoffs += 1
         if self._metrics is not None:
@@ -180,9 +179,10 @@ class FunctionWorker:
         """Redis time now as this worker estimates it (never later than the truth)."""
         return time.monotonic() * 1000 + self._clock_offset_ms
 
-    def stop_parking(self) -> None:
-        """No more parks from this worker's claims (the dispatcher unparks it in Redis)."""
-        self.park_channel = ""
+    def allow_parking(self, allowed: bool) -> None:
+        """Whether this worker's idle claims park it on its handoff channel (the dispatcher
+        allows it while its subscription is up, and un-parks it in Redis when it stops)."""
+        self.park_channel = self.handoff_channel if allowed else ""
 
     async def drain(self, grace_s: float) -> None:
         """Stop claiming, let running jobs finish within ``grace_s``, release the rest now."""
@@ -283,8 +283,7 @@ class FunctionWorker:
                     # Handoffs took the slots this claim was sized for while it was on the
                     # wire: the job goes back to the front of its lane, not over the limit.
                     self.counters.released += 1
-                    self._held[job.id] = job.token
-                    self._settle(SettleEntry("L", job.id, job.token))
+                    self._release(job)
             if len(claim.jobs) >= want:
                 continue
             if claim.rate_ready_ms >= 0:
@@ -369,7 +368,7 @@ class FunctionWorker:
                 self._breaker.release_probe()
             if job.id not in self._lost:
                 self.counters.released += 1
-                self._settle(SettleEntry("L", job.id, job.token))
+                self._release(job)
             return
         finally:
             self._tasks.pop(job.id, None)
@@ -487,6 +486,12 @@ class FunctionWorker:
         loop.call_later(delay_s + 0.001, self._wake.set)
 
     # -- settling ----------------------------------------------------------------------
+
+    def _release(self, job: ClaimedJob) -> None:
+        """Back to the front of its lane, no counter changed; the lease is heartbeated until
+        the release is settled."""
+        self._held[job.id] = job.token
+        self._settle(SettleEntry("L", job.id, job.token))
 
     def _settle(self, entry: SettleEntry) -> None:
         """Queue an outcome; outcomes of the same loop turn go to Redis in one script."""

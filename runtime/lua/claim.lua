@@ -126,11 +126,15 @@ if interval > 0 then
   end
 end
 
+local function unpark(channel)
+  redis.call('ZREM', KEYS[10], channel)
+  redis.call('HDEL', KEYS[11], channel)
+end
+
 local ch = ARGV[9] or ''  -- absent: a caller that never parks
 if ch ~= '' then
   for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[10], '-inf', '(' .. now, 'LIMIT', 0, 10)) do
-    redis.call('ZREM', KEYS[10], old)  -- parks of runtimes that stopped refreshing them
-    redis.call('HDEL', KEYS[11], old)
+    unpark(old)  -- parks of runtimes that stopped refreshing them
   end
   local room = tonumber(ARGV[2]) - #claimed
   if room > 0 and limited == 0 and interval <= 0 and redis.call('LLEN', KEYS[1]) == 0
@@ -138,8 +142,7 @@ if ch ~= '' then
     redis.call('ZADD', KEYS[10], now + tonumber(ARGV[10] or '0'), ch)
     redis.call('HSET', KEYS[11], ch, room .. ' ' .. lease_ms .. ' ' .. tonumber(ARGV[4]))
   else
-    redis.call('ZREM', KEYS[10], ch)
-    redis.call('HDEL', KEYS[11], ch)
+    unpark(ch)
   end
 end
 

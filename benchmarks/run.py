@@ -95,7 +95,7 @@ def serve_argv() -> list[str]:
     script = Path(sys.executable).with_name("runtime")
     if script.exists():
         return [str(script), "serve"]
-    return [sys.executable, "-c", "from runtime.cli import main; main()", "serve"]
+    return [sys.executable, "-c", "from runtime.cli.main import main; main()", "serve"]
 
 
 async def enqueue_pipelined(client: Client, function: str, jobs: int) -> float:

@@ -1,5 +1,5 @@
 """``python -m runtime``: the same as the ``runtime`` command."""
 
-from runtime.cli import main
+from runtime.cli.main import main
 
 main()

@@ -13,14 +13,14 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
-from runtime import envelope
-from runtime.broker import JobRecord, RedisBroker, connect
+from runtime.config.registry import Registry
+from runtime.config.settings import RedisSettings, Settings
 from runtime.errors import JobFailed, ResultTimeout, UnknownFunction, UnknownJob
 from runtime.function import PRIORITIES, Priority, suggest
-from runtime.metrics import Metrics
-from runtime.registry import Registry
-from runtime.settings import RedisSettings, Settings
-from runtime.tracing import Tracing
+from runtime.jobs import envelope
+from runtime.observe.metrics import Metrics
+from runtime.observe.tracing import Tracing
+from runtime.queue.broker import JobRecord, RedisBroker, connect
 
 MAX_DELAY_S = 365 * 86400.0
 

@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from chaos.suite.witness import Run, Witness
-from runtime.broker import JobRecord
 from runtime.client import Client
+from runtime.queue.broker import JobRecord
 
 NAMESPACE = "rt"  # the runtime's default; the suite's runtimes keep it
 FUNCTIONS = ("work", "fragile", "poison")

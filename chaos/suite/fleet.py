@@ -118,7 +118,7 @@ class Fleet:
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [
-                    sys.executable, "-m", "runtime.cli", "serve",
+                    sys.executable, "-m", "runtime.cli.main", "serve",
                     "--functions", str(self.folder), "--port", str(port),
                     "--redis", slot.redis_url,
                 ],

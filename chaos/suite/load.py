@@ -13,9 +13,9 @@ import asyncio
 import random
 import time
 
-from runtime.broker import REDIS_ERRORS
 from runtime.client import Client
-from runtime.settings import RedisSettings
+from runtime.config.settings import RedisSettings
+from runtime.queue.broker import REDIS_ERRORS
 
 CLIENT_SETTINGS = RedisSettings(timeout_s=0.5, connect_timeout_s=0.5)
 GIVE_UP_S = 45.0  # per job: longer than any outage a scenario makes

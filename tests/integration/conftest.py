@@ -10,11 +10,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from runtime.broker import RedisBroker, connect
 from runtime.client import Client
-from runtime.dispatcher import Dispatcher
-from runtime.registry import Registry, load_registry
-from runtime.settings import RedisSettings, Settings, WorkerSettings
+from runtime.config.registry import Registry, load_registry
+from runtime.config.settings import RedisSettings, Settings, WorkerSettings
+from runtime.execution.dispatcher import Dispatcher
+from runtime.queue.broker import RedisBroker, connect
 
 FAST_WORKER = WorkerSettings(
     lease_s=1.0,

@@ -45,7 +45,7 @@ class ServeProcesses:
         port = free_port()
         log = (self.tmp / f"serve-{len(self.processes)}.log").open("wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "runtime.cli", "serve", "--port", str(port),
+            [sys.executable, "-m", "runtime.cli.main", "serve", "--port", str(port),
              "--redis", redis_url or self.redis_url, *args],
             cwd=self.tmp, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -2,7 +2,7 @@
 
 Jobs are made by the real runtime (handlers in a folder → dispatcher → settle script), or,
 for the deep-queue tests, written straight into Redis in the layout the scripts use. The
-CLI runs in-process through ``runtime.cli.run`` in a worker thread (it calls asyncio.run).
+CLI runs in-process through ``runtime.cli.main.run`` in a worker thread (it calls asyncio.run).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from typing import Any, cast
 import msgspec
 import pytest
 
-from runtime import envelope
-from runtime.admin import Admin
-from runtime.broker import SettleEntry
-from runtime.cli import run
+from runtime.cli.main import run
 from runtime.function import Priority
-from runtime.keys import FunctionKeys
+from runtime.jobs import envelope
+from runtime.queue.admin import Admin
+from runtime.queue.broker import SettleEntry
+from runtime.queue.keys import FunctionKeys
 from tests.integration.conftest import Harness, MakeHarness
 
 pytestmark = pytest.mark.integration
@@ -262,7 +262,7 @@ def test_stats_json_in_a_subprocess(redis_url: str, tmp_path: Path) -> None:
     client.rpush("{rt:doomed}:dlq", "doomed.a", "doomed.b")
     client.close()
     proc = subprocess.run(
-        [sys.executable, "-m", "runtime.cli", "--config", str(tmp_path), "stats", "--json",
+        [sys.executable, "-m", "runtime.cli.main", "--config", str(tmp_path), "stats", "--json",
          "--redis", redis_url, "--functions", str(folder)],
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
@@ -467,7 +467,7 @@ async def test_purge_never_deletes_a_job_that_is_not_dead(
     await h.client.enqueue("hello", "alive")
     claim = await h.broker.claim("hello", 1, lease_ms=30_000, max_in_flight=0)
     job = claim.jobs[0]
-    from runtime.broker import SettleEntry
+    from runtime.queue.broker import SettleEntry
 
     await h.broker.settle("hello", [SettleEntry("D", job.id, job.token, "rejected", "x", "1")])
     k = FunctionKeys("rt", "hello")

@@ -22,9 +22,9 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from runtime.bundle import BundleFile, encode_files, encode_manifest, file_entries, sign
-from runtime.bundle import Manifest as BundleManifest
 from runtime.client import Client
+from runtime.deploy.bundle import BundleFile, encode_files, encode_manifest, file_entries, sign
+from runtime.deploy.bundle import Manifest as BundleManifest
 from tests.integration.serving import ServeProcesses, wait_until
 
 pytestmark = pytest.mark.integration
@@ -81,7 +81,7 @@ class Fleet(ServeProcesses):
 
     def cli(self, *args: str, expect: int = 0, **env: str) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [sys.executable, "-m", "runtime.cli", *args, "--redis", self.redis_url],
+            [sys.executable, "-m", "runtime.cli.main", *args, "--redis", self.redis_url],
             cwd=self.tmp, env={**self.env, **env}, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert proc.returncode == expect, (proc.returncode, proc.stdout, proc.stderr)
@@ -319,8 +319,8 @@ async def test_reload_picks_up_edits_and_refuses_broken_ones(fleet: Fleet, clien
 
 
 async def test_publish_is_atomic_idempotent_and_the_newest_wins(redis: aioredis.Redis) -> None:
-    from runtime.bundle import FunctionEntry, build_manifest
-    from runtime.deploy import DeployStore
+    from runtime.deploy.bundle import FunctionEntry, build_manifest
+    from runtime.deploy.store import DeployStore
     from runtime.errors import DeployError
     from runtime.function import FunctionOptions
 

@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from runtime import dispatcher as dispatcher_module
-from runtime.broker import ClaimedJob, parse_handoff
-from runtime.dispatcher import Dispatcher
-from runtime.metrics import Metrics
-from runtime.worker import FunctionWorker
+from runtime.execution import dispatcher as dispatcher_module
+from runtime.execution.dispatcher import Dispatcher
+from runtime.execution.worker import FunctionWorker
+from runtime.observe.metrics import Metrics
+from runtime.queue.broker import ClaimedJob, parse_handoff
 from tests.integration.conftest import Harness, MakeHarness
 
 pytestmark = pytest.mark.integration

@@ -19,17 +19,17 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
-from runtime.app import build_app
-from runtime.appkeys import MEMORY_RATIO_KEY
-from runtime.registry import load_registry
-from runtime.settings import (
+from runtime.config.registry import load_registry
+from runtime.config.settings import (
     AdmissionSettings,
     HttpSettings,
     MetricsSettings,
     RedisSettings,
     Settings,
 )
-from runtime.tracing import Tracing
+from runtime.observe.tracing import Tracing
+from runtime.server.app import build_app
+from runtime.server.appkeys import MEMORY_RATIO_KEY
 from tests.integration.conftest import FAST_WORKER
 
 pytestmark = pytest.mark.integration
@@ -343,7 +343,7 @@ async def test_one_trace_from_http_request_to_handler_log(
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     client = await make_client(tracing=Tracing(provider))
-    from runtime.tracing import TraceLogFilter
+    from runtime.observe.tracing import TraceLogFilter
 
     trace_filter = TraceLogFilter()
     caplog.handler.addFilter(trace_filter)
@@ -424,8 +424,8 @@ async def test_spans_are_exported_over_otlp_http(make_client: Make) -> None:
         ExportTraceServiceRequest,
     )
 
-    from runtime.settings import TracingSettings
-    from runtime.tracing import build_provider
+    from runtime.config.settings import TracingSettings
+    from runtime.observe.tracing import build_provider
 
     received: list[tuple[dict[str, str], ExportTraceServiceRequest]] = []
 
@@ -481,7 +481,7 @@ async def test_redis_that_lost_its_data_is_reported_within_a_refresh(make_client
     while (await client.get("/readyz")).status != 200:
         assert asyncio.get_running_loop().time() < deadline
         await asyncio.sleep(0.05)
-    from runtime.appkeys import BROKER_KEY
+    from runtime.server.appkeys import BROKER_KEY
 
     await asyncio.sleep(0.3)  # at least one refresh has read the epoch
     await client.app[BROKER_KEY].redis.flushall()

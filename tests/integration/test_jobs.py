@@ -10,9 +10,9 @@ import time
 import msgspec
 import pytest
 
-from runtime import envelope
-from runtime.broker import SettleEntry
 from runtime.errors import JobFailed, PayloadError, PayloadTooLarge, UnknownFunction
+from runtime.jobs import envelope
+from runtime.queue.broker import SettleEntry
 from tests.integration.conftest import MakeHarness
 
 pytestmark = pytest.mark.integration

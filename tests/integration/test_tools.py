@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.cli import run
+from runtime.cli.main import run
 from tests.integration.conftest import MakeHarness
 
 pytestmark = pytest.mark.integration

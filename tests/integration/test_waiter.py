@@ -1,4 +1,4 @@
-"""The shared result subscription (runtime/waiter.py) against a real redis-server."""
+"""The shared result subscription (runtime/queue/waiter.py) against a real redis-server."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from runtime.waiter import ResultWaiter
+from runtime.queue.waiter import ResultWaiter
 from tests.integration.conftest import MakeHarness
 
 pytestmark = pytest.mark.integration

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.admin import DlqFilter, DlqMatch, DlqReport, FunctionStats, JobView, Peek, Stats
-from runtime.admin_cli import parse_duration, parse_rate
-from runtime.admin_text import (
+from runtime.cli.admin import parse_duration, parse_rate
+from runtime.cli.admin_text import (
     filter_text,
     format_age,
     one_line,
@@ -15,6 +14,7 @@ from runtime.admin_text import (
     stats_text,
     truncate,
 )
+from runtime.queue.admin import DlqFilter, DlqMatch, DlqReport, FunctionStats, JobView, Peek, Stats
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.breaker import CircuitBreaker
+from runtime.execution.breaker import CircuitBreaker
 from runtime.function import Breaker
 
 

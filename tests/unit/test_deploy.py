@@ -9,7 +9,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from runtime.bundle import (
+from runtime.config.registry import LiveRegistry, Registry, forget_folder, load_registry
+from runtime.config.settings import load_settings, settings_to_dict
+from runtime.deploy.bundle import (
     BundleFile,
     BundleLimits,
     FunctionEntry,
@@ -25,12 +27,10 @@ from runtime.bundle import (
     verify_manifest,
     write_files,
 )
-from runtime.deploy import extract, prune_local
+from runtime.deploy.store import extract, prune_local
+from runtime.deploy.watcher import SwapState
 from runtime.errors import BundleRefused, ConfigError, RegistryError
 from runtime.function import FunctionOptions
-from runtime.registry import LiveRegistry, Registry, forget_folder, load_registry
-from runtime.settings import load_settings, settings_to_dict
-from runtime.watcher import SwapState
 
 KEY = "k" * 40
 OTHER_KEY = "o" * 40

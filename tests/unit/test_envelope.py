@@ -7,7 +7,8 @@ import re
 import msgspec
 import pytest
 
-from runtime.envelope import (
+from runtime.errors import PayloadError
+from runtime.jobs.envelope import (
     ENVELOPE_VERSION,
     Envelope,
     EnvelopeError,
@@ -16,7 +17,6 @@ from runtime.envelope import (
     function_of,
     new_job_id,
 )
-from runtime.errors import PayloadError
 
 LIMIT = 1 << 20
 

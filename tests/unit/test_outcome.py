@@ -6,10 +6,12 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from runtime.broker import ClaimedJob, SettleEntry
+from runtime.config.settings import WorkerSettings
 from runtime.errors import PayloadTooLarge, Reject, Retry
+from runtime.execution.process_pool import RemoteError
+from runtime.execution.worker import FunctionWorker
 from runtime.function import Backoff, function, inspect_handler
-from runtime.outcome import (
+from runtime.jobs.outcome import (
     MAX_ERROR_CHARS,
     Completed,
     Crashed,
@@ -20,9 +22,7 @@ from runtime.outcome import (
     classify,
     describe,
 )
-from runtime.process_pool import RemoteError
-from runtime.settings import WorkerSettings
-from runtime.worker import FunctionWorker
+from runtime.queue.broker import ClaimedJob, SettleEntry
 
 # -- backoff ---------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The process pool against real child processes (``python -m runtime.process_worker``).
+"""The process pool against real child processes (``python -m runtime.execution.process_worker``).
 
 Each test starts its own pool and closes it; handlers live in a tmp_path file. No sockets.
 """
@@ -18,8 +18,8 @@ import msgspec
 import pytest
 
 from runtime.errors import Reject, Retry
-from runtime.outcome import Failed, classify
-from runtime.process_pool import ChildCrashed, ProcessPool, RemoteError
+from runtime.execution.process_pool import ChildCrashed, ProcessPool, RemoteError
+from runtime.jobs.outcome import Failed, classify
 
 HANDLERS = """
 import os
@@ -346,7 +346,7 @@ async def test_a_child_logs_like_its_parent_with_the_job_and_trace_ids(
     import json
     import logging
 
-    from runtime.logs import JsonFormatter
+    from runtime.observe.logs import JsonFormatter
 
     root = logging.getLogger()
     handler = logging.StreamHandler()

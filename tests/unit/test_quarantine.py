@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from runtime.quarantine import Quarantine, is_suspect
+from runtime.execution.quarantine import Quarantine, is_suspect
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import msgspec
 import pytest
 
 from runtime import Context, function
+from runtime.config.registry import Registry, load_registry
 from runtime.errors import (
     HandlerDefinitionError,
     PayloadError,
@@ -19,7 +20,6 @@ from runtime.errors import (
     UnknownFunction,
 )
 from runtime.function import Backoff, FunctionOptions, inspect_handler
-from runtime.registry import Registry, load_registry
 
 HEADER = "from runtime import Context, Retry, function\nimport msgspec\n"
 

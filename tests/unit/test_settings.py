@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from runtime.config.settings import Settings, load_settings, redact_url, settings_to_dict
 from runtime.errors import ConfigError
-from runtime.settings import Settings, load_settings, redact_url, settings_to_dict
 
 SECRET = "hunter2-s3cret"
 
@@ -513,7 +513,7 @@ def test_event_loop_from_environment_and_its_factory(
 ) -> None:
     import uvloop
 
-    from runtime.app import _event_loop_factory
+    from runtime.server.app import _event_loop_factory
 
     (cwd / "empty").mkdir()
     monkeypatch.setenv("RUNTIME_EVENT_LOOP", "asyncio")

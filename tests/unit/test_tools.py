@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.tools_cli import FileJob, file_job_id, percentile, walk
+from runtime.cli.tools import FileJob, file_job_id, percentile, walk
 
 
 def make(root: Path, *names: str) -> None:

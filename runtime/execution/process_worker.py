@@ -1,9 +1,9 @@
-"""The child side of the process pool: ``python -m runtime.process_worker``.
+"""The child side of the process pool: ``python -m runtime.execution.process_worker``.
 
 It owns one loop: read a framed ``JobRequest`` from the parent, import the handler file by
 path (once per path), decode the payload to the handler's type, call the handler and write
 back one framed ``JobResponse``. Frames are a 4-byte big-endian length and a msgpack body;
-the wire types live here and ``runtime.process_pool`` imports them, so both ends share one
+the wire types live here and ``runtime.execution.process_pool`` imports them, so both ends share one
 schema. No pickle: only msgpack crosses the pipe, and the parent decodes a result as plain
 msgpack (dicts, lists, strings, numbers).
 
@@ -145,7 +145,7 @@ def _configure_logging(fmt: str, level: str) -> None:
     global _logging_as
     if _logging_as == (fmt, level):
         return
-    from runtime.logs import setup_logging
+    from runtime.observe.logs import setup_logging
 
     setup_logging(level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO",
                   "json" if fmt == "json" else "text")  # fmt: skip

@@ -31,15 +31,21 @@ from typing import Any, Literal
 
 import msgspec
 
-from runtime.broker import REDIS_ERRORS, close_pubsub
-from runtime.bundle import BundleLimits, collect_files, content_digest, file_entries, write_files
-from runtime.deploy import DeployStore, InstanceStatus, extract, prune_local
-from runtime.dispatcher import Dispatcher
+from runtime.config.registry import LiveRegistry, Registry, forget_folder, load_registry
+from runtime.config.settings import Settings
+from runtime.deploy.bundle import (
+    BundleLimits,
+    collect_files,
+    content_digest,
+    file_entries,
+    write_files,
+)
+from runtime.deploy.store import DeployStore, InstanceStatus, extract, prune_local
+from runtime.deploy.validate import relabel, shown_path, validate
 from runtime.errors import BundleRefused, RegistryError
-from runtime.instances import Instances
-from runtime.registry import LiveRegistry, Registry, forget_folder, load_registry
-from runtime.settings import Settings
-from runtime.validate import relabel, shown_path, validate
+from runtime.execution.dispatcher import Dispatcher
+from runtime.queue.broker import REDIS_ERRORS, close_pubsub
+from runtime.queue.instances import Instances
 
 log = logging.getLogger("runtime.watcher")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from runtime.registry import Registry
+from runtime.config.registry import Registry
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 JOB = {"$ref": "#/components/schemas/Job"}

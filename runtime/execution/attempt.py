@@ -21,14 +21,14 @@ from typing import Any
 import msgspec
 from opentelemetry.trace import Status, StatusCode, get_current_span
 
-from runtime import envelope
-from runtime.broker import ClaimedJob
 from runtime.context import Context
+from runtime.execution.process_pool import ChildCrashed, ProcessPool
 from runtime.function import FunctionSpec
-from runtime.metrics import FunctionMetrics
-from runtime.outcome import Completed, Crashed, DeadLetter, Failed, Outcome, classify
-from runtime.process_pool import ChildCrashed, ProcessPool
-from runtime.tracing import Tracing
+from runtime.jobs import envelope
+from runtime.jobs.outcome import Completed, Crashed, DeadLetter, Failed, Outcome, classify
+from runtime.observe.metrics import FunctionMetrics
+from runtime.observe.tracing import Tracing
+from runtime.queue.broker import ClaimedJob
 
 _json = msgspec.json.Encoder()
 

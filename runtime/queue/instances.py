@@ -73,7 +73,9 @@ class Instances:
             started_at=time.time(),
         )
         self._info_json = msgspec.json.encode(self.info)
-        source = resources.files("runtime").joinpath("lua", "instance.lua").read_text("utf-8")
+        source = (
+            resources.files("runtime").joinpath("queue", "lua", "instance.lua").read_text("utf-8")
+        )
         self._script = redis.register_script(source)
 
     def set_functions(self, functions: list[str]) -> None:

@@ -1,4 +1,4 @@
-"""Validate a handler folder in a child process: ``python -m runtime.validate``.
+"""Validate a handler folder in a child process: ``python -m runtime.deploy.validate``.
 
 The child does exactly what ``runtime check`` does (:func:`load_registry` with the same
 overrides) and answers with the problems, or with the functions and their effective
@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from runtime.bundle import FunctionEntry
+from runtime.deploy.bundle import FunctionEntry
 from runtime.errors import RegistryError
 
 STDERR_TAIL_CHARS = 2000
@@ -58,7 +58,7 @@ def relabel(text: str, private: Path, shown: str) -> str:
 
 
 def _argv() -> list[str]:
-    return [sys.executable, "-m", "runtime.validate"]
+    return [sys.executable, "-m", "runtime.deploy.validate"]
 
 
 def _request(folder: Path, overrides: Mapping[str, Mapping[str, Any]] | None) -> bytes:
@@ -129,7 +129,7 @@ def _child() -> int:
     os.dup2(2, 1)  # handler prints go to stderr, never into the report
     sys.stdout = sys.stderr
     request = msgspec.json.decode(sys.stdin.buffer.read(), type=Request)
-    from runtime.registry import load_registry
+    from runtime.config.registry import load_registry
 
     try:
         registry = load_registry(request.folder, request.overrides)

@@ -14,15 +14,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from runtime.admin_cli import ADMIN_COMMANDS, add_admin_parsers, admin_main
-from runtime.broker import REDIS_ERRORS
-from runtime.deploy_cli import (
+from runtime.cli.admin import ADMIN_COMMANDS, add_admin_parsers, admin_main
+from runtime.cli.deploy import (
     DEPLOY_COMMANDS,
     add_deploy_parsers,
     deploy_main,
     serve_mode,
     serve_registry,
 )
+from runtime.cli.tools import TOOL_COMMANDS, add_tool_parsers, tools_main
+from runtime.config.registry import Registry, load_registry
+from runtime.config.settings import Settings, load_settings, settings_to_dict
 from runtime.errors import (
     ConfigError,
     EmbeddedRedisError,
@@ -33,9 +35,7 @@ from runtime.errors import (
     RuntimeFailure,
     UnknownFunction,
 )
-from runtime.registry import Registry, load_registry
-from runtime.settings import Settings, load_settings, settings_to_dict
-from runtime.tools_cli import TOOL_COMMANDS, add_tool_parsers, tools_main
+from runtime.queue.broker import REDIS_ERRORS
 
 EXIT_FAILED, EXIT_USAGE, EXIT_REDIS, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -111,7 +111,7 @@ def _table(registry: Registry) -> str:
 def _redis_url(settings: Settings) -> str:
     if settings.redis.url:
         return settings.redis.url
-    from runtime.embedded import discover
+    from runtime.server.embedded import discover
 
     url = discover(settings.redis.embedded_dir)
     if url is None:
@@ -132,9 +132,9 @@ def _follows_deployments(args: argparse.Namespace, settings: Settings) -> bool:
 async def _deployed_registry(settings: Settings) -> Registry:
     """The active deployment's registry: fetched, its signature verified, extracted where
     the runtimes extract it, and loaded with the limits the deployer validated."""
-    from runtime.broker import connect
-    from runtime.bundle import BundleLimits
-    from runtime.deploy import DeployStore, extract
+    from runtime.deploy.bundle import BundleLimits
+    from runtime.deploy.store import DeployStore, extract
+    from runtime.queue.broker import connect
 
     redis = connect(settings.redis, _redis_url(settings))
     try:
@@ -197,7 +197,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             else:
                 print("configuration OK")
             return 0
-        from runtime.logs import setup_logging
+        from runtime.observe.logs import setup_logging
 
         setup_logging(settings.log.level, settings.log.format)
         if args.command in ADMIN_COMMANDS:
@@ -207,7 +207,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         if args.command in DEPLOY_COMMANDS:
             return deploy_main(args, settings, lambda: _redis_url(settings))
         if args.command == "serve":
-            from runtime.app import serve
+            from runtime.server.app import serve
 
             mode = serve_mode(args, settings)
             serve(settings, serve_registry(mode, settings), mode=mode)

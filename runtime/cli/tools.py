@@ -28,12 +28,12 @@ from typing import Any
 
 import msgspec
 
-from runtime.admin_cli import RATE_FORMS, parse_rate
-from runtime.broker import RedisBroker, connect
+from runtime.cli.admin import RATE_FORMS, parse_rate
 from runtime.client import Producer
+from runtime.config.registry import Registry, load_registry
+from runtime.config.settings import Settings
 from runtime.function import Priority
-from runtime.registry import Registry, load_registry
-from runtime.settings import Settings
+from runtime.queue.broker import RedisBroker, connect
 
 TOOL_COMMANDS = frozenset({"enqueue-dir", "bench"})
 EXIT_FAILED, EXIT_USAGE = 1, 2

@@ -48,7 +48,7 @@ def setup_logging(level: str, fmt: str) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(TextFormatter())
-    from runtime.tracing import TraceLogFilter
+    from runtime.observe.tracing import TraceLogFilter
 
     handler.addFilter(TraceLogFilter())
     root = logging.getLogger()

@@ -4,7 +4,7 @@ It owns the children: starting them lazily (at most ``size``), handing each one 
 time, and killing one whose job timed out, was cancelled or left it in an unknown state. A
 killed or crashed child is dropped and a fresh one is started by the next job that needs
 it, so the pool always stays usable. The wire format and the child's loop live in
-``runtime.process_worker``; only msgpack crosses the pipes, never pickle.
+``runtime.execution.process_worker``; only msgpack crosses the pipes, never pickle.
 
 What the handler did comes back as the same thing a local call would give: its return
 value (plain msgpack-decoded: dicts, lists, strings, numbers), ``Retry``/``Reject``
@@ -27,7 +27,7 @@ from typing import Any, Final
 import msgspec
 
 from runtime.errors import Reject, Retry
-from runtime.process_worker import (
+from runtime.execution.process_worker import (
     HEADER,
     MAX_FRAME_BYTES,
     JobRequest,
@@ -40,7 +40,7 @@ from runtime.process_worker import (
     frame,
 )
 
-WORKER_MODULE: Final = "runtime.process_worker"
+WORKER_MODULE: Final = "runtime.execution.process_worker"
 STOP_GRACE_S: Final = 2.0  # close(): a child still busy after this is SIGKILLed
 CRASH_GRACE_S: Final = 1.0  # a child that hung up is given this long to finish dying
 
@@ -59,7 +59,7 @@ class RemoteError(Exception):
     No traceback crosses the pipe: the child logs it to its stderr.
     """
 
-    is_remote = True  # runtime.outcome.describe() keeps the text as it is
+    is_remote = True  # runtime.jobs.outcome.describe() keeps the text as it is
 
     def __init__(self, type_name: str, message: str = "") -> None:
         self.type_name = type_name
@@ -83,8 +83,9 @@ def _describe_exit(returncode: int | None) -> str:
 
 
 def _log_format() -> str:
-    """ "json" when this process logs JSON lines (see runtime.logs), so its children do too."""
-    from runtime.logs import JsonFormatter
+    """``"json"`` when this process logs JSON lines (see runtime.observe.logs), so its
+    children do too."""
+    from runtime.observe.logs import JsonFormatter
 
     handlers = logging.getLogger().handlers
     return "json" if any(isinstance(h.formatter, JsonFormatter) for h in handlers) else "text"
@@ -93,11 +94,11 @@ def _log_format() -> str:
 def _child_env(env: Mapping[str, str] | None) -> dict[str, str]:
     """``env`` (default: ours) with this package's root first on PYTHONPATH.
 
-    The child runs ``python -m runtime.process_worker`` from whatever the cwd is, so it must
-    find ``runtime`` the way this process did, installed or not.
+    The child runs ``python -m runtime.execution.process_worker`` from whatever the cwd is,
+    so it must find ``runtime`` the way this process did, installed or not.
     """
     child = dict(os.environ if env is None else env)
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     paths = [root, *(p for p in child.get("PYTHONPATH", "").split(os.pathsep) if p)]
     child["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return child

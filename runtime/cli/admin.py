@@ -20,14 +20,14 @@ from typing import Any
 
 import msgspec
 
-from runtime.admin import MAX_BATCH, Admin, DlqFilter, DlqReport
-from runtime.admin_text import filter_text, peek_text, report_text, stats_text
-from runtime.broker import REDIS_ERRORS, connect
+from runtime.cli.admin_text import filter_text, peek_text, report_text, stats_text
+from runtime.config.registry import Registry, load_registry
+from runtime.config.settings import Settings
 from runtime.errors import RegistryError
-from runtime.registry import Registry, load_registry
-from runtime.settings import Settings
+from runtime.queue.admin import MAX_BATCH, Admin, DlqFilter, DlqReport
+from runtime.queue.broker import REDIS_ERRORS, connect
 
-EXIT_FAILED, EXIT_USAGE = 1, 2  # the statuses of runtime.cli (it imports this module)
+EXIT_FAILED, EXIT_USAGE = 1, 2  # the statuses of runtime.cli.main (it imports this module)
 ADMIN_COMMANDS = frozenset({"stats", "peek", "purge-dlq", "requeue-dlq"})
 DEFAULT_REQUEUE_RATE = "100/s"
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 
-from runtime.broker import REDIS_ERRORS, JobRecord, RedisBroker, close_pubsub
+from runtime.queue.broker import REDIS_ERRORS, JobRecord, RedisBroker, close_pubsub
 
 log = logging.getLogger("runtime.waiter")
 

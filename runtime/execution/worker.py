@@ -22,13 +22,13 @@ from typing import Any
 
 import msgspec
 
-from runtime.attempt import Attempts
-from runtime.breaker import STATE_VALUES, CircuitBreaker
-from runtime.broker import REDIS_ERRORS, ClaimedJob, RedisBroker, SettleEntry, new_claim_id
+from runtime.config.settings import WorkerSettings
 from runtime.errors import LeaseLost
+from runtime.execution.attempt import Attempts
+from runtime.execution.breaker import STATE_VALUES, CircuitBreaker
+from runtime.execution.quarantine import Quarantine, is_suspect
 from runtime.function import FunctionSpec
-from runtime.metrics import FunctionMetrics
-from runtime.outcome import (
+from runtime.jobs.outcome import (
     Completed,
     Crashed,
     DeadLetter,
@@ -36,9 +36,9 @@ from runtime.outcome import (
     Outcome,
     backoff_delay_s,
 )
-from runtime.quarantine import Quarantine, is_suspect
-from runtime.settings import WorkerSettings
-from runtime.tracing import Tracing
+from runtime.observe.metrics import FunctionMetrics
+from runtime.observe.tracing import Tracing
+from runtime.queue.broker import REDIS_ERRORS, ClaimedJob, RedisBroker, SettleEntry, new_claim_id
 
 log = logging.getLogger("runtime.worker")
 SETTLE_BATCH = 500

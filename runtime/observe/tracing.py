@@ -25,7 +25,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
-    from runtime.settings import TracingSettings
+    from runtime.config.settings import TracingSettings
 
 log = logging.getLogger("runtime.tracing")
 _propagator = TraceContextTextMapPropagator()

@@ -27,7 +27,14 @@ import secrets
 import socket
 from collections.abc import Mapping
 
-from runtime.broker import (
+from runtime.config.registry import Registry
+from runtime.config.settings import Settings
+from runtime.execution.quarantine import Quarantine
+from runtime.execution.worker import FunctionWorker
+from runtime.function import FunctionSpec
+from runtime.observe.metrics import Metrics
+from runtime.observe.tracing import Tracing
+from runtime.queue.broker import (
     REDIS_ERRORS,
     ClaimedJob,
     RedisBroker,
@@ -35,14 +42,7 @@ from runtime.broker import (
     close_pubsub,
     parse_handoff,
 )
-from runtime.function import FunctionSpec
-from runtime.keys import handoff_channel
-from runtime.metrics import Metrics
-from runtime.quarantine import Quarantine
-from runtime.registry import Registry
-from runtime.settings import Settings
-from runtime.tracing import Tracing
-from runtime.worker import FunctionWorker
+from runtime.queue.keys import handoff_channel
 
 log = logging.getLogger("runtime.dispatcher")
 

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
-from runtime.broker import connect
-from runtime.bundle import (
+from runtime.config.registry import Registry, load_registry
+from runtime.config.settings import Settings
+from runtime.deploy.bundle import (
     BundleFile,
     BundleLimits,
     FunctionEntry,
@@ -39,15 +40,14 @@ from runtime.bundle import (
     verify_manifest,
     write_files,
 )
-from runtime.deploy import DeployStore, InstanceStatus
+from runtime.deploy.store import DeployStore, InstanceStatus
+from runtime.deploy.validate import relabel, shown_path, validate_sync
 from runtime.errors import BundleRefused, ConfigError, DeployError, RegistryError
-from runtime.instances import live_instances, registry_keys
-from runtime.registry import Registry, load_registry
-from runtime.settings import Settings
-from runtime.validate import relabel, shown_path, validate_sync
+from runtime.queue.broker import connect
+from runtime.queue.instances import live_instances, registry_keys
 
 if TYPE_CHECKING:
-    from runtime.watcher import ServeMode
+    from runtime.deploy.watcher import ServeMode
 
 DEPLOY_COMMANDS = frozenset({"deploy", "deployments", "rollback"})
 STATUS_STALE_MS = 60_000  # a status whose instance is gone is pruned after this
@@ -88,7 +88,7 @@ def serve_registry(mode: ServeMode, settings: Settings) -> Registry:
     if mode == "local":
         return load_registry(settings.functions_dir, settings.functions)
     if mode == "reload":
-        from runtime.watcher import load_snapshot  # serve-only: the dispatcher and its deps
+        from runtime.deploy.watcher import load_snapshot  # serve-only: the dispatcher and its deps
 
         return load_snapshot(settings)
     if settings.functions:

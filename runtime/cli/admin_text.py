@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from runtime.admin import DlqFilter, DlqReport, JobView, Peek, Stats
+from runtime.queue.admin import DlqFilter, DlqReport, JobView, Peek, Stats
 
 ELLIPSIS = "…"
 TOTAL_COLUMNS = ("completed", "retried", "dead", "recovered", "stale_acks", "purged", "requeued")

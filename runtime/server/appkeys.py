@@ -6,17 +6,17 @@ import asyncio
 
 from aiohttp import web
 
-from runtime.broker import RedisBroker
 from runtime.client import Producer
-from runtime.dispatcher import Dispatcher
-from runtime.epoch import EpochWatch
-from runtime.instances import Instances
-from runtime.metrics import Metrics
-from runtime.registry import Registry
-from runtime.settings import Settings
-from runtime.tracing import Tracing
-from runtime.waiter import ResultWaiter
-from runtime.watcher import ServeMode, SwapState
+from runtime.config.registry import Registry
+from runtime.config.settings import Settings
+from runtime.deploy.watcher import ServeMode, SwapState
+from runtime.execution.dispatcher import Dispatcher
+from runtime.observe.metrics import Metrics
+from runtime.observe.tracing import Tracing
+from runtime.queue.broker import RedisBroker
+from runtime.queue.epoch import EpochWatch
+from runtime.queue.instances import Instances
+from runtime.queue.waiter import ResultWaiter
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 REGISTRY_KEY = web.AppKey("registry", Registry)

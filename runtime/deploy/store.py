@@ -25,7 +25,7 @@ from typing import Any, cast
 import msgspec
 import redis.asyncio as aioredis
 
-from runtime.bundle import (
+from runtime.deploy.bundle import (
     BundleLimits,
     Manifest,
     VerifiedBundle,
@@ -35,7 +35,7 @@ from runtime.bundle import (
     write_files,
 )
 from runtime.errors import BundleRefused, DeployError
-from runtime.keys import DeployKeys
+from runtime.queue.keys import DeployKeys
 
 STATUS_ERROR_CHARS = 2000
 KEEP_LOCAL_VERSIONS = 5  # extracted copies kept on disk besides the ones in use
@@ -74,7 +74,7 @@ _status_decoder = msgspec.json.Decoder(InstanceStatus)
 
 
 def _script(name: str) -> str:
-    return resources.files("runtime").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    return resources.files("runtime").joinpath("queue", "lua", f"{name}.lua").read_text("utf-8")
 
 
 def _version_or_none(raw: Any) -> int | None:

@@ -29,11 +29,11 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from runtime.envelope import function_of
+from runtime.config.settings import RedisSettings
+from runtime.execution.quarantine import suspect_threshold
 from runtime.function import Priority
-from runtime.keys import FunctionKeys, done_channel, wake_channel
-from runtime.quarantine import suspect_threshold
-from runtime.settings import RedisSettings
+from runtime.jobs.envelope import function_of
+from runtime.queue.keys import FunctionKeys, done_channel, wake_channel
 
 JobState = Literal["queued", "delayed", "running", "completed", "dead"]
 TERMINAL: frozenset[str] = frozenset({"completed", "dead"})
@@ -164,7 +164,7 @@ def connect(settings: RedisSettings, url: str) -> aioredis.Redis:
 
 
 def _script_source(name: str) -> str:
-    return resources.files("runtime").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    return resources.files("runtime").joinpath("queue", "lua", f"{name}.lua").read_text("utf-8")
 
 
 def _int(value: Any, default: int = 0) -> int:

@@ -20,8 +20,28 @@ from typing import Any
 
 from aiohttp import web
 
-from runtime import http_api
-from runtime.appkeys import (
+from runtime.client import Producer
+from runtime.config.registry import LiveRegistry, Registry
+from runtime.config.settings import Settings, redact_url
+from runtime.deploy.store import DeployStore
+from runtime.deploy.watcher import (
+    DeployWatcher,
+    HotSwap,
+    Reloader,
+    ServeMode,
+    SwapState,
+    retire_snapshot,
+)
+from runtime.errors import ConfigError
+from runtime.execution.dispatcher import Dispatcher
+from runtime.observe.metrics import CONTENT_TYPE_LATEST, Metrics
+from runtime.observe.tracing import Tracing
+from runtime.queue.broker import REDIS_ERRORS, RedisBroker, connect
+from runtime.queue.epoch import EpochWatch
+from runtime.queue.instances import Instances
+from runtime.queue.waiter import ResultWaiter
+from runtime.server import routes
+from runtime.server.appkeys import (
     BROKER_KEY,
     DISPATCHER_KEY,
     EPOCH_KEY,
@@ -38,27 +58,7 @@ from runtime.appkeys import (
     TRACING_KEY,
     WAITER_KEY,
 )
-from runtime.broker import REDIS_ERRORS, RedisBroker, connect
-from runtime.client import Producer
-from runtime.deploy import DeployStore
-from runtime.dispatcher import Dispatcher
-from runtime.embedded import EmbeddedRedis
-from runtime.epoch import EpochWatch
-from runtime.errors import ConfigError
-from runtime.instances import Instances
-from runtime.metrics import CONTENT_TYPE_LATEST, Metrics
-from runtime.registry import LiveRegistry, Registry
-from runtime.settings import Settings, redact_url
-from runtime.tracing import Tracing
-from runtime.waiter import ResultWaiter
-from runtime.watcher import (
-    DeployWatcher,
-    HotSwap,
-    Reloader,
-    ServeMode,
-    SwapState,
-    retire_snapshot,
-)
+from runtime.server.embedded import EmbeddedRedis
 
 log = logging.getLogger("runtime.app")
 
@@ -293,9 +293,9 @@ def build_app(
     app = web.Application(
         client_max_size=settings.http.max_body_bytes,
         middlewares=[
-            http_api.errors_middleware,
-            http_api.auth_middleware,  # before tracing: an unauthenticated call makes no span
-            http_api.tracing_middleware,
+            routes.errors_middleware,
+            routes.auth_middleware,  # before tracing: an unauthenticated call makes no span
+            routes.tracing_middleware,
         ],
     )
     app[SETTINGS_KEY] = settings
@@ -315,7 +315,7 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_route)
-    http_api.add_routes(app)
+    routes.add_routes(app)
     return app
 
 
@@ -340,7 +340,7 @@ def _event_loop_factory(choice: str) -> Any:
 
 def serve(settings: Settings, registry: Registry, *, mode: ServeMode = "local") -> None:
     """Run until SIGTERM/SIGINT; aiohttp's runner then unwinds cleanup_ctx (the drain)."""
-    from runtime.tracing import build_provider
+    from runtime.observe.tracing import build_provider
 
     provider = build_provider(settings.tracing)
     if provider is not None:

@@ -29,7 +29,11 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from runtime.appkeys import (
+from runtime.errors import PayloadError, PayloadTooLarge
+from runtime.function import PRIORITIES, FunctionSpec, Priority
+from runtime.jobs.envelope import function_of
+from runtime.queue.broker import REDIS_ERRORS, JobRecord
+from runtime.server.appkeys import (
     BROKER_KEY,
     MEMORY_RATIO_KEY,
     PRODUCER_KEY,
@@ -40,10 +44,6 @@ from runtime.appkeys import (
     TRACING_KEY,
     WAITER_KEY,
 )
-from runtime.broker import REDIS_ERRORS, JobRecord
-from runtime.envelope import function_of
-from runtime.errors import PayloadError, PayloadTooLarge
-from runtime.function import PRIORITIES, FunctionSpec, Priority
 
 log = logging.getLogger("runtime.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -403,7 +403,7 @@ async def list_functions(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    from runtime.openapi import document
+    from runtime.server.openapi import document
 
     return json_response(document(request.app[REGISTRY_KEY]))
 

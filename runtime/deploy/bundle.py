@@ -31,9 +31,9 @@ from typing import Any
 
 import msgspec
 
+from runtime.config.settings import DeploySettings
 from runtime.errors import BundleRefused, RegistryError
 from runtime.function import Executor, FunctionOptions
-from runtime.settings import DeploySettings
 
 FORMAT = 1
 MAX_MANIFEST_BYTES = 1_048_576

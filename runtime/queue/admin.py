@@ -25,10 +25,10 @@ from typing import Any, Literal
 import msgspec
 import redis.asyncio as aioredis
 
-from runtime import envelope
 from runtime.function import PRIORITIES
-from runtime.instances import live_instances
-from runtime.keys import FunctionKeys, wake_channel
+from runtime.jobs import envelope
+from runtime.queue.instances import live_instances
+from runtime.queue.keys import FunctionKeys, wake_channel
 
 DLQ_BATCH = 200  # ids per script call: about a millisecond of Redis time (docs/admin.md)
 MAX_BATCH = 1000
@@ -195,7 +195,7 @@ class Admin:
         self._clock = clock
         self._sleep = sleep
         self._wake = wake_channel(namespace)
-        lua = resources.files("runtime").joinpath("lua")
+        lua = resources.files("runtime").joinpath("queue", "lua")
         self._purge = client.register_script(lua.joinpath("purge_dlq.lua").read_text("utf-8"))
         self._requeue = client.register_script(lua.joinpath("requeue_dlq.lua").read_text("utf-8"))
 

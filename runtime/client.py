@@ -11,7 +11,6 @@ from types import TracebackType
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
 
 from runtime.config.registry import Registry
 from runtime.config.settings import RedisSettings, Settings
@@ -20,7 +19,8 @@ from runtime.function import PRIORITIES, Priority, suggest
 from runtime.jobs import envelope
 from runtime.observe.metrics import Metrics
 from runtime.observe.tracing import Tracing
-from runtime.queue.broker import JobRecord, RedisBroker, connect
+from runtime.queue.broker import JobRecord, RedisBroker
+from runtime.queue.connection import RedisClient, connect
 
 MAX_DELAY_S = 365 * 86400.0
 
@@ -93,7 +93,13 @@ class Producer:
 
 
 class Client:
-    """``async with Client(url) as c: job_id = await c.enqueue("hello", {"name": "Ada"})``."""
+    """``async with Client(url) as c: job_id = await c.enqueue("hello", {"name": "Ada"})``.
+
+    Every method raises the runtime's own errors, never redis-py's: ``BrokerUnavailable``
+    when Redis does not answer (after the connection's retries), ``RedisMemoryFull`` when
+    Redis refuses a write at ``maxmemory``, ``BrokerCommandError`` for any other error
+    reply; all three are ``BrokerError``, a ``RuntimeFailure`` (see ``runtime.errors``).
+    """
 
     def __init__(
         self,
@@ -105,7 +111,7 @@ class Client:
         keep_result_s: int = 86400,
     ) -> None:
         rs = redis_settings or RedisSettings()
-        self._redis: aioredis.Redis = connect(rs, redis_url)
+        self._redis: RedisClient = connect(rs, redis_url)
         self.broker = RedisBroker(
             self._redis,
             namespace,

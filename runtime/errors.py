@@ -10,7 +10,13 @@
     │   ├── UnknownFunction            a name that is not in the registry
     │   ├── UnknownJob                 no such job id (never enqueued, or its result expired)
     │   ├── LeaseLost                  ctx.extend_lease(): the job was reclaimed by another
-    │   ├── BrokerUnavailable          Redis did not answer within its timeout
+    │   ├── BrokerError                Redis failed a call (translated from redis-py in
+    │   │   │                          runtime/queue/connection.py, the only place that sees
+    │   │   │                          redis-py's exceptions)
+    │   │   ├── BrokerUnavailable      no answer: connection refused, reset, timed out, loading
+    │   │   └── BrokerCommandError     Redis answered with an error (a script error, NOPERM,
+    │   │       │                      READONLY, a wrong key type, ...)
+    │   │       └── RedisMemoryFull    OOM: maxmemory reached and the command would grow it
     │   ├── EmbeddedRedisError         the embedded redis-server cannot be started
     │   ├── JobFailed                  Client.result(): the job was dead-lettered
     │   ├── ResultTimeout              Client.result(): no terminal state in time
@@ -72,8 +78,28 @@ class LeaseLost(RuntimeFailure):
     """The job's lease was reclaimed by another runtime; its outcome will be refused."""
 
 
-class BrokerUnavailable(RuntimeFailure):
-    """Redis did not answer (connection refused, reset or timed out)."""
+class BrokerError(RuntimeFailure):
+    """A Redis call failed. The message is redis-py's; ``cause`` names its type."""
+
+    def __init__(self, message: str, cause: str = "") -> None:
+        self.cause = cause or type(self).__name__
+        super().__init__(message)
+
+    def describe(self) -> str:
+        """``"<redis-py type>: <message>"``, as probes and logs showed it before translation."""
+        return f"{self.cause}: {self}"
+
+
+class BrokerUnavailable(BrokerError):
+    """Redis did not answer (connection refused, reset or timed out, still loading)."""
+
+
+class BrokerCommandError(BrokerError):
+    """Redis answered the call with an error."""
+
+
+class RedisMemoryFull(BrokerCommandError):
+    """Redis refused a write: ``maxmemory`` is reached (OOM command not allowed)."""
 
 
 class EmbeddedRedisError(RuntimeFailure):

@@ -15,7 +15,7 @@ import time
 
 from runtime.client import Client
 from runtime.config.settings import RedisSettings
-from runtime.queue.broker import REDIS_ERRORS
+from runtime.errors import BrokerUnavailable
 
 CLIENT_SETTINGS = RedisSettings(timeout_s=0.5, connect_timeout_s=0.5)
 GIVE_UP_S = 45.0  # per job: longer than any outage a scenario makes
@@ -77,7 +77,7 @@ class Load:
         while True:
             try:
                 _, created = await client.producer.enqueue(self.function, seconds, job_id=suffix)
-            except (*REDIS_ERRORS, TimeoutError):
+            except (BrokerUnavailable, TimeoutError):
                 if time.monotonic() > deadline:
                     self.unacknowledged.append(job_id)
                     return

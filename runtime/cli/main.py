@@ -232,12 +232,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     except EmbeddedRedisError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REDIS
+    except (*REDIS_ERRORS,) as exc:  # before RuntimeFailure: BrokerUnavailable is one
+        print(f"error: Redis unreachable: {exc}", file=sys.stderr)
+        return EXIT_REDIS
     except RuntimeFailure as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except (*REDIS_ERRORS,) as exc:
-        print(f"error: Redis unreachable: {exc}", file=sys.stderr)
-        return EXIT_REDIS
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

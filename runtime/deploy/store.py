@@ -18,12 +18,10 @@ import os
 import shutil
 import tempfile
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any, cast
 
 import msgspec
-import redis.asyncio as aioredis
 
 from runtime.deploy.bundle import (
     BundleLimits,
@@ -35,6 +33,8 @@ from runtime.deploy.bundle import (
     write_files,
 )
 from runtime.errors import BundleRefused, DeployError
+from runtime.queue import scripts
+from runtime.queue.connection import RedisClient
 from runtime.queue.keys import DeployKeys
 
 STATUS_ERROR_CHARS = 2000
@@ -73,10 +73,6 @@ class InstanceStatus(msgspec.Struct, forbid_unknown_fields=True):
 _status_decoder = msgspec.json.Decoder(InstanceStatus)
 
 
-def _script(name: str) -> str:
-    return resources.files("runtime").joinpath("queue", "lua", f"{name}.lua").read_text("utf-8")
-
-
 def _version_or_none(raw: Any) -> int | None:
     if raw in (None, b"", ""):
         return None
@@ -86,13 +82,13 @@ def _version_or_none(raw: Any) -> int | None:
 class DeployStore:
     """The deployments of one namespace."""
 
-    def __init__(self, redis: aioredis.Redis, namespace: str, *, keep_versions: int) -> None:
+    def __init__(self, redis: RedisClient, namespace: str, *, keep_versions: int) -> None:
         self.redis = redis
         self.namespace = namespace
         self.keys = DeployKeys(namespace)
         self._keep = keep_versions
-        self._publish = redis.register_script(_script("deploy_publish"))
-        self._activate = redis.register_script(_script("deploy_activate"))
+        self._publish = scripts.register(redis, "deploy_publish")
+        self._activate = scripts.register(redis, "deploy_activate")
 
     async def next_version(self) -> int:
         """A new version id. A deploy that fails after this leaves a gap, nothing else."""
@@ -111,7 +107,7 @@ class DeployStore:
                 files_blob,
                 k.channel,
                 self._keep,
-                k.prefix + "v:",
+                k.version_prefix,
             ],
         )
         return PublishResult(int(code) != 0, _version_or_none(before), _version_or_none(after))

@@ -42,9 +42,9 @@ from runtime.deploy.bundle import (
 )
 from runtime.deploy.store import DeployStore, InstanceStatus, extract, prune_local
 from runtime.deploy.validate import relabel, shown_path, validate
-from runtime.errors import BundleRefused, RegistryError
+from runtime.errors import BrokerUnavailable, BundleRefused, RegistryError
 from runtime.execution.dispatcher import Dispatcher
-from runtime.queue.broker import REDIS_ERRORS, close_pubsub
+from runtime.queue.connection import close_pubsub
 from runtime.queue.instances import Instances
 
 log = logging.getLogger("runtime.watcher")
@@ -188,7 +188,7 @@ class DeployWatcher:
                             # An explicit (re)activation: a version refused here gets
                             # another try (the operator may have fixed this instance).
                             self.state.refused.pop(int(message["data"]), None)
-            except REDIS_ERRORS as exc:
+            except (BrokerUnavailable, OSError) as exc:  # OSError: check() writes bundles to disk
                 if time.monotonic() - self._last_error_log > 5:
                     self._last_error_log = time.monotonic()
                     log.warning("deployments: Redis unavailable (%s); retrying", exc)
@@ -253,7 +253,7 @@ class DeployWatcher:
         self._is_reported = True
 
     async def leave(self) -> None:
-        with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
+        with contextlib.suppress(BrokerUnavailable, TimeoutError):
             async with asyncio.timeout(1.0):
                 await self._store.forget(self._status.instance)
 

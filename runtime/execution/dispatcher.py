@@ -42,7 +42,7 @@ from runtime.queue.broker import (
     close_pubsub,
     parse_handoff,
 )
-from runtime.queue.keys import handoff_channel
+from runtime.queue.keys import handoff_channel, handoff_pattern
 
 log = logging.getLogger("runtime.dispatcher")
 
@@ -66,7 +66,7 @@ class Dispatcher:
         # One channel per worker under this prefix, all read by one pattern subscription:
         # a job handed to a worker reaches that worker (a retiring one releases it), and
         # each worker adopts only what was handed to itself.
-        self.handoff_prefix = handoff_channel(broker.namespace, instance) + ":"
+        self._instance = instance
         self._by_channel: dict[bytes, FunctionWorker] = {}
         self._serial = 0
         self.workers: Mapping[str, FunctionWorker] = {
@@ -93,7 +93,9 @@ class Dispatcher:
             tracing=self._tracing,
         )
         self._serial += 1
-        worker.handoff_channel = f"{self.handoff_prefix}{self._serial}"
+        worker.handoff_channel = handoff_channel(
+            self._broker.namespace, self._instance, self._serial
+        )
         self._by_channel[worker.handoff_channel.encode()] = worker
         return worker
 
@@ -236,7 +238,7 @@ class Dispatcher:
             pubsub = self._broker.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._broker.wake_channel)
-                await pubsub.psubscribe(self.handoff_prefix + "*")
+                await pubsub.psubscribe(handoff_pattern(self._broker.namespace, self._instance))
                 self._set_parking(True)
                 retry_s = 0.1
                 self._wake_all()  # messages may have been missed while unsubscribed

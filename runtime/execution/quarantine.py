@@ -24,15 +24,9 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-SUSPECT_AFTER = 2
+from runtime.jobs.suspects import SUSPECT_AFTER, is_suspect, suspect_threshold
 
-
-def suspect_threshold(max_recoveries: int) -> int:
-    return max(1, min(SUSPECT_AFTER, max_recoveries))
-
-
-def is_suspect(recoveries: int, max_recoveries: int) -> bool:
-    return recoveries >= suspect_threshold(max_recoveries)
+__all__ = ["SUSPECT_AFTER", "Quarantine", "is_suspect", "suspect_threshold"]
 
 
 class Quarantine:

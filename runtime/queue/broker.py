@@ -13,52 +13,30 @@ job id and idempotency key, claim by a claim id, settle and extend by fencing to
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import socket
 import time
 from collections.abc import Sequence
-from importlib import resources
 from typing import Any, Literal, cast
 
 import msgspec
-import redis.asyncio as aioredis
-import redis.exceptions
-from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
 
-from runtime.config.settings import RedisSettings
-from runtime.execution.quarantine import suspect_threshold
+from runtime.errors import BrokerUnavailable
 from runtime.function import Priority
 from runtime.jobs.envelope import function_of
+from runtime.jobs.suspects import suspect_threshold
+from runtime.queue import scripts
+from runtime.queue.connection import RedisClient, close_pubsub, connect
 from runtime.queue.keys import FunctionKeys, done_channel, wake_channel
 
 JobState = Literal["queued", "delayed", "running", "completed", "dead"]
 TERMINAL: frozenset[str] = frozenset({"completed", "dead"})
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+# Until every caller catches BrokerUnavailable itself (connection.py translates redis-py's).
+REDIS_ERRORS = (BrokerUnavailable, OSError)
+__all__ = ["REDIS_ERRORS", "close_pubsub", "connect"]
 CLAIM_RECORD_TTL_S = 60
 PROMOTE_LIMIT = 1000
-_WATCH = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'notify', '1') end"
-_EXEC = (
-    "local v = redis.call('HMGET', KEYS[1], 'tok', 'state') "
-    "if v[1] == ARGV[1] and v[2] == 'running' then "
-    "redis.call('HSET', KEYS[1], 'exec', ARGV[1]) return 1 end return 0"
-)
 RECLAIM_LIMIT = 1000
-# Un-park a worker, then send the fence: its subscriber has every handoff once this arrives.
-_UNPARK = (
-    "redis.call('ZREM', KEYS[1], ARGV[1]) redis.call('HDEL', KEYS[2], ARGV[1]) "
-    "redis.call('PUBLISH', ARGV[1], '') return 1"
-)
-
-
-async def close_pubsub(pubsub: PubSub) -> None:
-    """Close a subscription without waiting on (or failing over) a broken connection."""
-    with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
-        async with asyncio.timeout(1.0):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 def new_claim_id() -> str:
@@ -144,29 +122,6 @@ class SettleEntry(msgspec.Struct, array_like=True):
     c: str = ""
 
 
-def connect(settings: RedisSettings, url: str) -> aioredis.Redis:
-    """A client whose every call has a timeout and is retried on connection errors.
-
-    Retrying is safe only because every write is an idempotent script.
-    """
-    retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3)
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=settings.max_connections,
-        timeout=settings.timeout_s,
-        socket_timeout=settings.timeout_s,
-        socket_connect_timeout=settings.connect_timeout_s,
-        retry=retry,
-        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
-        health_check_interval=30,
-    )
-    return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
-
-
-def _script_source(name: str) -> str:
-    return resources.files("runtime").joinpath("queue", "lua", f"{name}.lua").read_text("utf-8")
-
-
 def _int(value: Any, default: int = 0) -> int:
     return int(value) if value is not None else default
 
@@ -175,7 +130,7 @@ class RedisBroker:
     """Job transitions for a namespace on one Redis (or Redis Cluster)."""
 
     def __init__(
-        self, client: aioredis.Redis, namespace: str, *, keep_result_s: int, block_s: float
+        self, client: RedisClient, namespace: str, *, keep_result_s: int, block_s: float
     ) -> None:
         self.redis = client
         self.namespace = namespace
@@ -184,14 +139,14 @@ class RedisBroker:
         self.done_channel = done_channel(namespace)
         self._block_s = block_s  # one blocking wait must end before the socket timeout
         self._keys: dict[str, FunctionKeys] = {}
-        self._enqueue = client.register_script(_script_source("enqueue"))
-        self._claim = client.register_script(_script_source("claim"))
-        self._settle = client.register_script(_script_source("settle"))
-        self._extend = client.register_script(_script_source("extend"))
-        self._reclaim = client.register_script(_script_source("reclaim"))
-        self._watch = client.register_script(_WATCH)
-        self._exec = client.register_script(_EXEC)
-        self._unpark = client.register_script(_UNPARK)
+        self._enqueue = scripts.register(client, "enqueue")
+        self._claim = scripts.register(client, "claim")
+        self._settle = scripts.register(client, "settle")
+        self._extend = scripts.register(client, "extend")
+        self._reclaim = scripts.register(client, "reclaim")
+        self._watch = scripts.register(client, "watch")
+        self._exec = scripts.register(client, "mark_exec")
+        self._unpark = scripts.register(client, "unpark")
 
     def keys(self, function: str) -> FunctionKeys:
         keys = self._keys.get(function)
@@ -238,6 +193,7 @@ class RedisBroker:
                 "1" if notify else "0",
                 self.wake_channel,
                 function,
+                k.prefix,
             ],
         )
         return res[0].decode(), bool(res[1])
@@ -355,7 +311,7 @@ class RedisBroker:
 
     async def report_breaker(self, function: str, state: str) -> None:
         """Record this process's breaker state for `runtime stats` (kept a day)."""
-        key = self.keys(function).prefix + "breaker"
+        key = self.keys(function).breaker
         field = f"{socket.gethostname()}:{os.getpid()}"
         value = msgspec.json.encode({"state": state, "at": time.time()})
         pipe = self.redis.pipeline(transaction=True)

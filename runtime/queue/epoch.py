@@ -15,16 +15,17 @@ import logging
 import os
 import time
 
-import redis.asyncio as aioredis
+from runtime.queue.connection import RedisClient
+from runtime.queue.keys import NamespaceKeys
 
 log = logging.getLogger("runtime.epoch")
 ALERT_S = 60.0
 
 
 class EpochWatch:
-    def __init__(self, redis: aioredis.Redis, namespace: str, alert_s: float = ALERT_S) -> None:
+    def __init__(self, redis: RedisClient, namespace: str, alert_s: float = ALERT_S) -> None:
         self._redis = redis
-        self.key = f"{{{namespace}}}:epoch"
+        self.key = NamespaceKeys(namespace).epoch
         self.alert_s = alert_s
         self.known: bytes | str | None = None
         self.lost_at: float | None = None

@@ -8,11 +8,15 @@ from __future__ import annotations
 import os
 import socket
 import time
-from importlib import metadata, resources
+from importlib import metadata
 from typing import Any, cast
 
 import msgspec
 import redis.asyncio as aioredis
+
+from runtime.queue import scripts
+from runtime.queue.connection import RedisClient
+from runtime.queue.keys import NamespaceKeys
 
 
 def _version() -> str:
@@ -33,7 +37,8 @@ class InstanceInfo(msgspec.Struct):
 
 def registry_keys(namespace: str) -> tuple[str, str]:
     """The fleet registry: (id -> last beat zset, id -> info JSON hash)."""
-    return f"{{{namespace}}}:instances", f"{{{namespace}}}:instances:info"
+    keys = NamespaceKeys(namespace)
+    return keys.instances, keys.instances_info
 
 
 async def live_instances(
@@ -59,7 +64,7 @@ async def live_instances(
 
 
 class Instances:
-    def __init__(self, redis: aioredis.Redis, namespace: str, functions: list[str]) -> None:
+    def __init__(self, redis: RedisClient, namespace: str, functions: list[str]) -> None:
         self._redis = redis
         self._namespace = namespace
         self.zset, self.info_key = registry_keys(namespace)
@@ -73,10 +78,7 @@ class Instances:
             started_at=time.time(),
         )
         self._info_json = msgspec.json.encode(self.info)
-        source = (
-            resources.files("runtime").joinpath("queue", "lua", "instance.lua").read_text("utf-8")
-        )
-        self._script = redis.register_script(source)
+        self._script = scripts.register(redis, "instance")
 
     def set_functions(self, functions: list[str]) -> None:
         """After a hot swap: the next beat tells the fleet the new list."""

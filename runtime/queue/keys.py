@@ -18,6 +18,13 @@ Keys (type: what it holds; who removes it):
   by its claims, removed by the claim that finds it full, by unpark, or once expired.
 - ``{ns:fn}:park`` (hash): handoff channel -> "room lease_ms max_in_flight" of that parked
   worker; removed with its ``parked`` entry.
+- ``{ns:fn}:handed:<handoff channel>`` (set): ids enqueue leased to that worker channel and
+  not yet settled, so its heartbeat adopts a job whose message was lost; removed by settle
+  and reclaim; expires a day after the last handoff. Built inside the scripts (enqueue,
+  extend, settle, reclaim) from the prefix and the channel they read from ``parked`` or
+  the job hash's ``hand`` field: no caller can know the channel in advance.
+- ``{ns:fn}:breaker`` (hash): ``host:pid`` -> JSON ``{"state", "at"}`` of each process's
+  circuit breaker, for ``runtime stats``; expires a day after the last report.
 - ``{ns:fn}:rate`` (string): GCRA theoretical arrival time (ms) of the rate limit; expires.
 - ``{ns:fn}:stats`` (hash): counters (completed, dead, stale acks, purged, requeued); never
   (tiny).
@@ -26,9 +33,20 @@ Keys (type: what it holds; who removes it):
 - ``{ns:fn}:admin:<call id>`` (string): the reply of one purge/requeue batch, for replay; 60 s.
 - ``{ns}:wake`` (pub/sub channel): function name, published when work becomes ready.
 - ``{ns}:done`` (pub/sub channel): id of a waited-for job (``notify``) that just ended.
-- ``{ns}:handoff:<instance>`` (pub/sub channel): jobs leased by enqueue to that runtime
-  instance's parked workers (``function\nid\nnow_ms\nenvelope``); an empty message is the
-  fence an unpark sends after itself.
+- ``{ns}:handoff:<instance>:<n>`` (pub/sub channel): jobs leased by enqueue to worker
+  ``n`` of that runtime instance while it is parked (``function\nid\nnow_ms\nenvelope``);
+  an empty message is the fence an unpark sends after itself. One pattern subscription
+  ``{ns}:handoff:<instance>:*`` per process reads all of them.
+
+Namespace-wide (``NamespaceKeys``), under the hash tag ``{<namespace>}``:
+
+- ``{ns}:epoch`` (string): a random token written once (SET NX) by the first runtime that
+  finds it missing; a runtime that sees it gone or changed knows Redis lost its data
+  (``epoch.py``); never deleted by the runtime.
+- ``{ns}:instances`` (zset): runtime instance id -> last beat (Redis ms); pruned by the
+  beat script ten windows after an instance goes silent, removed at a clean exit.
+- ``{ns}:instances:info`` (hash): instance id -> JSON (host, pid, version, functions,
+  started); removed with its ``instances`` entry.
 
 Deployments (``deploy.py``), all under the hash tag ``{<namespace>}``:
 
@@ -36,14 +54,16 @@ Deployments (``deploy.py``), all under the hash tag ``{<namespace>}``:
 - ``{ns}:deploy:versions`` (zset): version id -> version id, the published versions;
   pruned to ``deploy.keep_versions`` by the publish script (never the active one).
 - ``{ns}:deploy:v:<version>`` (hash): ``manifest`` (JSON), ``sig`` (HMAC-SHA256, hex),
-  ``files`` (msgpack); deleted with its ``versions`` entry by the publish script's pruning.
+  ``files`` (msgpack); deleted with its ``versions`` entry by the publish script's pruning
+  (which builds the keys of the versions it prunes from ``DeployKeys.version_prefix``).
 - ``{ns}:deploy:active`` (string): the version every runtime should run; never.
 - ``{ns}:deploy:status`` (hash): instance id -> JSON (version loaded, refusals); the
   instance deletes its field at a clean exit, ``runtime deployments`` prunes dead ones.
 - ``{ns}:deploy`` (pub/sub channel): a version id, published when it becomes active.
 
-A job hash's ``prefix`` is the ``{ns:fn}:`` string, passed to scripts so they can build the
-job keys of the ids they pop (all in the declared slot).
+A function's ``prefix`` is the ``{ns:fn}:`` string, passed to scripts so they can build the
+keys of the ids they pop (``job:``, ``done:``, ``minute:``) and the ``handed:`` set of a
+channel they read, all in the declared slot; no script builds any other key.
 """
 
 from __future__ import annotations
@@ -55,6 +75,7 @@ class FunctionKeys:
     """The keys of one function, computed once."""
 
     __slots__ = (
+        "breaker",
         "delayed",
         "dlq",
         "function",
@@ -78,6 +99,7 @@ class FunctionKeys:
         self.rate = self.prefix + "rate"  # GCRA theoretical arrival time of the rate limit
         self.parked = self.prefix + "parked"  # idle workers' handoff channels -> deadline
         self.park = self.prefix + "park"  # handoff channel -> "room lease_ms max_in_flight"
+        self.breaker = self.prefix + "breaker"  # host:pid -> breaker state JSON
 
     @property
     def lanes(self) -> list[str]:
@@ -102,6 +124,21 @@ class FunctionKeys:
     def admin_call(self, call_id: str) -> str:
         return f"{self.prefix}admin:{call_id}"
 
+    def handed(self, channel: str) -> str:
+        """Jobs handed to ``channel`` and not yet settled (the scripts build it too)."""
+        return f"{self.prefix}handed:{channel}"
+
+
+class NamespaceKeys:
+    """The namespace-wide keys: data-loss epoch and the fleet registry."""
+
+    __slots__ = ("epoch", "instances", "instances_info")
+
+    def __init__(self, namespace: str) -> None:
+        self.epoch = f"{{{namespace}}}:epoch"
+        self.instances = f"{{{namespace}}}:instances"  # id -> last beat ms
+        self.instances_info = f"{{{namespace}}}:instances:info"  # id -> JSON
+
 
 def done_channel(namespace: str) -> str:
     """Job ids of waited-for jobs that ended (published by settle and reclaim)."""
@@ -112,15 +149,20 @@ def wake_channel(namespace: str) -> str:
     return f"{{{namespace}}}:wake"
 
 
-def handoff_channel(namespace: str, instance: str) -> str:
-    """Where enqueue publishes the jobs it leased to one runtime instance's parked workers."""
-    return f"{{{namespace}}}:handoff:{instance}"
+def handoff_channel(namespace: str, instance: str, worker: int) -> str:
+    """Where enqueue publishes the jobs it leased to one parked worker of an instance."""
+    return f"{{{namespace}}}:handoff:{instance}:{worker}"
+
+
+def handoff_pattern(namespace: str, instance: str) -> str:
+    """The pattern subscription that reads every handoff channel of one instance."""
+    return f"{{{namespace}}}:handoff:{instance}:*"
 
 
 class DeployKeys:
     """The keys of a namespace's deployments (see the module docstring)."""
 
-    __slots__ = ("active", "channel", "prefix", "seq", "status", "versions")
+    __slots__ = ("active", "channel", "prefix", "seq", "status", "version_prefix", "versions")
 
     def __init__(self, namespace: str) -> None:
         self.prefix = f"{{{namespace}}}:deploy:"
@@ -129,6 +171,7 @@ class DeployKeys:
         self.active = self.prefix + "active"
         self.status = self.prefix + "status"
         self.channel = f"{{{namespace}}}:deploy"
+        self.version_prefix = self.prefix + "v:"  # the publish script prunes by it
 
     def version(self, version: int) -> str:
-        return f"{self.prefix}v:{version}"
+        return f"{self.version_prefix}{version}"

@@ -19,7 +19,9 @@ import contextlib
 import logging
 import time
 
-from runtime.queue.broker import REDIS_ERRORS, JobRecord, RedisBroker, close_pubsub
+from runtime.errors import BrokerUnavailable
+from runtime.queue.broker import JobRecord, RedisBroker
+from runtime.queue.connection import close_pubsub
 
 log = logging.getLogger("runtime.waiter")
 
@@ -93,7 +95,7 @@ class ResultWaiter:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message["type"] == "message":
                         self._resolve(message["data"].decode())
-            except REDIS_ERRORS as exc:
+            except BrokerUnavailable as exc:
                 if self.is_subscribed.is_set():
                     log.warning("result channel lost (%s); reconnecting", exc)
                 self.is_subscribed.clear()

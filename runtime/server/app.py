@@ -32,11 +32,12 @@ from runtime.deploy.watcher import (
     SwapState,
     retire_snapshot,
 )
-from runtime.errors import ConfigError
+from runtime.errors import BrokerUnavailable, ConfigError
 from runtime.execution.dispatcher import Dispatcher
 from runtime.observe.metrics import CONTENT_TYPE_LATEST, Metrics
 from runtime.observe.tracing import Tracing
-from runtime.queue.broker import REDIS_ERRORS, RedisBroker, connect
+from runtime.queue.broker import RedisBroker
+from runtime.queue.connection import connect
 from runtime.queue.epoch import EpochWatch
 from runtime.queue.instances import Instances
 from runtime.queue.waiter import ResultWaiter
@@ -112,7 +113,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await waiter.close()
-        with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
+        with contextlib.suppress(BrokerUnavailable, TimeoutError):
             async with asyncio.timeout(1.0):
                 await app[INSTANCES_KEY].leave()
         await client.aclose()
@@ -143,7 +144,7 @@ async def _refresh_loop(app: web.Application, stop: asyncio.Event) -> None:
             # that races the inner call's completion, and this loop would never stop.
             async with asyncio.timeout(max(interval, 1.0)):
                 await refresh_once(app)
-        except (*REDIS_ERRORS, TimeoutError) as exc:
+        except (BrokerUnavailable, TimeoutError) as exc:
             metrics.redis_up.set(0)
             if time.monotonic() - last_error > 5:
                 last_error = time.monotonic()
@@ -247,7 +248,9 @@ async def readyz(request: web.Request) -> web.Response:
             await app[BROKER_KEY].ping()
         latency_ms = round((time.perf_counter() - started) * 1e3, 2)
         checks["redis"] = {"ok": True, "latency_ms": latency_ms}
-    except (*REDIS_ERRORS, TimeoutError) as exc:
+    except BrokerUnavailable as exc:
+        checks["redis"] = {"ok": False, "error": exc.describe()[:300]}
+    except TimeoutError as exc:
         checks["redis"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
     lost = app[EPOCH_KEY].problem
     if lost is not None:

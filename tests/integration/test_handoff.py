@@ -75,7 +75,7 @@ async def test_an_idle_worker_gets_a_new_job_by_handoff(make_harness: MakeHarnes
     assert record is not None and (record.attempts, record.recoveries) == (0, 0)
     k = h.broker.keys("echo")
     assert await h.redis.hget(k.job(job_id), "hand") is None  # settled: not to adopt
-    assert await h.redis.smembers(k.prefix + "handed:" + worker.handoff_channel) == set()
+    assert await h.redis.smembers(k.handed(worker.handoff_channel)) == set()
 
 
 async def test_a_park_nobody_listens_to_falls_back_to_the_lane(make_harness: MakeHarness) -> None:

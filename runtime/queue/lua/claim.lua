@@ -4,6 +4,7 @@
 -- ARGV: 1 key prefix, 2 count, 3 lease_ms, 4 max_in_flight (0: none), 5 claim record ttl_s,
 --       6 promote limit, 7 rate interval ms (0: no rate limit), 8 rate burst,
 --       9 handoff channel ('': never park), 10 park ttl ms
+-- Derived keys (from the prefix and ids popped here): job:<id> of each leased or bad id.
 -- Parking: a claim that leaves the lanes empty with room to spare (and no fleet or rate
 -- limit in the way) records the caller's handoff channel, its room, lease and cap, until
 -- now + park ttl; enqueue then leases new jobs straight to it (see enqueue.lua). Any other

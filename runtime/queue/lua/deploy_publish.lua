@@ -3,6 +3,7 @@
 -- KEYS: 1 version hash, 2 versions zset, 3 active string
 -- ARGV: 1 version id, 2 manifest JSON, 3 signature (hex), 4 files (msgpack),
 --       5 notification channel, 6 versions to keep, 7 prefix of version hashes
+-- Derived keys (from ARGV[7] and the ids pruned from the versions zset): v:<version>.
 -- Returns {code, active before, active after}: code 1 stored now; 2 already stored with
 -- this signature (a retried call: nothing happens twice); 0 the id holds another bundle.
 -- A version older than the newest stored one is stored but not activated (two deploys

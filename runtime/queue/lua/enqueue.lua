@@ -2,7 +2,8 @@
 -- KEYS: 1 job hash, 2 ready lane, 3 delayed zset, 4 idempotency key (unused unless ARGV[5]=='1'),
 --       5 parked (zset), 6 park (hash), 7 leased, 8-10 ready:high, ready:default, ready:low
 -- ARGV: 1 id, 2 envelope, 3 priority, 4 delay_ms, 5 has_idem, 6 idem_ttl_s, 7 notify ('1': a
---       caller waits for the result), 8 wake channel, 9 function name
+--       caller waits for the result), 8 wake channel, 9 function name, 10 key prefix
+-- Derived key: prefix .. 'handed:' .. channel, for the parked channel this script picks.
 -- Returns {job id, created (1) or existing (0)}. Safe to run twice: the second run finds the
 -- job (or the idempotency key) and changes nothing but the notify flag.
 -- Handoff: when every lane is empty and a worker is parked on this function (its last claim
@@ -53,7 +54,7 @@ local function handoff()
         redis.call('ZADD', KEYS[7], now + lease_ms, ARGV[1])
         -- Until settled, the job is listed as handed to ch: if the message is lost (the
         -- subscriber's connection broke), that worker's next heartbeat adopts it (extend.lua).
-        local hk = string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[1] - 4) .. 'handed:' .. ch
+        local hk = ARGV[10] .. 'handed:' .. ch
         redis.call('SADD', hk, ARGV[1])
         redis.call('EXPIRE', hk, 86400)
         if room > 1 then

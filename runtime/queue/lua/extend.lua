@@ -3,6 +3,7 @@
 -- KEYS: 1 leased
 -- ARGV: 1 key prefix, 2 lease_ms, 3 the worker's handoff channel ('': none), then pairs: id,
 --       token
+-- Derived keys (from the prefix): job:<id> of each id, handed:<channel> of ARGV[3].
 -- Returns {lost, adopted}: the ids whose lease is no longer this worker's (reclaimed: its ack
 -- will be refused), and the jobs enqueue handed to this channel that the worker does not
 -- hold, still running on their first lease (the message was lost with a broken subscriber

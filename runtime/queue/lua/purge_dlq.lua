@@ -2,6 +2,7 @@
 -- KEYS: 1 dlq, 2 stats, 3 call record (replay of this call)
 -- ARGV: 1 key prefix, 2 batch size, 3 mode: 'run' or 'scan', 4 scan start index,
 --       5 older_than_ms (0: any age), then the reasons to match (none: any reason)
+-- Derived keys (from the prefix and the ids taken off the DLQ): job:<id>, done:<id>.
 -- 'run' takes up to `batch` ids off the head. A dead job matching the filters loses its hash,
 -- its done marker and its DLQ entry together. Entries kept go back to the tail in order, so a
 -- pass over LLEN ids (counted by the caller) cycles the list once at O(batch) per call,

@@ -3,6 +3,8 @@
 -- ARGV: 1 key prefix, 2 max_recoveries, 3 limit, 4 keep_result_s, 5 wake channel,
 --       6 function name, 7 suspect threshold (recoveries from which a job runs alone),
 --       8 done channel (job ids of waited-for jobs that ended)
+-- Derived keys (from the prefix and the expired ids): job:<id>, done:<id>, minute:<now>,
+-- and handed:<channel> of the channel stored in the job's 'hand' field.
 -- A suspect (recoveries >= threshold) is blamed only if it was executing: its worker marks
 -- `exec` = token when it starts it alone. A suspect that was still waiting its turn when
 -- its process died goes back without blame (it cannot be the job that killed it).

@@ -5,6 +5,7 @@
 -- ARGV: 1 key prefix, 2 batch size, 3 mode: 'run' or 'scan', 4 scan start index,
 --       5 older_than_ms (0: any age), 6 limit (most jobs to requeue in this call),
 --       7 wake channel, 8 function name, then the reasons to match (none: any reason)
+-- Derived keys (from the prefix and the ids taken off the DLQ): job:<id>, done:<id>.
 -- The state is read here, inside the script: only a job still 'dead' moves, so a job purged or
 -- requeued by someone else since the caller looked is left alone. A requeued job is 'queued'
 -- again with att = rec = 0, enq = now (its first enqueue time kept in 'enq0'), its last

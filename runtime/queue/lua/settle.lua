@@ -2,6 +2,8 @@
 -- KEYS: 1 leased, 2 delayed, 3 dlq, 4 stats, 5 ready:high, 6 ready:default, 7 ready:low
 -- ARGV: 1 key prefix, 2 keep_result_s, 3 wake channel, 4 function name, 5 done channel,
 --       then 6 values per entry: op, id, token, a, b, c
+-- Derived keys (from the prefix): job:<id>, done:<id>, minute:<now>, and handed:<channel>
+-- of the channel stored in the job's 'hand' field.
 --   C complete       a=result JSON
 --   R retry later    a=delay_ms, b=error, c=reason
 --   D dead-letter    a=reason, b=error, c=1 if this attempt counts toward attempts

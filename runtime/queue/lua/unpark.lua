@@ -1,0 +1,8 @@
+-- unpark: stop handoffs to one worker's channel, then send the fence on it: once the empty
+-- message arrives, its subscriber has received every handoff published before it.
+-- KEYS: 1 parked (zset), 2 park (hash). ARGV: 1 the worker's handoff channel.
+-- Returns 1. Safe to run twice: removals are idempotent; a second fence is ignored.
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[1], '')
+return 1

@@ -1,0 +1,28 @@
+"""The Lua scripts: one loader for every file in ``runtime/queue/lua/``.
+
+Each script opens with its contract (KEYS, ARGV, reply, why it is safe to run twice).
+Scripts receive every key they touch in KEYS, except keys they must derive from a value
+they read inside the script (a popped job id, a stored handoff channel, a pruned version):
+those are built from a key prefix passed in ARGV, the script's header says which, and the
+layout is documented in ``keys.py``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+from redis.commands.core import AsyncScript
+
+from runtime.queue.connection import RedisClient
+
+
+@cache
+def source(name: str) -> str:
+    """The text of ``lua/<name>.lua`` (read once per process)."""
+    return resources.files("runtime.queue").joinpath("lua", f"{name}.lua").read_text("utf-8")
+
+
+def register(client: RedisClient, name: str) -> AsyncScript:
+    """``lua/<name>.lua`` as a callable script of ``client`` (EVALSHA, loaded on first use)."""
+    return client.register_script(source(name))

@@ -21,8 +21,9 @@ from typing import Any
 from aiohttp import web
 
 from runtime.client import Producer
+from runtime.config.redaction import redact_url
 from runtime.config.registry import LiveRegistry, Registry
-from runtime.config.settings import Settings, redact_url
+from runtime.config.schema import Settings
 from runtime.deploy.store import DeployStore
 from runtime.deploy.watcher import (
     DeployWatcher,

@@ -41,7 +41,7 @@ from runtime.queue.broker import REDIS_ERRORS, RedisBroker, connect
 from runtime.queue.epoch import EpochWatch
 from runtime.queue.instances import Instances
 from runtime.queue.waiter import ResultWaiter
-from runtime.server import routes
+from runtime.server import middlewares, routes
 from runtime.server.appkeys import (
     BROKER_KEY,
     DISPATCHER_KEY,
@@ -295,8 +295,8 @@ def build_app(
         client_max_size=settings.http.max_body_bytes,
         middlewares=[
             routes.errors_middleware,
-            routes.auth_middleware,  # before tracing: an unauthenticated call makes no span
-            routes.tracing_middleware,
+            middlewares.auth_middleware,  # before tracing: an unauthenticated call makes no span
+            middlewares.tracing_middleware,
         ],
     )
     app[SETTINGS_KEY] = settings

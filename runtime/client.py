@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from runtime.config.registry import Registry
-from runtime.config.settings import RedisSettings, Settings
+from runtime.config.schema import RedisSettings, Settings
 from runtime.errors import JobFailed, ResultTimeout, UnknownFunction, UnknownJob
 from runtime.function import PRIORITIES, Priority, suggest
 from runtime.jobs import envelope

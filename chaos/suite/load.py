@@ -14,7 +14,7 @@ import random
 import time
 
 from runtime.client import Client
-from runtime.config.settings import RedisSettings
+from runtime.config.schema import RedisSettings
 from runtime.errors import BrokerUnavailable
 
 CLIENT_SETTINGS = RedisSettings(timeout_s=0.5, connect_timeout_s=0.5)

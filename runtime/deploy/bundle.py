@@ -31,7 +31,7 @@ from typing import Any
 
 import msgspec
 
-from runtime.config.settings import DeploySettings
+from runtime.config.schema import DeploySettings
 from runtime.errors import BundleRefused, RegistryError
 from runtime.function import Executor, FunctionOptions
 

@@ -32,7 +32,7 @@ from typing import Any, Literal
 import msgspec
 
 from runtime.config.registry import LiveRegistry, Registry, forget_folder, load_registry
-from runtime.config.settings import Settings
+from runtime.config.schema import Settings
 from runtime.deploy.bundle import (
     BundleLimits,
     collect_files,

@@ -2,7 +2,7 @@
 the worker's parts (claiming, settling, leases, reclaiming), one attempt of a handler, the
 circuit breaker, the quarantine of suspect jobs, and the process pool.
 
-Layer 5 (beside ``runtime.client``, the producer's API, which sits on the queue too).
+Layer 6 (above ``runtime.client``, layer 5: the producer's API on the queue).
 May import: the handler contract, ``runtime.jobs``, ``runtime.config``,
 ``runtime.observe``, ``runtime.queue``.
 """

@@ -25,7 +25,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
-    from runtime.config.settings import TracingSettings
+    from runtime.config.schema import TracingSettings
 
 log = logging.getLogger("runtime.tracing")
 _propagator = TraceContextTextMapPropagator()

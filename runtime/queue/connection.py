@@ -29,7 +29,7 @@ from redis.asyncio.client import Pipeline, PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from runtime.config.settings import RedisSettings
+from runtime.config.schema import RedisSettings
 from runtime.errors import BrokerCommandError, BrokerUnavailable, RedisMemoryFull
 
 _UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)

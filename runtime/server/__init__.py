@@ -2,5 +2,5 @@
 every long-lived resource), the /v1 routes and their OpenAPI document, the probes and
 the embedded redis-server.
 
-Layer 7. May import every layer below it; only ``runtime.cli`` imports it.
+Layer 8. May import every layer below it; only ``runtime.cli`` imports it.
 """

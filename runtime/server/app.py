@@ -21,8 +21,9 @@ from typing import Any
 from aiohttp import web
 
 from runtime.client import Producer
+from runtime.config.redaction import redact_url
 from runtime.config.registry import LiveRegistry, Registry
-from runtime.config.settings import Settings, redact_url
+from runtime.config.schema import Settings
 from runtime.deploy.store import DeployStore
 from runtime.deploy.watcher import (
     DeployWatcher,
@@ -41,7 +42,7 @@ from runtime.queue.connection import connect
 from runtime.queue.epoch import EpochWatch
 from runtime.queue.instances import Instances
 from runtime.queue.waiter import ResultWaiter
-from runtime.server import routes
+from runtime.server import middlewares, routes
 from runtime.server.appkeys import (
     BROKER_KEY,
     DISPATCHER_KEY,
@@ -297,8 +298,8 @@ def build_app(
         client_max_size=settings.http.max_body_bytes,
         middlewares=[
             routes.errors_middleware,
-            routes.auth_middleware,  # before tracing: an unauthenticated call makes no span
-            routes.tracing_middleware,
+            middlewares.auth_middleware,  # before tracing: an unauthenticated call makes no span
+            middlewares.tracing_middleware,
         ],
     )
     app[SETTINGS_KEY] = settings

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from runtime.client import Producer
 from runtime.config.registry import Registry
-from runtime.config.settings import Settings
+from runtime.config.schema import Settings
 from runtime.deploy.watcher import ServeMode, SwapState
 from runtime.execution.dispatcher import Dispatcher
 from runtime.observe.metrics import Metrics

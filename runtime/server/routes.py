@@ -12,90 +12,47 @@ a precise status, and bad input is never a 500.
 
 Every ``/v1`` route needs ``Authorization: Bearer <http.token>`` (compared in constant
 time); ``/healthz`` and ``/readyz`` stay open, ``/metrics`` too unless
-``http.metrics_need_token``.
+``http.metrics_need_token`` (``middlewares.py``). Reading and admitting a request is in
+``admission.py``, ``ApiError`` and the JSON answers in ``answers.py``; the errors
+middleware is here, beside the handlers whose failures it answers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
-import math
 import time
 import traceback
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
-from runtime.errors import PayloadError, PayloadTooLarge
-from runtime.function import PRIORITIES, FunctionSpec, Priority
+from runtime.errors import PayloadError
+from runtime.function import FunctionSpec
 from runtime.jobs.envelope import function_of
 from runtime.queue.broker import REDIS_ERRORS, JobRecord
+from runtime.server.admission import (
+    admit,
+    float_param,
+    function_spec,
+    idempotency_key,
+    priority_param,
+    read_payload,
+)
+from runtime.server.answers import ApiError, error_response, json_response
 from runtime.server.appkeys import (
     BROKER_KEY,
-    MEMORY_RATIO_KEY,
     PRODUCER_KEY,
     REGISTRY_KEY,
     SETTINGS_KEY,
     SHUTDOWN_KEY,
-    TOKEN_KEY,
-    TRACING_KEY,
     WAITER_KEY,
 )
+from runtime.server.middlewares import Handler
 
 log = logging.getLogger("runtime.http")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_json = msgspec.json.Encoder()
 MAX_JOB_ID_CHARS = 300
-MAX_IDEMPOTENCY_KEY_CHARS = 200
-
-
-class ApiError(Exception):
-    """An answer other than success, raised anywhere in a handler."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        headers: dict[str, str] | None = None,
-        **extra: Any,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-        self.extra = extra
-
-
-def json_response(
-    body: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        body=_json.encode(body),
-        status=status,
-        headers=headers,
-        content_type="application/json",
-    )
-
-
-def error_response(err: ApiError) -> web.Response:
-    body = {"error": {"code": err.code, "message": err.message}, **err.extra}
-    return json_response(body, err.status, err.headers)
-
-
-# -- middlewares -------------------------------------------------------------------------
-
-
-def _needs_token(request: web.Request) -> bool:
-    path = request.path
-    if path == "/v1" or path.startswith("/v1/"):
-        return True
-    return path == "/metrics" and request.app[SETTINGS_KEY].http.metrics_need_token
 
 
 @web.middleware
@@ -141,130 +98,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(ApiError(500, "internal", "internal error", **extra))
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if _needs_token(request):
-        expected = request.app[TOKEN_KEY].encode()
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        # compare_digest on bytes: constant time whatever the given value is
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-            raise ApiError(
-                401,
-                "unauthorized",
-                "missing or wrong bearer token (Authorization: Bearer <http.token>)",
-                headers={"WWW-Authenticate": 'Bearer realm="runtime"'},
-            )
-    return await handler(request)
-
-
-@web.middleware
-async def tracing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    tracing = request.app[TRACING_KEY]
-    if not tracing.enabled or not request.path.startswith("/v1/"):
-        return await handler(request)
-    resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else request.path
-    with tracing.server_span(f"{request.method} {route}", request.headers) as span:
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except (ApiError, web.HTTPException) as exc:
-            status = exc.status
-            raise
-        finally:
-            tracing.end_server_span(span, request.method, request.path, status)
-
-
-# -- helpers -----------------------------------------------------------------------------
-
-
-def _spec(request: web.Request) -> FunctionSpec:
-    name = request.match_info["name"]
-    registry = request.app[REGISTRY_KEY]
-    if name not in registry:
-        raise ApiError(404, "unknown_function", f"no function named {name!r}")
-    return registry.get(name)
-
-
-def _float_param(request: web.Request, name: str, low: float, high: float) -> float | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (low <= value <= high):
-        raise ApiError(
-            400, "bad_parameter", f"?{name}={raw!r} must be a number from {low:g} to {high:g}"
-        )
-    return value
-
-
-def _priority_param(request: web.Request) -> Priority | None:
-    raw = request.query.get("priority")
-    if raw is None:
-        return None
-    if raw not in PRIORITIES:
-        raise ApiError(
-            400, "bad_parameter", f"?priority={raw!r} must be one of {', '.join(PRIORITIES)}"
-        )
-    return raw
-
-
-async def _payload(request: web.Request, spec: FunctionSpec) -> Any:
-    body = await request.read()  # aiohttp refuses bodies over http.max_body_bytes (413)
-    if not body:
-        body = b"null"
-    try:
-        return spec.decode_json(body)
-    except PayloadTooLarge as exc:
-        raise ApiError(413, "payload_too_large", str(exc)) from None
-    except PayloadError as exc:
-        raise ApiError(422, "invalid_payload", str(exc)) from None
-
-
-def _idempotency_key(request: web.Request) -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS:
-        raise ApiError(
-            400,
-            "bad_parameter",
-            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters (got {len(key)})",
-        )
-    return key
-
-
-async def _admit(request: web.Request, spec: FunctionSpec, idempotency_key: str | None) -> None:
-    """429 when the function's backlog or Redis memory is over the admission limits; a
-    request repeating a known Idempotency-Key adds no job and is always admitted."""
-    settings = request.app[SETTINGS_KEY].admission
-    broker = request.app[BROKER_KEY]
-    limited = settings.max_backlog or settings.max_memory_ratio
-    if limited and idempotency_key and await broker.idempotent_job(spec.name, idempotency_key):
-        return
-    retry = {"Retry-After": str(settings.retry_after_s)}
-    ratio = request.app[MEMORY_RATIO_KEY][0]
-    if settings.max_memory_ratio and ratio >= settings.max_memory_ratio:
-        raise ApiError(
-            429,
-            "redis_memory_full",
-            f"Redis memory is at {ratio:.0%} of maxmemory, over "
-            f"admission.max_memory_ratio={settings.max_memory_ratio:g}",
-            headers=retry,
-        )
-    if settings.max_backlog:
-        backlog = await request.app[BROKER_KEY].backlog(spec.name)
-        if backlog >= settings.max_backlog:
-            raise ApiError(
-                429,
-                "backlog_full",
-                f"{spec.name} has {backlog} jobs waiting, at admission.max_backlog="
-                f"{settings.max_backlog}",
-                headers=retry,
-            )
+# -- bodies ------------------------------------------------------------------------------
 
 
 def _ms_to_iso(ms: int | None) -> str | None:
@@ -302,15 +136,15 @@ def _location(job_id: str) -> dict[str, str]:
 
 async def invoke(request: web.Request) -> web.Response:
     """Enqueue, wait for the result up to the function's timeout (or ?timeout_s=)."""
-    spec = _spec(request)
+    spec = function_spec(request)
     settings = request.app[SETTINGS_KEY]
-    timeout_s = _float_param(request, "timeout_s", 0.001, settings.http.max_wait_s)
+    timeout_s = float_param(request, "timeout_s", 0.001, settings.http.max_wait_s)
     if timeout_s is None:
         timeout_s = min(spec.options.timeout_s, settings.http.max_wait_s)
-    priority = _priority_param(request)
-    key = _idempotency_key(request)
-    payload = await _payload(request, spec)
-    await _admit(request, spec, key)
+    priority = priority_param(request)
+    key = idempotency_key(request)
+    payload = await read_payload(request, spec)
+    await admit(request, spec, key)
     job_id, _ = await request.app[PRODUCER_KEY].enqueue(
         spec.name, payload, idempotency_key=key, priority=priority, notify=True
     )
@@ -354,12 +188,12 @@ async def invoke(request: web.Request) -> web.Response:
 
 
 async def enqueue(request: web.Request) -> web.Response:
-    spec = _spec(request)
-    delay_s = _float_param(request, "delay_s", 0, 365 * 86400)
-    priority = _priority_param(request)
-    key = _idempotency_key(request)
-    payload = await _payload(request, spec)
-    await _admit(request, spec, key)
+    spec = function_spec(request)
+    delay_s = float_param(request, "delay_s", 0, 365 * 86400)
+    priority = priority_param(request)
+    key = idempotency_key(request)
+    payload = await read_payload(request, spec)
+    await admit(request, spec, key)
     job_id, created = await request.app[PRODUCER_KEY].enqueue(
         spec.name, payload, idempotency_key=key, priority=priority, delay_s=delay_s
     )

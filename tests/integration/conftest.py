@@ -12,7 +12,7 @@ import pytest
 
 from runtime.client import Client
 from runtime.config.registry import Registry, load_registry
-from runtime.config.settings import RedisSettings, Settings, WorkerSettings
+from runtime.config.schema import RedisSettings, Settings, WorkerSettings
 from runtime.execution.dispatcher import Dispatcher
 from runtime.queue.broker import RedisBroker, connect
 

@@ -10,7 +10,7 @@ import pytest
 import redis.exceptions
 
 from runtime import Client
-from runtime.config.settings import RedisSettings
+from runtime.config.schema import RedisSettings
 from runtime.errors import (
     BrokerCommandError,
     BrokerError,

@@ -20,7 +20,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
 from runtime.config.registry import load_registry
-from runtime.config.settings import (
+from runtime.config.schema import (
     AdmissionSettings,
     HttpSettings,
     MetricsSettings,
@@ -424,7 +424,7 @@ async def test_spans_are_exported_over_otlp_http(make_client: Make) -> None:
         ExportTraceServiceRequest,
     )
 
-    from runtime.config.settings import TracingSettings
+    from runtime.config.schema import TracingSettings
     from runtime.observe.tracing import build_provider
 
     received: list[tuple[dict[str, str], ExportTraceServiceRequest]] = []

@@ -14,7 +14,9 @@ from runtime.cli.admin_text import (
     stats_text,
     truncate,
 )
-from runtime.queue.admin import DlqFilter, DlqMatch, DlqReport, FunctionStats, JobView, Peek, Stats
+from runtime.queue.admin_stats import FunctionStats, Stats
+from runtime.queue.dlq import DlqFilter, DlqMatch, DlqReport
+from runtime.queue.peek import JobView, Peek
 
 
 @pytest.mark.parametrize(

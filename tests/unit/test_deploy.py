@@ -9,8 +9,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from runtime.config.redaction import settings_to_dict
 from runtime.config.registry import LiveRegistry, Registry, forget_folder, load_registry
-from runtime.config.settings import load_settings, settings_to_dict
+from runtime.config.settings import load_settings
 from runtime.deploy.bundle import (
     BundleFile,
     BundleLimits,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from runtime.config.settings import WorkerSettings
+from runtime.config.schema import WorkerSettings
 from runtime.errors import PayloadTooLarge, Reject, Retry
 from runtime.execution.process_pool import RemoteError
 from runtime.execution.worker import FunctionWorker

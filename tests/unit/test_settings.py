@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime.config.settings import Settings, load_settings, redact_url, settings_to_dict
+from runtime.config.redaction import redact_url, settings_to_dict
+from runtime.config.schema import Settings
+from runtime.config.settings import load_settings
 from runtime.errors import ConfigError
 
 SECRET = "hunter2-s3cret"

@@ -1,0 +1,136 @@
+"""The shape of the settings: the frozen ``Settings`` struct and its sections (every key's
+type, default and bounds), and the flat table of keys that loading and validation read.
+
+The table of keys in docs/configuration.md follows this module; a test keeps them equal.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+
+class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    url: str = ""  # empty: start the embedded redis-server
+    timeout_s: Annotated[float, Meta(gt=0, le=300)] = 5.0  # every Redis call's socket timeout
+    connect_timeout_s: Annotated[float, Meta(gt=0, le=300)] = 2.0
+    embedded_dir: str = ".runtime/redis"
+    max_connections: Annotated[int, Meta(ge=2, le=10_000)] = 64
+
+
+class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65_535)] = 8080  # 0: any free port
+    # Bearer token of the /v1 routes. Empty: a random one is made at start and written to
+    # <redis.embedded_dir>/../http-token (mode 0600), where the CLI finds it.
+    token: str = ""
+    metrics_need_token: bool = False  # put /metrics behind the token too
+    max_body_bytes: Annotated[int, Meta(ge=1024, le=1_073_741_824)] = 16_777_216
+    max_wait_s: Annotated[float, Meta(gt=0, le=3600)] = 300.0  # longest invoke wait
+    debug: bool = False  # include tracebacks in 500 answers
+
+
+class AdmissionSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """When the HTTP API refuses new jobs with 429 (0 disables a limit)."""
+
+    max_backlog: Annotated[int, Meta(ge=0)] = 0  # ready + delayed jobs of one function
+    max_memory_ratio: Annotated[float, Meta(ge=0, le=1)] = 0.9  # of Redis maxmemory, if set
+    retry_after_s: Annotated[int, Meta(ge=1, le=3600)] = 1
+
+
+class MetricsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    refresh_s: Annotated[float, Meta(ge=0.1, le=300)] = 2.0  # queue gauges, instances
+
+
+class TracingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    enabled: bool = False
+    exporter: Literal["otlp_http", "otlp_grpc", "console"] = "otlp_http"
+    # Empty: the exporter's default, or OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT when set.
+    endpoint: str = ""
+    headers: str = ""  # "key=value,key2=value2"; empty: OTEL_EXPORTER_OTLP_HEADERS
+    service_name: str = "runtime"
+
+
+class WorkerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    lease_s: Annotated[float, Meta(ge=0.2)] = 30.0
+    heartbeat_s: Annotated[float, Meta(gt=0)] = 10.0
+    reclaim_interval_s: Annotated[float, Meta(gt=0)] = 5.0
+    idle_poll_s: Annotated[float, Meta(gt=0, le=60)] = 1.0
+    shutdown_grace_s: Annotated[float, Meta(ge=0)] = 10.0
+    claim_batch: Annotated[int, Meta(ge=1, le=1000)] = 100
+    keep_result_s: Annotated[int, Meta(ge=1)] = 86_400
+    max_envelope_bytes: Annotated[int, Meta(ge=1024)] = 16_777_216
+
+
+class DeploySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Versioned deployments (docs/deploying.md): how bundles are signed, limited and kept."""
+
+    # HMAC-SHA256 key shared by deployers and runtimes, never stored in Redis. Empty:
+    # `runtime deploy` refuses to publish and `runtime serve` serves a local folder.
+    signing_key: str = ""
+    dir: str = ".runtime/deployments"  # where a runtime extracts the versions it loads
+    max_bundle_bytes: Annotated[int, Meta(ge=1024, le=268_435_456)] = 8_388_608
+    max_files: Annotated[int, Meta(ge=1, le=10_000)] = 256
+    keep_versions: Annotated[int, Meta(ge=2, le=10_000)] = 20  # in Redis; older are pruned
+    check_interval_s: Annotated[float, Meta(gt=0, le=60)] = 1.0  # besides pub/sub
+    validate_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 60.0  # the import subprocess
+
+
+MIN_SIGNING_KEY_CHARS = 32
+
+
+class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    namespace: Annotated[str, Meta(pattern=r"^[a-zA-Z0-9_\-]{1,32}$")] = "rt"
+    functions_dir: str = "functions"
+    # The serve process's event loop: "auto" = uvloop when installed, else asyncio's.
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    redis: RedisSettings = RedisSettings()
+    http: HttpSettings = HttpSettings()
+    worker: WorkerSettings = WorkerSettings()
+    log: LogSettings = LogSettings()
+    admission: AdmissionSettings = AdmissionSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    tracing: TracingSettings = TracingSettings()
+    deploy: DeploySettings = DeploySettings()
+    # [functions.<name>]: FunctionOptions keys, merged over decorator options by the registry
+    functions: dict[str, dict[str, Any]] = {}
+    # [params.<name>]: free-form parameters handed to that function's handler
+    params: dict[str, dict[str, Any]] = {}
+
+
+Key = tuple[str, ...]
+TABLES = ("functions", "params")
+SECTIONS: dict[str, type[msgspec.Struct]] = {
+    "redis": RedisSettings,
+    "http": HttpSettings,
+    "worker": WorkerSettings,
+    "log": LogSettings,
+    "admission": AdmissionSettings,
+    "metrics": MetricsSettings,
+    "tracing": TracingSettings,
+    "deploy": DeploySettings,
+}
+
+
+def _schema() -> dict[Key, Any]:
+    """Every scalar key of ``Settings`` with its annotated type."""
+    hints = typing.get_type_hints(Settings, include_extras=True)
+    known: dict[Key, Any] = {}
+    for name, hint in hints.items():
+        if name in SECTIONS:
+            for field, sub in typing.get_type_hints(SECTIONS[name], include_extras=True).items():
+                known[(name, field)] = sub
+        elif name not in TABLES:
+            known[(name,)] = hint
+    return known
+
+
+SCHEMA = _schema()

@@ -1,0 +1,106 @@
+"""Reading a /v1 request before it becomes a job: the function its path names, the query
+parameters, the ``Idempotency-Key`` header and the JSON payload, each refused with a
+precise 4xx; then admission, a 429 when the function's backlog or Redis memory is over
+the ``admission`` limits.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from aiohttp import web
+
+from runtime.errors import PayloadError, PayloadTooLarge
+from runtime.function import PRIORITIES, FunctionSpec, Priority
+from runtime.server.answers import ApiError
+from runtime.server.appkeys import BROKER_KEY, MEMORY_RATIO_KEY, REGISTRY_KEY, SETTINGS_KEY
+
+MAX_IDEMPOTENCY_KEY_CHARS = 200
+
+
+def function_spec(request: web.Request) -> FunctionSpec:
+    name = request.match_info["name"]
+    registry = request.app[REGISTRY_KEY]
+    if name not in registry:
+        raise ApiError(404, "unknown_function", f"no function named {name!r}")
+    return registry.get(name)
+
+
+def float_param(request: web.Request, name: str, low: float, high: float) -> float | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (low <= value <= high):
+        raise ApiError(
+            400, "bad_parameter", f"?{name}={raw!r} must be a number from {low:g} to {high:g}"
+        )
+    return value
+
+
+def priority_param(request: web.Request) -> Priority | None:
+    raw = request.query.get("priority")
+    if raw is None:
+        return None
+    if raw not in PRIORITIES:
+        raise ApiError(
+            400, "bad_parameter", f"?priority={raw!r} must be one of {', '.join(PRIORITIES)}"
+        )
+    return raw
+
+
+async def read_payload(request: web.Request, spec: FunctionSpec) -> Any:
+    body = await request.read()  # aiohttp refuses bodies over http.max_body_bytes (413)
+    if not body:
+        body = b"null"
+    try:
+        return spec.decode_json(body)
+    except PayloadTooLarge as exc:
+        raise ApiError(413, "payload_too_large", str(exc)) from None
+    except PayloadError as exc:
+        raise ApiError(422, "invalid_payload", str(exc)) from None
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+        raise ApiError(
+            400,
+            "bad_parameter",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters (got {len(key)})",
+        )
+    return key
+
+
+async def admit(request: web.Request, spec: FunctionSpec, idempotency_key: str | None) -> None:
+    """429 when the function's backlog or Redis memory is over the admission limits; a
+    request repeating a known Idempotency-Key adds no job and is always admitted."""
+    settings = request.app[SETTINGS_KEY].admission
+    broker = request.app[BROKER_KEY]
+    limited = settings.max_backlog or settings.max_memory_ratio
+    if limited and idempotency_key and await broker.idempotent_job(spec.name, idempotency_key):
+        return
+    retry = {"Retry-After": str(settings.retry_after_s)}
+    ratio = request.app[MEMORY_RATIO_KEY][0]
+    if settings.max_memory_ratio and ratio >= settings.max_memory_ratio:
+        raise ApiError(
+            429,
+            "redis_memory_full",
+            f"Redis memory is at {ratio:.0%} of maxmemory, over "
+            f"admission.max_memory_ratio={settings.max_memory_ratio:g}",
+            headers=retry,
+        )
+    if settings.max_backlog:
+        backlog = await request.app[BROKER_KEY].backlog(spec.name)
+        if backlog >= settings.max_backlog:
+            raise ApiError(
+                429,
+                "backlog_full",
+                f"{spec.name} has {backlog} jobs waiting, at admission.max_backlog="
+                f"{settings.max_backlog}",
+                headers=retry,
+            )

@@ -20,11 +20,11 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Mapping, Sequence
-from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from runtime.queue import scripts
 from runtime.queue.admin_stats import Stats, read_stats
 from runtime.queue.dlq import (
     DLQ_BATCH,
@@ -84,9 +84,8 @@ class Admin:
         self.batch = batch
         self._passes = DlqPasses(client, batch=batch, clock=clock, sleep=sleep)
         self._wake = wake_channel(namespace)
-        lua = resources.files("runtime").joinpath("queue", "lua")
-        self._purge = client.register_script(lua.joinpath("purge_dlq.lua").read_text("utf-8"))
-        self._requeue = client.register_script(lua.joinpath("requeue_dlq.lua").read_text("utf-8"))
+        self._purge = scripts.register(client, "purge_dlq")
+        self._requeue = scripts.register(client, "requeue_dlq")
 
     def keys(self, function: str) -> FunctionKeys:
         return FunctionKeys(self.namespace, check_function_name(function))

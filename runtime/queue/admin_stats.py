@@ -96,7 +96,7 @@ async def read_stats(
         pipe.zcount(k.leased, "-inf", f"({now_ms}")
         pipe.hgetall(k.minute(minute))
         pipe.hgetall(k.minute(minute - 1))
-        pipe.hgetall(k.prefix + "breaker")
+        pipe.hgetall(k.breaker)
         for head in row[1:6:2]:  # an empty lane still takes a slot in the reply
             if head:
                 pipe.hget(k.job(head.decode()), "enq")

@@ -12,9 +12,8 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
+import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
-
-from runtime.queue.connection import RedisClient
 
 
 @cache
@@ -23,6 +22,6 @@ def source(name: str) -> str:
     return resources.files("runtime.queue").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
-def register(client: RedisClient, name: str) -> AsyncScript:
+def register(client: aioredis.Redis, name: str) -> AsyncScript:
     """``lua/<name>.lua`` as a callable script of ``client`` (EVALSHA, loaded on first use)."""
     return client.register_script(source(name))

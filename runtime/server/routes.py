@@ -28,10 +28,10 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from runtime.errors import PayloadError
+from runtime.errors import BrokerUnavailable, PayloadError
 from runtime.function import FunctionSpec
 from runtime.jobs.envelope import function_of
-from runtime.queue.broker import REDIS_ERRORS, JobRecord
+from runtime.queue.broker import JobRecord
 from runtime.server.admission import (
     admit,
     float_param,
@@ -80,7 +80,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
                 k: v for k, v in exc.headers.items() if k.lower() == "allow"
             })
         )  # fmt: skip
-    except REDIS_ERRORS as exc:
+    except (BrokerUnavailable, OSError) as exc:  # OSError: kept from before the seam
         log.warning("Redis unavailable during %s %s: %s", request.method, request.path, exc)
         return error_response(
             ApiError(

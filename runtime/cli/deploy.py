@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
+from runtime.cli.table import table_text
 from runtime.config.registry import Registry, load_registry
 from runtime.config.settings import Settings
 from runtime.deploy.bundle import (
@@ -225,15 +226,7 @@ def _functions_table(functions: Sequence[FunctionEntry]) -> str:
          f"{f.options.timeout_s:g}", str(f.options.max_attempts), f.options.priority, f.source)
         for f in functions
     ]  # fmt: skip
-    return _table(header, rows)
-
-
-def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
-    everything = [header, *rows]
-    widths = [max(len(r[i]) for r in everything) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in everything
-    )
+    return table_text([header, *rows])
 
 
 class VersionRow(msgspec.Struct):
@@ -336,7 +329,7 @@ def _deployments_text(rows: Sequence[VersionRow], *, has_key: bool) -> str:
             str(r.version), "*" if r.is_active else "", (r.digest or "?")[:12], when,
             r.created_by or "?", r.signature, instances, ", ".join(r.functions),
         ))  # fmt: skip
-    text = _table(header, lines)
+    text = table_text([header, *lines])
     notes = [f"  v{r.version} {r.message}" for r in rows if r.message]
     if notes:
         text += "\n\nmessages:\n" + "\n".join(notes)

@@ -22,6 +22,7 @@ from runtime.cli.deploy import (
     serve_mode,
     serve_registry,
 )
+from runtime.cli.table import table_text
 from runtime.cli.tools import TOOL_COMMANDS, add_tool_parsers, tools_main
 from runtime.config.registry import Registry, load_registry
 from runtime.config.settings import Settings, load_settings, settings_to_dict
@@ -103,9 +104,7 @@ def _table(registry: Registry) -> str:
             f"{o.timeout_s:g}", str(o.max_attempts), str(o.max_recoveries), o.priority,
             spec.source,
         ))  # fmt: skip
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)  # fmt: skip
+    return table_text(rows)
 
 
 def _redis_url(settings: Settings) -> str:

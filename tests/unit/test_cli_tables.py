@@ -18,6 +18,7 @@ import pytest
 from runtime.cli.admin_text import peek_text, stats_text
 from runtime.cli.deploy import VersionRow, _deployments_text, _functions_table
 from runtime.cli.main import run
+from runtime.cli.table import table_lines, table_text
 from runtime.deploy.bundle import FunctionEntry
 from runtime.function import FunctionOptions
 from runtime.queue.admin import FunctionStats, JobView, Peek, Stats
@@ -231,3 +232,16 @@ ID       LANE  ATT  REC  WAITING  PAYLOAD
 hello.3  high    0    0  500ms    [1,2]
 hello.4  low     1    2  1m15s    "hi"
 """
+
+
+def test_the_table_printer() -> None:
+    rows = [("NAME", "N", "NOTE"), ("a", "1", ""), ("longer", "1234", "x")]
+    assert table_lines(rows) == ["NAME    N     NOTE", "a       1", "longer  1234  x"]
+    assert table_lines(rows, right=frozenset({1})) == [
+        "NAME       N  NOTE",
+        "a          1",
+        "longer  1234  x",
+    ]
+    assert table_text([("ONLY",), ("",)]) == "ONLY\n"
+    with pytest.raises(ValueError, match="zip"):
+        table_lines([("A",), ("a", "b")])  # every row has the header's columns

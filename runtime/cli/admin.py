@@ -21,13 +21,13 @@ from typing import Any
 import msgspec
 
 from runtime.cli.admin_text import filter_text, peek_text, report_text, stats_text
+from runtime.cli.exits import ExitStatus
 from runtime.config.registry import Registry, load_registry
 from runtime.config.settings import Settings
 from runtime.errors import RegistryError
 from runtime.queue.admin import MAX_BATCH, Admin, DlqFilter, DlqReport
 from runtime.queue.broker import REDIS_ERRORS, connect
 
-EXIT_FAILED, EXIT_USAGE = 1, 2  # the statuses of runtime.cli.main (it imports this module)
 ADMIN_COMMANDS = frozenset({"stats", "peek", "purge-dlq", "requeue-dlq"})
 DEFAULT_REQUEUE_RATE = "100/s"
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -219,7 +219,7 @@ def _warn_unknown(registry: Registry | None, name: str) -> None:
         print(f"warning: '{name}' is not in the functions folder (known: {known})", file=sys.stderr)
 
 
-async def admin_main(args: argparse.Namespace, settings: Settings, redis_url: str) -> int:
+async def admin_main(args: argparse.Namespace, settings: Settings, redis_url: str) -> ExitStatus:
     named = list(args.function or []) if args.command == "stats" else [args.function or ""]
     registry = _admin_registry(settings, [n for n in named if n])
     redis = connect(settings.redis, redis_url)
@@ -237,7 +237,7 @@ async def admin_main(args: argparse.Namespace, settings: Settings, redis_url: st
         await redis.aclose()
 
 
-async def _stats(admin: Admin, args: argparse.Namespace, registry: Registry | None) -> int:
+async def _stats(admin: Admin, args: argparse.Namespace, registry: Registry | None) -> ExitStatus:
     names = args.function or (registry.names if registry else [])
     caps = {spec.name: spec.options.max_in_flight for spec in registry or ()}
     in_place = args.watch and not args.json and sys.stdout.isatty()
@@ -262,26 +262,26 @@ async def _stats(admin: Admin, args: argparse.Namespace, registry: Registry | No
         print(text, flush=True)
         shown += 1
         if not args.watch or (args.iterations and shown >= args.iterations):
-            return 0
+            return ExitStatus.OK
         await asyncio.sleep(args.interval)
 
 
-async def _peek(admin: Admin, args: argparse.Namespace, registry: Registry | None) -> int:
+async def _peek(admin: Admin, args: argparse.Namespace, registry: Registry | None) -> ExitStatus:
     _warn_unknown(registry, args.function)
     peek = await admin.peek(args.function, is_dlq=args.dlq, count=args.count)
     if args.json:
         print(msgspec.json.encode(peek).decode())
     else:
         print(peek_text(peek, args.width or shutil.get_terminal_size().columns))
-    return 0
+    return ExitStatus.OK
 
 
 async def _purge(
     admin: Admin, args: argparse.Namespace, registry: Registry | None, dlq_filter: DlqFilter
-) -> int:
+) -> ExitStatus:
     if args.all and registry is None:
         print("error: --all needs the functions folder; name a FUNCTION instead", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitStatus.USAGE
     names = registry.names if args.all and registry else [args.function]
     if not args.all:
         _warn_unknown(registry, args.function)
@@ -292,13 +292,13 @@ async def _purge(
             print("error: refusing to purge without confirmation: no terminal is attached; "
                   "pass --yes to purge non-interactively (or --dry-run to look first)",
                   file=sys.stderr)  # fmt: skip
-            return EXIT_USAGE
+            return ExitStatus.USAGE
         total = sum([await admin.dlq_length(name) for name in names])
         where = args.function if not args.all else f"{len(names)} functions ({', '.join(names)})"
         question = f"Purge up to {total} dead-lettered jobs of {where} ({filter_text(dlq_filter)})?"
         if total and not _ask(question):
             print("aborted: nothing was purged", file=sys.stderr)
-            return EXIT_FAILED
+            return ExitStatus.FAILED
     reports = []
     progress = _progress()
     for name in names:
@@ -308,18 +308,18 @@ async def _purge(
         reports.append(report)
     if args.json:
         print(msgspec.json.encode(reports).decode())
-        return 0
+        return ExitStatus.OK
     for report in reports:
         print(report_text(report))
     if len(reports) > 1:
         verb = "would purge" if args.dry_run else "purged"
         print(f"{verb} {sum(r.matched for r in reports)} dead jobs in all")
-    return 0
+    return ExitStatus.OK
 
 
 async def _requeue(
     admin: Admin, args: argparse.Namespace, registry: Registry | None, dlq_filter: DlqFilter
-) -> int:
+) -> ExitStatus:
     _warn_unknown(registry, args.function)
     progress = _progress()
     report = await admin.requeue_dlq(
@@ -333,4 +333,4 @@ async def _requeue(
     if progress is not None:
         progress.clear()
     print(msgspec.json.encode(report).decode() if args.json else report_text(report))
-    return 0
+    return ExitStatus.OK

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
+from runtime.cli.exits import ExitStatus
 from runtime.cli.table import table_text
 from runtime.config.registry import Registry, load_registry
 from runtime.config.settings import Settings
@@ -112,7 +113,9 @@ def _key(settings: Settings) -> str:
     return settings.deploy.signing_key
 
 
-def deploy_main(args: argparse.Namespace, settings: Settings, redis_url: Callable[[], str]) -> int:
+def deploy_main(
+    args: argparse.Namespace, settings: Settings, redis_url: Callable[[], str]
+) -> ExitStatus:
     if args.command == "deploy":
         files, functions = _validated(settings)
         return asyncio.run(_deploy(args, settings, redis_url(), files, functions))
@@ -157,7 +160,7 @@ async def _deploy(
     url: str,
     files: list[BundleFile],
     functions: list[FunctionEntry],
-) -> int:
+) -> ExitStatus:
     key = _key(settings)
     digest = content_digest(file_entries(files))
     redis = connect(settings.redis, url)
@@ -170,7 +173,7 @@ async def _deploy(
                     f"unchanged: version {active.version} is active with this content "
                     f"({digest[:12]}); nothing published (--force publishes anyway)"
                 )
-                return 0
+                return ExitStatus.OK
         version = await store.next_version()
         manifest = build_manifest(
             files, functions, namespace=settings.namespace, version=version, message=args.message
@@ -201,8 +204,8 @@ async def _deploy(
             f"`runtime rollback {version}` activates it",
             file=sys.stderr,
         )
-        return 1
-    return 0
+        return ExitStatus.FAILED
+    return ExitStatus.OK
 
 
 async def _active_manifest(store: DeployStore, key: str) -> Manifest | None:
@@ -242,7 +245,7 @@ class VersionRow(msgspec.Struct):
     refused_by: dict[str, str]  # live instance -> why
 
 
-async def _deployments(args: argparse.Namespace, settings: Settings, url: str) -> int:
+async def _deployments(args: argparse.Namespace, settings: Settings, url: str) -> ExitStatus:
     key = settings.deploy.signing_key
     redis = connect(settings.redis, url)
     try:
@@ -293,7 +296,7 @@ async def _deployments(args: argparse.Namespace, settings: Settings, url: str) -
         print("no deployments yet: publish one with `runtime deploy DIR`")
     else:
         print(_deployments_text(rows, has_key=bool(key)))
-    return 0
+    return ExitStatus.OK
 
 
 async def _live_statuses(store: DeployStore, namespace: str) -> list[InstanceStatus]:
@@ -346,7 +349,7 @@ def _deployments_text(rows: Sequence[VersionRow], *, has_key: bool) -> str:
     return text
 
 
-async def _rollback(args: argparse.Namespace, settings: Settings, url: str) -> int:
+async def _rollback(args: argparse.Namespace, settings: Settings, url: str) -> ExitStatus:
     key = _key(settings)
     redis = connect(settings.redis, url)
     try:
@@ -385,4 +388,4 @@ async def _rollback(args: argparse.Namespace, settings: Settings, url: str) -> i
         print(f"version {target} was already active; runtimes that refused it retry now")
     else:
         print(f"version {target} is active again (was {before}); runtimes switch within ~2 s")
-    return 0
+    return ExitStatus.OK

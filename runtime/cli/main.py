@@ -22,23 +22,18 @@ from runtime.cli.deploy import (
     serve_mode,
     serve_registry,
 )
+from runtime.cli.exits import KNOWN_ERRORS, ExitStatus, status_of
 from runtime.cli.table import table_text
 from runtime.cli.tools import TOOL_COMMANDS, add_tool_parsers, tools_main
 from runtime.config.registry import Registry, load_registry
 from runtime.config.settings import Settings, load_settings, settings_to_dict
 from runtime.errors import (
-    ConfigError,
     EmbeddedRedisError,
     JobFailed,
-    PayloadError,
     RegistryError,
     ResultTimeout,
-    RuntimeFailure,
-    UnknownFunction,
 )
 from runtime.queue.broker import REDIS_ERRORS
-
-EXIT_FAILED, EXIT_USAGE, EXIT_REDIS, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -152,7 +147,7 @@ async def _deployed_registry(settings: Settings) -> Registry:
     return load_registry(folder, bundle.manifest.overrides)
 
 
-async def _invoke(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
+async def _invoke(args: argparse.Namespace, settings: Settings, registry: Registry) -> ExitStatus:
     from runtime.client import Client
 
     spec = registry.get(args.name)
@@ -169,7 +164,7 @@ async def _invoke(args: argparse.Namespace, settings: Settings, registry: Regist
         )
         if args.is_async:
             print(job_id)
-            return 0
+            return ExitStatus.OK
         timeout_s = args.timeout
         if timeout_s is None:
             attempts = spec.options.max_attempts
@@ -178,68 +173,64 @@ async def _invoke(args: argparse.Namespace, settings: Settings, registry: Regist
             result = await client.result(job_id, timeout_s)
         except JobFailed as exc:
             print(f"error: job {exc.job_id} failed ({exc.reason}): {exc.error}", file=sys.stderr)
-            return EXIT_FAILED
+            return ExitStatus.FAILED
         except ResultTimeout as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return EXIT_FAILED
+            return ExitStatus.FAILED
         print(json.dumps(result, ensure_ascii=False))
-        return 0
+        return ExitStatus.OK
 
 
 def run(argv: Sequence[str] | None = None) -> int:
+    """Run the command ``argv`` names (default: the process's arguments); its exit status."""
     args = _parser().parse_args(argv)
     try:
-        settings = _settings(args)
-        if args.command == "config":
-            if args.action == "show":
-                print(json.dumps(settings_to_dict(settings, masked=True), indent=2))
-            else:
-                print("configuration OK")
-            return 0
-        from runtime.observe.logs import setup_logging
-
-        setup_logging(settings.log.level, settings.log.format)
-        if args.command in ADMIN_COMMANDS:
-            return asyncio.run(admin_main(args, settings, _redis_url(settings)))
-        if args.command in TOOL_COMMANDS:
-            return asyncio.run(tools_main(args, settings, _redis_url(settings)))
-        if args.command in DEPLOY_COMMANDS:
-            return deploy_main(args, settings, lambda: _redis_url(settings))
-        if args.command == "serve":
-            from runtime.server.app import serve
-
-            mode = serve_mode(args, settings)
-            serve(settings, serve_registry(mode, settings), mode=mode)
-            return 0
-        if args.command == "invoke" and _follows_deployments(args, settings):
-            registry = asyncio.run(_deployed_registry(settings))
-        else:
-            registry = _registry(settings)
-        if args.command in ("check", "functions"):
-            print(_table(registry))
-            if args.command == "check":
-                print(f"\n{len(registry)} function(s) OK in {settings.functions_dir}")
-            return 0
-        assert args.command == "invoke", args.command
-        return asyncio.run(_invoke(args, settings, registry))
-    except (ConfigError, RegistryError) as exc:
+        return int(_dispatch(args))
+    except KNOWN_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (PayloadError, UnknownFunction, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except EmbeddedRedisError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_REDIS
-    except RuntimeFailure as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return int(status_of(exc))
     except (*REDIS_ERRORS,) as exc:
         print(f"error: Redis unreachable: {exc}", file=sys.stderr)
-        return EXIT_REDIS
+        return int(ExitStatus.REDIS)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return int(ExitStatus.INTERRUPTED)
+
+
+def _dispatch(args: argparse.Namespace) -> ExitStatus:
+    settings = _settings(args)
+    if args.command == "config":
+        if args.action == "show":
+            print(json.dumps(settings_to_dict(settings, masked=True), indent=2))
+        else:
+            print("configuration OK")
+        return ExitStatus.OK
+    from runtime.observe.logs import setup_logging
+
+    setup_logging(settings.log.level, settings.log.format)
+    if args.command in ADMIN_COMMANDS:
+        return asyncio.run(admin_main(args, settings, _redis_url(settings)))
+    if args.command in TOOL_COMMANDS:
+        return asyncio.run(tools_main(args, settings, _redis_url(settings)))
+    if args.command in DEPLOY_COMMANDS:
+        return deploy_main(args, settings, lambda: _redis_url(settings))
+    if args.command == "serve":
+        from runtime.server.app import serve
+
+        mode = serve_mode(args, settings)
+        serve(settings, serve_registry(mode, settings), mode=mode)
+        return ExitStatus.OK
+    if args.command == "invoke" and _follows_deployments(args, settings):
+        registry = asyncio.run(_deployed_registry(settings))
+    else:
+        registry = _registry(settings)
+    if args.command in ("check", "functions"):
+        print(_table(registry))
+        if args.command == "check":
+            print(f"\n{len(registry)} function(s) OK in {settings.functions_dir}")
+        return ExitStatus.OK
+    assert args.command == "invoke", args.command
+    return asyncio.run(_invoke(args, settings, registry))
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 
 from runtime.cli.admin import RATE_FORMS, parse_rate
+from runtime.cli.exits import ExitStatus
 from runtime.client import Producer
 from runtime.config.registry import Registry, load_registry
 from runtime.config.settings import Settings
@@ -36,7 +37,6 @@ from runtime.function import Priority
 from runtime.queue.broker import RedisBroker, connect
 
 TOOL_COMMANDS = frozenset({"enqueue-dir", "bench"})
-EXIT_FAILED, EXIT_USAGE = 1, 2
 BENCH_FILES_DIR = ".runtime/bench-files"
 
 
@@ -83,12 +83,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded one)")
 
 
-async def tools_main(args: argparse.Namespace, settings: Settings, redis_url: str) -> int:
+async def tools_main(args: argparse.Namespace, settings: Settings, redis_url: str) -> ExitStatus:
     registry = load_registry(settings.functions_dir, settings.functions)
     if args.function not in registry:
         known = ", ".join(registry.names) or "none"
         print(f"error: unknown function '{args.function}' (known: {known})", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitStatus.USAGE
     redis = connect(settings.redis, redis_url)
     try:
         broker = RedisBroker(
@@ -200,11 +200,13 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-async def enqueue_dir(args: argparse.Namespace, producer: Producer, registry: Registry) -> int:
+async def enqueue_dir(
+    args: argparse.Namespace, producer: Producer, registry: Registry
+) -> ExitStatus:
     root = Path(args.tree)
     if not os.path.isdir(root):  # noqa: ASYNC240 (a single stat, before any work)
         print(f"error: {args.tree}: not a folder", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitStatus.USAGE
     spec = registry.get(args.function)
 
     def collect() -> list[FileJob]:
@@ -225,7 +227,7 @@ async def enqueue_dir(args: argparse.Namespace, producer: Producer, registry: Re
             print(f"{job.priority:7} {job.size:>10} {job.path}")
         summary = {"files": len(jobs), "by_priority": by_lane, "dry_run": True}
         print(json.dumps(summary) if args.json else f"would enqueue {len(jobs)} file(s)")
-        return 0
+        return ExitStatus.OK
     pacer = _Pacer(args.rate)
     progress = _Progress("enqueue", len(jobs))
     created = existing = 0
@@ -257,7 +259,7 @@ async def enqueue_dir(args: argparse.Namespace, producer: Producer, registry: Re
             f"(high {by_lane['high']}, default {by_lane['default']}, low {by_lane['low']}) "
             f"in {summary['elapsed_s']} s"
         )
-    return 0
+    return ExitStatus.OK
 
 
 # -- bench -------------------------------------------------------------------------------
@@ -285,10 +287,10 @@ def _bench_files(count: int, size: int) -> Path:
 
 async def bench(
     args: argparse.Namespace, broker: RedisBroker, producer: Producer, registry: Registry
-) -> int:
+) -> ExitStatus:
     if args.count < 1:
         print("error: --count must be at least 1", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitStatus.USAGE
     files: list[str] = []
     folder: Path | None = None
     if args.payload is not None:
@@ -296,14 +298,14 @@ async def bench(
             payload: Any = json.loads(args.payload)
         except json.JSONDecodeError as exc:
             print(f"error: --payload is not JSON: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+            return ExitStatus.USAGE
     elif args.function == "file_stats":
         folder = _bench_files(args.count, args.payload_size or 1024)
         files = sorted(str(p) for p in folder.iterdir())
         payload = None
     else:
         print(f"error: give --payload JSON for {args.function}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitStatus.USAGE
     ids: list[str] = []
     pacer = _Pacer(args.rate)
     progress = _Progress("send", args.count)
@@ -360,7 +362,7 @@ async def bench(
             f"p95 {lat['p95'] * 1000:.1f} ms, p99 {lat['p99'] * 1000:.1f} ms, "
             f"max {lat['max'] * 1000:.1f} ms"
         )
-    return 0 if figures["unfinished"] == 0 else EXIT_FAILED
+    return ExitStatus.OK if figures["unfinished"] == 0 else ExitStatus.FAILED
 
 
 async def _wait_all(broker: RedisBroker, ids: list[str], timeout_s: float) -> list[list[Any]]:

@@ -12,7 +12,18 @@ from pathlib import Path
 
 import pytest
 
+from runtime.cli.exits import ExitStatus, status_of
 from runtime.cli.main import run
+from runtime.errors import (
+    BundleRefused,
+    ConfigError,
+    EmbeddedRedisError,
+    JobFailed,
+    PayloadTooLarge,
+    RegistryError,
+    RuntimeFailure,
+    UnknownFunction,
+)
 from tests.conftest import free_port
 
 HANDLERS = """\
@@ -117,3 +128,15 @@ def test_commands_refusals(
     assert err.startswith("error: --payload is not JSON: ")
     code, out, err = _run(capsys, "bench", "--function", "echo", "--redis", dead)
     assert (code, out, err) == (2, "", "error: give --payload JSON for echo\n")
+
+
+def test_each_error_has_the_status_of_its_first_match() -> None:
+    cases = [
+        (ConfigError(["x"]), 2), (RegistryError(["x"]), 2), (PayloadTooLarge("x"), 2),
+        (UnknownFunction("x"), 2), (ValueError("x"), 2), (EmbeddedRedisError("x"), 3),
+        (BundleRefused("x"), 1), (JobFailed("j", "timeout", "e"), 1), (RuntimeFailure("x"), 1),
+    ]  # fmt: skip
+    assert [(type(e), status_of(e)) for e, _ in cases] == [(type(e), s) for e, s in cases]
+    assert [int(s) for s in ExitStatus] == [0, 1, 2, 3, 130]
+    with pytest.raises(TypeError):
+        status_of(OSError("not one of the runtime's errors"))

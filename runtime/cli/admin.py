@@ -1,9 +1,8 @@
 """The operator's commands: ``stats``, ``peek``, ``purge-dlq``, ``requeue-dlq``.
 
-Their arguments and the shell around ``admin.py``: reading the functions folder for names
-and caps, the confirmation a purge asks for, and printing (``admin_text.py``) or JSON.
-Durations (``--older-than 2h``) and rates (``--rate 50/s``) are parsed here, and a bad one
-is an argparse error naming the value and the accepted forms (exit status 2).
+The shell around ``runtime.queue.admin``: reading the functions folder for names and
+caps, the confirmation a purge asks for, progress on a terminal, and printing
+(``admin_text.py``) or JSON. Their arguments are in ``parser.py``.
 """
 
 from __future__ import annotations
@@ -11,12 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import msgspec
 
@@ -25,143 +22,10 @@ from runtime.cli.exits import ExitStatus
 from runtime.config.registry import Registry, load_registry
 from runtime.config.settings import Settings
 from runtime.errors import RegistryError
-from runtime.queue.admin import MAX_BATCH, Admin, DlqFilter, DlqReport
+from runtime.queue.admin import Admin, DlqFilter, DlqReport
 from runtime.queue.broker import REDIS_ERRORS, connect
 
 ADMIN_COMMANDS = frozenset({"stats", "peek", "purge-dlq", "requeue-dlq"})
-DEFAULT_REQUEUE_RATE = "100/s"
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_DURATION_UNITS_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-_RATE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*/\s*(s|sec|m|min|h|hour)")
-_RATE_UNITS_S = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600}
-DURATION_FORMS = "a duration like 90s, 30m, 2h, 7d or 1h30m (units ms, s, m, h, d, w)"
-RATE_FORMS = "a rate like 50/s, 300/m or 1000/h"
-
-
-def parse_duration(text: str) -> float:
-    """``"1h30m"`` → 5400.0 seconds; ValueError naming the value and the accepted forms."""
-    compact = text.strip().lower().replace(" ", "")
-    if not compact or _DURATION_RE.sub("", compact) != "":
-        raise ValueError(f"invalid duration {text!r}: expected {DURATION_FORMS}")
-    return sum(float(n) * _DURATION_UNITS_S[u] for n, u in _DURATION_RE.findall(compact))
-
-
-def parse_rate(text: str) -> float:
-    """``"300/m"`` → 5.0 per second; ValueError naming the value and the accepted forms."""
-    match = _RATE_RE.fullmatch(text.strip().lower())
-    if match is None or float(match[1]) <= 0:
-        raise ValueError(f"invalid rate {text!r}: expected {RATE_FORMS}, above zero")
-    return float(match[1]) / _RATE_UNITS_S[match[2]]
-
-
-def _arg(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An argparse type from a parser raising ValueError (argparse prints it, exit 2)."""
-
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    convert.__name__ = parse.__name__
-    return convert
-
-
-def _int_in(low: int, high: int) -> Callable[[str], int]:
-    def int_in(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            raise ValueError(f"{text!r} must be a whole number from {low} to {high}")
-        return value
-
-    return int_in
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value >= 0.05:  # also refuses nan
-        raise ValueError(f"{text!r} must be a number of seconds, at least 0.05")
-    return value
-
-
-def add_admin_parsers(sub: Any) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--functions", metavar="DIR", help="handler folder (names, caps)")
-    common.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded one)")
-    dlq_filter = argparse.ArgumentParser(add_help=False)
-    dlq_filter.add_argument(
-        "--reason", action="append", metavar="R", help="only dead jobs with this reason (repeat)"
-    )
-    dlq_filter.add_argument(
-        "--older-than",
-        type=_arg(parse_duration),
-        metavar="DURATION",
-        help="only jobs dead-lettered longer ago than this (30m, 2h, 7d, 1h30m)",
-    )
-    dlq_filter.add_argument("--dry-run", action="store_true", help="show, change nothing")
-    dlq_filter.add_argument("--json", action="store_true", help="print the report as JSON")
-
-    st = sub.add_parser("stats", parents=[common], help="queues, in flight, DLQ and rates")
-    st.add_argument(
-        "--function",
-        action="append",
-        metavar="NAME",
-        help="only this function (repeat); any name, even one not in the folder",
-    )
-    st.add_argument("--json", action="store_true", help="one JSON document (a line per refresh)")
-    st.add_argument("--watch", action="store_true", help="refresh until interrupted")
-    st.add_argument(
-        "--interval",
-        type=_arg(_seconds),
-        default=2.0,
-        metavar="S",
-        help="--watch refresh period (default 2)",
-    )
-    st.add_argument(
-        "--iterations",
-        type=_arg(_int_in(1, 10**9)),
-        metavar="N",
-        help="--watch: stop after N refreshes",
-    )
-
-    pk = sub.add_parser("peek", parents=[common], help="the next jobs, or the newest dead ones")
-    pk.add_argument("function", metavar="FUNCTION")
-    pk.add_argument("--dlq", action="store_true", help="the newest DLQ entries instead")
-    pk.add_argument("-n", "--count", type=_arg(_int_in(1, MAX_BATCH)), default=20, metavar="N")
-    pk.add_argument("--json", action="store_true", help="print the jobs as JSON")
-    pk.add_argument(
-        "--width",
-        type=_arg(_int_in(20, 10_000)),
-        metavar="COLUMNS",
-        help="cut lines to this width (default: the terminal's)",
-    )
-
-    pg = sub.add_parser("purge-dlq", parents=[common, dlq_filter], help="delete dead jobs")
-    target = pg.add_mutually_exclusive_group(required=True)
-    target.add_argument("function", nargs="?", metavar="FUNCTION")
-    target.add_argument("--all", action="store_true", help="every function of the folder")
-    pg.add_argument("-y", "--yes", action="store_true", help="do not ask (needed without a tty)")
-
-    rq = sub.add_parser(
-        "requeue-dlq",
-        parents=[common, dlq_filter],
-        help="move dead jobs back to their ready lane, counters reset",
-    )
-    rq.add_argument("function", metavar="FUNCTION")
-    rq.add_argument("--limit", type=_arg(_int_in(1, 10**12)), metavar="N", help="at most N jobs")
-    rq.add_argument(
-        "--rate",
-        type=_arg(parse_rate),
-        default=parse_rate(DEFAULT_REQUEUE_RATE),
-        metavar="R/s",
-        help=f"at most this fast (default {DEFAULT_REQUEUE_RATE})",
-    )
 
 
 def _ask(question: str) -> bool:

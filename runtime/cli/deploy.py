@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import msgspec
 
@@ -54,25 +54,6 @@ if TYPE_CHECKING:
 DEPLOY_COMMANDS = frozenset({"deploy", "deployments", "rollback"})
 STATUS_STALE_MS = 60_000  # a status whose instance is gone is pruned after this
 log = logging.getLogger("runtime.deploy")
-
-
-def add_deploy_parsers(sub: Any) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded one)")
-    common.add_argument("--json", action="store_true", help="print JSON")
-
-    d = sub.add_parser(
-        "deploy", parents=[common], help="validate a folder and publish it as a new version"
-    )
-    d.add_argument("dir", nargs="?", help="handler folder (default: functions_dir)")
-    d.add_argument("-m", "--message", default="", help="a note kept with the version")
-    d.add_argument("--force", action="store_true", help="publish even if nothing changed")
-
-    ls = sub.add_parser("deployments", parents=[common], help="list the published versions")
-    ls.add_argument("-n", "--limit", type=int, default=20, metavar="N", help="newest N (20)")
-
-    rb = sub.add_parser("rollback", parents=[common], help="make an earlier version active again")
-    rb.add_argument("version", nargs="?", type=int, help="default: the one before the active")
 
 
 def serve_mode(args: argparse.Namespace, settings: Settings) -> ServeMode:

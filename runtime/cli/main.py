@@ -14,17 +14,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from runtime.cli.admin import ADMIN_COMMANDS, add_admin_parsers, admin_main
+from runtime.cli.admin import ADMIN_COMMANDS, admin_main
 from runtime.cli.deploy import (
     DEPLOY_COMMANDS,
-    add_deploy_parsers,
     deploy_main,
     serve_mode,
     serve_registry,
 )
 from runtime.cli.exits import KNOWN_ERRORS, ExitStatus, status_of
+from runtime.cli.parser import build_parser
 from runtime.cli.table import table_text
-from runtime.cli.tools import TOOL_COMMANDS, add_tool_parsers, tools_main
+from runtime.cli.tools import TOOL_COMMANDS, tools_main
 from runtime.config.registry import Registry, load_registry
 from runtime.config.settings import Settings, load_settings, settings_to_dict
 from runtime.errors import (
@@ -34,44 +34,6 @@ from runtime.errors import (
     ResultTimeout,
 )
 from runtime.queue.broker import REDIS_ERRORS
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="runtime", description="Serverless-style functions on Redis")
-    p.add_argument("--config", metavar="DIR", help="config folder (default: ./config)")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    s = sub.add_parser("serve", help="run the HTTP app and the dispatcher")
-    s.add_argument("--functions", metavar="DIR", help="handler folder (default: functions)")
-    s.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
-    s.add_argument("--port", type=int, help="HTTP port (default 8080)")
-    s.add_argument("--redis", metavar="URL", help="Redis URL (default: embedded redis-server)")
-    s.add_argument("--reload", action="store_true", help="hot-swap the folder's edits")
-
-    c = sub.add_parser("check", help="import and validate every handler of a folder")
-    c.add_argument("dir", nargs="?", help="handler folder (default: functions_dir)")
-
-    f = sub.add_parser("functions", help="list the functions and their effective limits")
-    f.add_argument("--functions", metavar="DIR", help="handler folder")
-
-    i = sub.add_parser("invoke", help="run a function and print its result")
-    i.add_argument("name")
-    i.add_argument("payload", nargs="?", default="null", help="JSON payload (default: null)")
-    i.add_argument("--async", dest="is_async", action="store_true", help="print the job id")
-    i.add_argument("--timeout", type=float, default=None, metavar="S", help="wait at most S")
-    i.add_argument("--priority", choices=["high", "default", "low"])
-    i.add_argument("--delay", type=float, metavar="S", help="start no earlier than S from now")
-    i.add_argument("--job-id", help="your own job id (idempotent)")
-    i.add_argument("--idempotency-key", help="the same key twice gives the same job")
-    i.add_argument("--functions", metavar="DIR", help="handler folder (for validation)")
-    i.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded one)")
-
-    cfg = sub.add_parser("config", help="show or check the effective configuration")
-    cfg.add_argument("action", choices=["show", "check"])
-    add_admin_parsers(sub)
-    add_deploy_parsers(sub)
-    add_tool_parsers(sub)
-    return p
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -183,7 +145,7 @@ async def _invoke(args: argparse.Namespace, settings: Settings, registry: Regist
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the command ``argv`` names (default: the process's arguments); its exit status."""
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return int(_dispatch(args))
     except KNOWN_ERRORS as exc:

@@ -28,7 +28,6 @@ from typing import Any
 
 import msgspec
 
-from runtime.cli.admin import RATE_FORMS, parse_rate
 from runtime.cli.exits import ExitStatus
 from runtime.client import Producer
 from runtime.config.registry import Registry, load_registry
@@ -38,49 +37,6 @@ from runtime.queue.broker import RedisBroker, connect
 
 TOOL_COMMANDS = frozenset({"enqueue-dir", "bench"})
 BENCH_FILES_DIR = ".runtime/bench-files"
-
-
-def _rate_arg(text: str) -> float:
-    try:
-        return parse_rate(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def add_tool_parsers(sub: Any) -> None:
-    e = sub.add_parser("enqueue-dir", help="enqueue one job per file of a tree (idempotent)")
-    e.add_argument("tree", metavar="DIR", help="the tree to walk")
-    e.add_argument("--function", required=True, help="the function to run on each file")
-    e.add_argument("--include", action="append", metavar="GLOB", help="only matching paths")
-    e.add_argument("--exclude", action="append", metavar="GLOB", help="skip matching paths")
-    e.add_argument(
-        "--high-priority-ext",
-        default="",
-        metavar=".pdf,.docx",
-        help="extensions that go to the high lane (others: the function's priority)",
-    )
-    e.add_argument("--rate", type=_rate_arg, metavar="R", help=f"at most this fast: {RATE_FORMS}")
-    e.add_argument("--dry-run", action="store_true", help="show what would be enqueued")
-    e.add_argument("--json", action="store_true", help="print the summary as JSON")
-    _common(e)
-
-    b = sub.add_parser("bench", help="enqueue at a steady rate and measure latency")
-    b.add_argument("--function", default="file_stats", help="function to run (default file_stats)")
-    b.add_argument("--count", type=int, default=1000, help="jobs to send (default 1000)")
-    b.add_argument("--rate", type=_rate_arg, default=parse_rate("100/s"), metavar="R",
-                   help=f"send rate, {RATE_FORMS} (default 100/s)")  # fmt: skip
-    b.add_argument("--payload", metavar="JSON", help="the payload of every job")
-    b.add_argument("--payload-size", type=int, metavar="BYTES",
-                   help="size of the file each file_stats job reads (default 1024)")  # fmt: skip
-    b.add_argument("--timeout", type=float, default=120.0, metavar="S",
-                   help="give up waiting after S seconds (default 120)")  # fmt: skip
-    b.add_argument("--json", action="store_true", help="print the figures as JSON")
-    _common(b)
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--functions", metavar="DIR", help="handler folder (for validation)")
-    parser.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded one)")
 
 
 async def tools_main(args: argparse.Namespace, settings: Settings, redis_url: str) -> ExitStatus:

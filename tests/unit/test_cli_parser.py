@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.cli.main import _parser as build_parser
 from runtime.cli.main import run
+from runtime.cli.parser import build_parser
 
 GOLDEN = Path(__file__).parent / "cli_golden"
 COMMANDS = (

@@ -1,6 +1,6 @@
-"""The deployment commands: ``deploy``, ``deployments``, ``rollback``; and how ``serve`` picks
-its mode. A thin shell over ``bundle.py`` (build, sign), ``validate.py`` (the import child)
-and ``deploy.py`` (Redis).
+"""The deployment commands: ``deploy``, ``deployments``, ``rollback``. A thin shell over
+``runtime.deploy``: ``bundle.py`` (build, sign), ``validate.py`` (the import child) and
+``store.py`` (Redis); ``deploy_text.py`` prints for a person.
 
 ``runtime deploy DIR`` copies the folder's files into a private temp folder, validates that
 copy exactly as ``runtime check`` would (in a child process; errors name the user's
@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import msgspec
 
+from runtime.cli.deploy_text import VersionRow, deployments_text, functions_table
 from runtime.cli.exits import ExitStatus
-from runtime.cli.table import table_text
-from runtime.config.registry import Registry, load_registry
 from runtime.config.settings import Settings
 from runtime.deploy.bundle import (
     BundleFile,
@@ -48,38 +46,8 @@ from runtime.errors import BundleRefused, ConfigError, DeployError, RegistryErro
 from runtime.queue.broker import connect
 from runtime.queue.instances import live_instances, registry_keys
 
-if TYPE_CHECKING:
-    from runtime.deploy.watcher import ServeMode
-
 DEPLOY_COMMANDS = frozenset({"deploy", "deployments", "rollback"})
 STATUS_STALE_MS = 60_000  # a status whose instance is gone is pruned after this
-log = logging.getLogger("runtime.deploy")
-
-
-def serve_mode(args: argparse.Namespace, settings: Settings) -> ServeMode:
-    """``--reload``: reload mode; ``--functions DIR`` or no signing key: the folder, as
-    ever; otherwise (plain ``runtime serve`` with a key): follow the active deployment."""
-    if getattr(args, "reload", False):
-        return "reload"
-    if getattr(args, "functions", None) is None and settings.deploy.signing_key:
-        return "deploy"
-    return "local"
-
-
-def serve_registry(mode: ServeMode, settings: Settings) -> Registry:
-    """What ``serve`` starts with: the folder, a first snapshot of it, or nothing yet."""
-    if mode == "local":
-        return load_registry(settings.functions_dir, settings.functions)
-    if mode == "reload":
-        from runtime.deploy.watcher import load_snapshot  # serve-only: the dispatcher and its deps
-
-        return load_snapshot(settings)
-    if settings.functions:
-        log.warning(
-            "deploy mode ignores this instance's [functions.*] settings: limits come with "
-            "each deployment (from the deployer's config)"
-        )
-    return Registry(Path(settings.deploy.dir), {})
 
 
 def _key(settings: Settings) -> str:
@@ -172,7 +140,7 @@ async def _deploy(
         body = {"version": version, "active": is_active, "manifest": manifest}
         print(msgspec.json.encode(body).decode())
     else:
-        print(_functions_table(manifest.functions))
+        print(functions_table(manifest.functions))
         was = result.active_before if result.active_before is not None else "none"
         print(
             f"\npublished version {version} ({digest[:12]}, {len(files)} files, "
@@ -200,30 +168,6 @@ async def _active_manifest(store: DeployStore, key: str) -> Manifest | None:
         )
     except BundleRefused:
         return None  # not trusted: never "unchanged"
-
-
-def _functions_table(functions: Sequence[FunctionEntry]) -> str:
-    header = ("function", "executor", "concurrency", "max_in_flight", "timeout_s",
-              "max_attempts", "priority", "source")  # fmt: skip
-    rows = [
-        (f.name, f.executor, str(f.options.concurrency), str(f.options.max_in_flight or "-"),
-         f"{f.options.timeout_s:g}", str(f.options.max_attempts), f.options.priority, f.source)
-        for f in functions
-    ]  # fmt: skip
-    return table_text([header, *rows])
-
-
-class VersionRow(msgspec.Struct):
-    version: int
-    is_active: bool
-    signature: str  # "ok", "INVALID", or "unverified" (no key here)
-    digest: str | None
-    created_by: str | None
-    created_at_ms: int | None
-    message: str | None
-    functions: list[str]
-    running_on: list[str]  # live instances that run it
-    refused_by: dict[str, str]  # live instance -> why
 
 
 async def _deployments(args: argparse.Namespace, settings: Settings, url: str) -> ExitStatus:
@@ -276,7 +220,7 @@ async def _deployments(args: argparse.Namespace, settings: Settings, url: str) -
     elif not rows:
         print("no deployments yet: publish one with `runtime deploy DIR`")
     else:
-        print(_deployments_text(rows, has_key=bool(key)))
+        print(deployments_text(rows, has_key=bool(key)))
     return ExitStatus.OK
 
 
@@ -294,40 +238,6 @@ async def _live_statuses(store: DeployStore, namespace: str) -> list[InstanceSta
         elif status.instance not in known and now_ms - status.updated_ms > STATUS_STALE_MS:
             await store.forget(status.instance)
     return out
-
-
-def _deployments_text(rows: Sequence[VersionRow], *, has_key: bool) -> str:
-    header = ("version", "active", "digest", "created (UTC)", "by", "signature", "instances",
-              "functions")  # fmt: skip
-    lines = []
-    for r in rows:
-        when = (
-            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.created_at_ms / 1000))
-            if r.created_at_ms
-            else "?"
-        )
-        instances = f"{len(r.running_on)} running"
-        if r.refused_by:
-            instances += f", {len(r.refused_by)} refused"
-        lines.append((
-            str(r.version), "*" if r.is_active else "", (r.digest or "?")[:12], when,
-            r.created_by or "?", r.signature, instances, ", ".join(r.functions),
-        ))  # fmt: skip
-    text = table_text([header, *lines])
-    notes = [f"  v{r.version} {r.message}" for r in rows if r.message]
-    if notes:
-        text += "\n\nmessages:\n" + "\n".join(notes)
-    refusals = [
-        f"  v{r.version} on {instance}: {why}"
-        for r in rows
-        for instance, why in sorted(r.refused_by.items())
-    ]
-    if refusals:
-        text += "\n\nrefused by instances (they keep running their previous version):\n"
-        text += "\n".join(refusals)
-    if not has_key:
-        text += "\n\n(no deploy.signing_key here: signatures not checked)"
-    return text
 
 
 async def _rollback(args: argparse.Namespace, settings: Settings, url: str) -> ExitStatus:

@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from runtime.cli.admin import ADMIN_COMMANDS, admin_main
-from runtime.cli.deploy import DEPLOY_COMMANDS, deploy_main, serve_mode, serve_registry
+from runtime.cli.deploy import DEPLOY_COMMANDS, deploy_main
 from runtime.cli.exits import KNOWN_ERRORS, ExitStatus, status_of
 from runtime.cli.functions import FUNCTION_COMMANDS, functions_main
 from runtime.cli.parser import build_parser
+from runtime.cli.serve import serve_main
 from runtime.cli.tools import TOOL_COMMANDS, tools_main
 from runtime.config.settings import Settings, load_settings, settings_to_dict
 from runtime.errors import EmbeddedRedisError
@@ -63,11 +64,7 @@ def _dispatch(args: argparse.Namespace) -> ExitStatus:
     if args.command in DEPLOY_COMMANDS:
         return deploy_main(args, settings, lambda: _redis_url(settings))
     if args.command == "serve":
-        from runtime.server.app import serve
-
-        mode = serve_mode(args, settings)
-        serve(settings, serve_registry(mode, settings), mode=mode)
-        return ExitStatus.OK
+        return serve_main(args, settings)
     assert args.command in FUNCTION_COMMANDS, args.command
     return functions_main(args, settings, lambda: _redis_url(settings))
 

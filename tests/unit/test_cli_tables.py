@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from runtime.cli.admin_text import peek_text, stats_text
-from runtime.cli.deploy import VersionRow, _deployments_text, _functions_table
+from runtime.cli.deploy_text import VersionRow, deployments_text, functions_table
 from runtime.cli.main import run
 from runtime.cli.table import table_lines, table_text
 from runtime.deploy.bundle import FunctionEntry
@@ -69,7 +69,7 @@ def handlers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def test_functions_table(handlers: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def testfunctions_table(handlers: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["functions", "--functions", str(handlers)]) == 0
     out = capsys.readouterr().out.replace(str(handlers.parent), "<tmp>")
     assert out == FUNCTIONS_TABLE
@@ -81,7 +81,7 @@ def test_check_table(handlers: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert out == FUNCTIONS_TABLE + "\n3 function(s) OK in functions\n"
 
 
-def test_deploy_functions_table() -> None:
+def test_deployfunctions_table() -> None:
     functions = [
         FunctionEntry("alpha", "async", FunctionOptions(concurrency=4, max_in_flight=120,
                       timeout_s=2.5, max_attempts=10, priority="high"), "functions/a.py:4"),
@@ -90,7 +90,7 @@ def test_deploy_functions_table() -> None:
         FunctionEntry("gamma", "process", FunctionOptions(timeout_s=600, priority="low"),
                       "functions/g.py:16"),
     ]  # fmt: skip
-    assert _functions_table(functions) + "\n" == textwrap.dedent("""\
+    assert functions_table(functions) + "\n" == textwrap.dedent("""\
         function                     executor  concurrency  max_in_flight  timeout_s  max_attempts  priority  source
         alpha                        async     4            120            2.5        10            high      functions/a.py:4
         a_much_longer_function_name  thread    16           -              60         3             default   functions/long_module_name.py:120
@@ -115,9 +115,9 @@ def test_deployments_table() -> None:
         _version(11, signature="INVALID", refused_by={"h-2-b": "bad signature"}, functions=[]),
         _version(3, digest=None, created_by=None, created_at_ms=None, functions=["hello"]),
     ]
-    assert _deployments_text(rows, has_key=True) + "\n" == DEPLOYMENTS
+    assert deployments_text(rows, has_key=True) + "\n" == DEPLOYMENTS
     unverified = [_version(1, signature="unverified", running_on=["h-1-a"])]
-    assert _deployments_text(unverified, has_key=False) + "\n" == DEPLOYMENTS_WITHOUT_KEY
+    assert deployments_text(unverified, has_key=False) + "\n" == DEPLOYMENTS_WITHOUT_KEY
 
 
 DEPLOYMENTS = """\

@@ -23,10 +23,13 @@ class ExitStatus(IntEnum):
     """What the process tells its caller (a shell, a script, CI)."""
 
     OK = 0
-    #: The job failed or did not finish in time (``invoke``, ``bench``); a deployment was
-    #: refused or published but not made active; an operator said no to a purge.
+    #: The command ran and did not get its way: the job failed or did not finish in time
+    #: (``invoke``; ``bench`` with jobs unfinished); a deployment could not be published,
+    #: found, verified or made active; the operator said no to a purge; any other
+    #: RuntimeFailure.
     FAILED = 1
-    #: Bad configuration, bad handler folder or bad input (arguments, payload, names).
+    #: Bad configuration, bad handler folder or bad input: arguments (argparse's own exit),
+    #: a payload, an unknown function or folder, a purge without ``--yes`` and no terminal.
     USAGE = 2
     #: Redis is unreachable, or no embedded Redis is running to talk to.
     REDIS = 3

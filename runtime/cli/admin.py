@@ -1,9 +1,8 @@
 """The operator's commands: ``stats``, ``peek``, ``purge-dlq``, ``requeue-dlq``.
 
-Their arguments and the shell around ``admin.py``: reading the functions folder for names
-and caps, the confirmation a purge asks for, and printing (``admin_text.py``) or JSON.
-Durations (``--older-than 2h``) and rates (``--rate 50/s``) are parsed here, and a bad one
-is an argparse error naming the value and the accepted forms (exit status 2).
+The shell around ``runtime.queue.admin``: reading the functions folder for names and
+caps, the confirmation a purge asks for, progress on a terminal, and printing
+(``admin_text.py``) or JSON. Their arguments are in ``parser.py``.
 """
 
 from __future__ import annotations
@@ -11,157 +10,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import msgspec
 
 from runtime.cli.admin_text import filter_text, peek_text, report_text, stats_text
+from runtime.cli.exits import ExitStatus
 from runtime.config.registry import Registry, load_registry
-from runtime.config.settings import Settings
-from runtime.errors import RegistryError
-from runtime.queue.admin import MAX_BATCH, Admin, DlqFilter, DlqReport
-from runtime.queue.broker import REDIS_ERRORS, connect
+from runtime.config.schema import Settings
+from runtime.errors import BrokerUnavailable, RegistryError
+from runtime.queue.admin import Admin
+from runtime.queue.connection import connect
+from runtime.queue.dlq import DlqFilter, DlqReport
 
-EXIT_FAILED, EXIT_USAGE = 1, 2  # the statuses of runtime.cli.main (it imports this module)
 ADMIN_COMMANDS = frozenset({"stats", "peek", "purge-dlq", "requeue-dlq"})
-DEFAULT_REQUEUE_RATE = "100/s"
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_DURATION_UNITS_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-_RATE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*/\s*(s|sec|m|min|h|hour)")
-_RATE_UNITS_S = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600}
-DURATION_FORMS = "a duration like 90s, 30m, 2h, 7d or 1h30m (units ms, s, m, h, d, w)"
-RATE_FORMS = "a rate like 50/s, 300/m or 1000/h"
-
-
-def parse_duration(text: str) -> float:
-    """``"1h30m"`` → 5400.0 seconds; ValueError naming the value and the accepted forms."""
-    compact = text.strip().lower().replace(" ", "")
-    if not compact or _DURATION_RE.sub("", compact) != "":
-        raise ValueError(f"invalid duration {text!r}: expected {DURATION_FORMS}")
-    return sum(float(n) * _DURATION_UNITS_S[u] for n, u in _DURATION_RE.findall(compact))
-
-
-def parse_rate(text: str) -> float:
-    """``"300/m"`` → 5.0 per second; ValueError naming the value and the accepted forms."""
-    match = _RATE_RE.fullmatch(text.strip().lower())
-    if match is None or float(match[1]) <= 0:
-        raise ValueError(f"invalid rate {text!r}: expected {RATE_FORMS}, above zero")
-    return float(match[1]) / _RATE_UNITS_S[match[2]]
-
-
-def _arg(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An argparse type from a parser raising ValueError (argparse prints it, exit 2)."""
-
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    convert.__name__ = parse.__name__
-    return convert
-
-
-def _int_in(low: int, high: int) -> Callable[[str], int]:
-    def int_in(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            raise ValueError(f"{text!r} must be a whole number from {low} to {high}")
-        return value
-
-    return int_in
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value >= 0.05:  # also refuses nan
-        raise ValueError(f"{text!r} must be a number of seconds, at least 0.05")
-    return value
-
-
-def add_admin_parsers(sub: Any) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--functions", metavar="DIR", help="handler folder (names, caps)")
-    common.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded one)")
-    dlq_filter = argparse.ArgumentParser(add_help=False)
-    dlq_filter.add_argument(
-        "--reason", action="append", metavar="R", help="only dead jobs with this reason (repeat)"
-    )
-    dlq_filter.add_argument(
-        "--older-than",
-        type=_arg(parse_duration),
-        metavar="DURATION",
-        help="only jobs dead-lettered longer ago than this (30m, 2h, 7d, 1h30m)",
-    )
-    dlq_filter.add_argument("--dry-run", action="store_true", help="show, change nothing")
-    dlq_filter.add_argument("--json", action="store_true", help="print the report as JSON")
-
-    st = sub.add_parser("stats", parents=[common], help="queues, in flight, DLQ and rates")
-    st.add_argument(
-        "--function",
-        action="append",
-        metavar="NAME",
-        help="only this function (repeat); any name, even one not in the folder",
-    )
-    st.add_argument("--json", action="store_true", help="one JSON document (a line per refresh)")
-    st.add_argument("--watch", action="store_true", help="refresh until interrupted")
-    st.add_argument(
-        "--interval",
-        type=_arg(_seconds),
-        default=2.0,
-        metavar="S",
-        help="--watch refresh period (default 2)",
-    )
-    st.add_argument(
-        "--iterations",
-        type=_arg(_int_in(1, 10**9)),
-        metavar="N",
-        help="--watch: stop after N refreshes",
-    )
-
-    pk = sub.add_parser("peek", parents=[common], help="the next jobs, or the newest dead ones")
-    pk.add_argument("function", metavar="FUNCTION")
-    pk.add_argument("--dlq", action="store_true", help="the newest DLQ entries instead")
-    pk.add_argument("-n", "--count", type=_arg(_int_in(1, MAX_BATCH)), default=20, metavar="N")
-    pk.add_argument("--json", action="store_true", help="print the jobs as JSON")
-    pk.add_argument(
-        "--width",
-        type=_arg(_int_in(20, 10_000)),
-        metavar="COLUMNS",
-        help="cut lines to this width (default: the terminal's)",
-    )
-
-    pg = sub.add_parser("purge-dlq", parents=[common, dlq_filter], help="delete dead jobs")
-    target = pg.add_mutually_exclusive_group(required=True)
-    target.add_argument("function", nargs="?", metavar="FUNCTION")
-    target.add_argument("--all", action="store_true", help="every function of the folder")
-    pg.add_argument("-y", "--yes", action="store_true", help="do not ask (needed without a tty)")
-
-    rq = sub.add_parser(
-        "requeue-dlq",
-        parents=[common, dlq_filter],
-        help="move dead jobs back to their ready lane, counters reset",
-    )
-    rq.add_argument("function", metavar="FUNCTION")
-    rq.add_argument("--limit", type=_arg(_int_in(1, 10**12)), metavar="N", help="at most N jobs")
-    rq.add_argument(
-        "--rate",
-        type=_arg(parse_rate),
-        default=parse_rate(DEFAULT_REQUEUE_RATE),
-        metavar="R/s",
-        help=f"at most this fast (default {DEFAULT_REQUEUE_RATE})",
-    )
 
 
 def _ask(question: str) -> bool:
@@ -219,7 +84,7 @@ def _warn_unknown(registry: Registry | None, name: str) -> None:
         print(f"warning: '{name}' is not in the functions folder (known: {known})", file=sys.stderr)
 
 
-async def admin_main(args: argparse.Namespace, settings: Settings, redis_url: str) -> int:
+async def admin_main(args: argparse.Namespace, settings: Settings, redis_url: str) -> ExitStatus:
     named = list(args.function or []) if args.command == "stats" else [args.function or ""]
     registry = _admin_registry(settings, [n for n in named if n])
     redis = connect(settings.redis, redis_url)
@@ -237,7 +102,7 @@ async def admin_main(args: argparse.Namespace, settings: Settings, redis_url: st
         await redis.aclose()
 
 
-async def _stats(admin: Admin, args: argparse.Namespace, registry: Registry | None) -> int:
+async def _stats(admin: Admin, args: argparse.Namespace, registry: Registry | None) -> ExitStatus:
     names = args.function or (registry.names if registry else [])
     caps = {spec.name: spec.options.max_in_flight for spec in registry or ()}
     in_place = args.watch and not args.json and sys.stdout.isatty()
@@ -249,7 +114,7 @@ async def _stats(admin: Admin, args: argparse.Namespace, registry: Registry | No
             if args.watch and not args.json:
                 when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(stats.now_ms / 1000))
                 text = f"runtime stats at {when} UTC, every {args.interval:g}s\n\n{text}"
-        except REDIS_ERRORS as exc:
+        except BrokerUnavailable as exc:
             if not args.watch:
                 raise
             text = f"Redis unreachable: {exc}; retrying every {args.interval:g}s"
@@ -262,26 +127,26 @@ async def _stats(admin: Admin, args: argparse.Namespace, registry: Registry | No
         print(text, flush=True)
         shown += 1
         if not args.watch or (args.iterations and shown >= args.iterations):
-            return 0
+            return ExitStatus.OK
         await asyncio.sleep(args.interval)
 
 
-async def _peek(admin: Admin, args: argparse.Namespace, registry: Registry | None) -> int:
+async def _peek(admin: Admin, args: argparse.Namespace, registry: Registry | None) -> ExitStatus:
     _warn_unknown(registry, args.function)
     peek = await admin.peek(args.function, is_dlq=args.dlq, count=args.count)
     if args.json:
         print(msgspec.json.encode(peek).decode())
     else:
         print(peek_text(peek, args.width or shutil.get_terminal_size().columns))
-    return 0
+    return ExitStatus.OK
 
 
 async def _purge(
     admin: Admin, args: argparse.Namespace, registry: Registry | None, dlq_filter: DlqFilter
-) -> int:
+) -> ExitStatus:
     if args.all and registry is None:
         print("error: --all needs the functions folder; name a FUNCTION instead", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitStatus.USAGE
     names = registry.names if args.all and registry else [args.function]
     if not args.all:
         _warn_unknown(registry, args.function)
@@ -292,13 +157,13 @@ async def _purge(
             print("error: refusing to purge without confirmation: no terminal is attached; "
                   "pass --yes to purge non-interactively (or --dry-run to look first)",
                   file=sys.stderr)  # fmt: skip
-            return EXIT_USAGE
+            return ExitStatus.USAGE
         total = sum([await admin.dlq_length(name) for name in names])
         where = args.function if not args.all else f"{len(names)} functions ({', '.join(names)})"
         question = f"Purge up to {total} dead-lettered jobs of {where} ({filter_text(dlq_filter)})?"
         if total and not _ask(question):
             print("aborted: nothing was purged", file=sys.stderr)
-            return EXIT_FAILED
+            return ExitStatus.FAILED
     reports = []
     progress = _progress()
     for name in names:
@@ -308,18 +173,18 @@ async def _purge(
         reports.append(report)
     if args.json:
         print(msgspec.json.encode(reports).decode())
-        return 0
+        return ExitStatus.OK
     for report in reports:
         print(report_text(report))
     if len(reports) > 1:
         verb = "would purge" if args.dry_run else "purged"
         print(f"{verb} {sum(r.matched for r in reports)} dead jobs in all")
-    return 0
+    return ExitStatus.OK
 
 
 async def _requeue(
     admin: Admin, args: argparse.Namespace, registry: Registry | None, dlq_filter: DlqFilter
-) -> int:
+) -> ExitStatus:
     _warn_unknown(registry, args.function)
     progress = _progress()
     report = await admin.requeue_dlq(
@@ -333,4 +198,4 @@ async def _requeue(
     if progress is not None:
         progress.clear()
     print(msgspec.json.encode(report).decode() if args.json else report_text(report))
-    return 0
+    return ExitStatus.OK

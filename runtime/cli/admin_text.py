@@ -10,7 +10,10 @@ from collections.abc import Sequence
 
 import msgspec
 
-from runtime.queue.admin import DlqFilter, DlqReport, JobView, Peek, Stats
+from runtime.cli.table import table_lines
+from runtime.queue.admin_stats import Stats
+from runtime.queue.dlq import DlqFilter, DlqReport
+from runtime.queue.peek import JobView, Peek
 
 ELLIPSIS = "…"
 TOTAL_COLUMNS = ("completed", "retried", "dead", "recovered", "stale_acks", "purged", "requeued")
@@ -47,17 +50,6 @@ def _rate(value: float) -> str:
     return f"{value:g}" if value < 100 else f"{value:.0f}"
 
 
-def table(rows: Sequence[Sequence[str]], right: frozenset[int] = frozenset()) -> list[str]:
-    """Columns padded to their widest cell; indices in ``right`` are right-aligned."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for row in rows:
-        cells = zip(row, widths, strict=True)
-        padded = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(cells)]
-        lines.append("  ".join(padded).rstrip())
-    return lines
-
-
 def stats_text(stats: Stats) -> str:
     header = ("FUNCTION", "HIGH", "DEFAULT", "LOW", "DELAYED", "IN FLIGHT", "DEAD", "OLDEST",
               "DONE/MIN", "FAILED/MIN")  # fmt: skip
@@ -79,7 +71,7 @@ def stats_text(stats: Stats) -> str:
                 f"{f.function}: {f.lease_expired} lease(s) expired, waiting for a reclaimer "
                 "(a runtime died or stopped heartbeating)"
             )
-    lines = table(rows, right=frozenset(range(1, len(header))))
+    lines = table_lines(rows, right=frozenset(range(1, len(header))))
     if not stats.functions:
         lines = ["no functions: the functions folder has none; name some with --function"]
     totals: list[Sequence[str]] = [
@@ -89,7 +81,7 @@ def stats_text(stats: Stats) -> str:
         totals.append((f.function, *(str(f.totals.get(c, 0)) for c in TOTAL_COLUMNS)))
     out = [*lines, *notes]
     if stats.functions:
-        out += ["", *table(totals, right=frozenset(range(1, len(TOTAL_COLUMNS) + 1)))]
+        out += ["", *table_lines(totals, right=frozenset(range(1, len(TOTAL_COLUMNS) + 1)))]
     out += [
         "",
         "DONE/MIN, FAILED/MIN: completions, and retries + dead letters, in the last 60 s",
@@ -104,7 +96,7 @@ def stats_text(stats: Stats) -> str:
                 str(inst.get("version", "?")), ",".join(inst.get("functions", [])),
                 format_age(inst.get("last_beat_s")),
             ))  # fmt: skip
-        out += table(rows_i)
+        out += table_lines(rows_i)
     else:
         out.append("none")
     return "\n".join(out)
@@ -134,7 +126,7 @@ def peek_text(peek: Peek, width: int) -> str:
         if is_dlq:
             row += [j.reason or "-", truncate(one_line(j.error), error_width) or "-"]
         rows.append(row)
-    lines = table(rows, right=frozenset({2, 3}))
+    lines = table_lines(rows, right=frozenset({2, 3}))
     prefix_width = max(len(line) for line in lines) + 2
     out = [truncate(head, width)]
     for i, line in enumerate(lines):

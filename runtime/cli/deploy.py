@@ -1,6 +1,6 @@
-"""The deployment commands: ``deploy``, ``deployments``, ``rollback``; and how ``serve`` picks
-its mode. A thin shell over ``bundle.py`` (build, sign), ``validate.py`` (the import child)
-and ``deploy.py`` (Redis).
+"""The deployment commands: ``deploy``, ``deployments``, ``rollback``. A thin shell over
+``runtime.deploy``: ``bundle.py`` (build, sign), ``validate.py`` (the import child) and
+``store.py`` (Redis); ``deploy_text.py`` prints for a person.
 
 ``runtime deploy DIR`` copies the folder's files into a private temp folder, validates that
 copy exactly as ``runtime check`` would (in a child process; errors name the user's
@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import cast
 
 import msgspec
 
-from runtime.config.registry import Registry, load_registry
-from runtime.config.settings import Settings
+from runtime.cli.deploy_text import VersionRow, deployments_text, functions_table
+from runtime.cli.exits import ExitStatus
+from runtime.config.schema import Settings
 from runtime.deploy.bundle import (
     BundleFile,
     BundleLimits,
@@ -43,60 +43,11 @@ from runtime.deploy.bundle import (
 from runtime.deploy.store import DeployStore, InstanceStatus
 from runtime.deploy.validate import relabel, shown_path, validate_sync
 from runtime.errors import BundleRefused, ConfigError, DeployError, RegistryError
-from runtime.queue.broker import connect
+from runtime.queue.connection import connect
 from runtime.queue.instances import live_instances, registry_keys
-
-if TYPE_CHECKING:
-    from runtime.deploy.watcher import ServeMode
 
 DEPLOY_COMMANDS = frozenset({"deploy", "deployments", "rollback"})
 STATUS_STALE_MS = 60_000  # a status whose instance is gone is pruned after this
-log = logging.getLogger("runtime.deploy")
-
-
-def add_deploy_parsers(sub: Any) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded one)")
-    common.add_argument("--json", action="store_true", help="print JSON")
-
-    d = sub.add_parser(
-        "deploy", parents=[common], help="validate a folder and publish it as a new version"
-    )
-    d.add_argument("dir", nargs="?", help="handler folder (default: functions_dir)")
-    d.add_argument("-m", "--message", default="", help="a note kept with the version")
-    d.add_argument("--force", action="store_true", help="publish even if nothing changed")
-
-    ls = sub.add_parser("deployments", parents=[common], help="list the published versions")
-    ls.add_argument("-n", "--limit", type=int, default=20, metavar="N", help="newest N (20)")
-
-    rb = sub.add_parser("rollback", parents=[common], help="make an earlier version active again")
-    rb.add_argument("version", nargs="?", type=int, help="default: the one before the active")
-
-
-def serve_mode(args: argparse.Namespace, settings: Settings) -> ServeMode:
-    """``--reload``: reload mode; ``--functions DIR`` or no signing key: the folder, as
-    ever; otherwise (plain ``runtime serve`` with a key): follow the active deployment."""
-    if getattr(args, "reload", False):
-        return "reload"
-    if getattr(args, "functions", None) is None and settings.deploy.signing_key:
-        return "deploy"
-    return "local"
-
-
-def serve_registry(mode: ServeMode, settings: Settings) -> Registry:
-    """What ``serve`` starts with: the folder, a first snapshot of it, or nothing yet."""
-    if mode == "local":
-        return load_registry(settings.functions_dir, settings.functions)
-    if mode == "reload":
-        from runtime.deploy.watcher import load_snapshot  # serve-only: the dispatcher and its deps
-
-        return load_snapshot(settings)
-    if settings.functions:
-        log.warning(
-            "deploy mode ignores this instance's [functions.*] settings: limits come with "
-            "each deployment (from the deployer's config)"
-        )
-    return Registry(Path(settings.deploy.dir), {})
 
 
 def _key(settings: Settings) -> str:
@@ -111,7 +62,9 @@ def _key(settings: Settings) -> str:
     return settings.deploy.signing_key
 
 
-def deploy_main(args: argparse.Namespace, settings: Settings, redis_url: Callable[[], str]) -> int:
+def deploy_main(
+    args: argparse.Namespace, settings: Settings, redis_url: Callable[[], str]
+) -> ExitStatus:
     if args.command == "deploy":
         files, functions = _validated(settings)
         return asyncio.run(_deploy(args, settings, redis_url(), files, functions))
@@ -156,7 +109,7 @@ async def _deploy(
     url: str,
     files: list[BundleFile],
     functions: list[FunctionEntry],
-) -> int:
+) -> ExitStatus:
     key = _key(settings)
     digest = content_digest(file_entries(files))
     redis = connect(settings.redis, url)
@@ -169,7 +122,7 @@ async def _deploy(
                     f"unchanged: version {active.version} is active with this content "
                     f"({digest[:12]}); nothing published (--force publishes anyway)"
                 )
-                return 0
+                return ExitStatus.OK
         version = await store.next_version()
         manifest = build_manifest(
             files, functions, namespace=settings.namespace, version=version, message=args.message
@@ -187,7 +140,7 @@ async def _deploy(
         body = {"version": version, "active": is_active, "manifest": manifest}
         print(msgspec.json.encode(body).decode())
     else:
-        print(_functions_table(manifest.functions))
+        print(functions_table(manifest.functions))
         was = result.active_before if result.active_before is not None else "none"
         print(
             f"\npublished version {version} ({digest[:12]}, {len(files)} files, "
@@ -200,8 +153,8 @@ async def _deploy(
             f"`runtime rollback {version}` activates it",
             file=sys.stderr,
         )
-        return 1
-    return 0
+        return ExitStatus.FAILED
+    return ExitStatus.OK
 
 
 async def _active_manifest(store: DeployStore, key: str) -> Manifest | None:
@@ -217,39 +170,7 @@ async def _active_manifest(store: DeployStore, key: str) -> Manifest | None:
         return None  # not trusted: never "unchanged"
 
 
-def _functions_table(functions: Sequence[FunctionEntry]) -> str:
-    header = ("function", "executor", "concurrency", "max_in_flight", "timeout_s",
-              "max_attempts", "priority", "source")  # fmt: skip
-    rows = [
-        (f.name, f.executor, str(f.options.concurrency), str(f.options.max_in_flight or "-"),
-         f"{f.options.timeout_s:g}", str(f.options.max_attempts), f.options.priority, f.source)
-        for f in functions
-    ]  # fmt: skip
-    return _table(header, rows)
-
-
-def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
-    everything = [header, *rows]
-    widths = [max(len(r[i]) for r in everything) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in everything
-    )
-
-
-class VersionRow(msgspec.Struct):
-    version: int
-    is_active: bool
-    signature: str  # "ok", "INVALID", or "unverified" (no key here)
-    digest: str | None
-    created_by: str | None
-    created_at_ms: int | None
-    message: str | None
-    functions: list[str]
-    running_on: list[str]  # live instances that run it
-    refused_by: dict[str, str]  # live instance -> why
-
-
-async def _deployments(args: argparse.Namespace, settings: Settings, url: str) -> int:
+async def _deployments(args: argparse.Namespace, settings: Settings, url: str) -> ExitStatus:
     key = settings.deploy.signing_key
     redis = connect(settings.redis, url)
     try:
@@ -299,8 +220,8 @@ async def _deployments(args: argparse.Namespace, settings: Settings, url: str) -
     elif not rows:
         print("no deployments yet: publish one with `runtime deploy DIR`")
     else:
-        print(_deployments_text(rows, has_key=bool(key)))
-    return 0
+        print(deployments_text(rows, has_key=bool(key)))
+    return ExitStatus.OK
 
 
 async def _live_statuses(store: DeployStore, namespace: str) -> list[InstanceStatus]:
@@ -319,41 +240,7 @@ async def _live_statuses(store: DeployStore, namespace: str) -> list[InstanceSta
     return out
 
 
-def _deployments_text(rows: Sequence[VersionRow], *, has_key: bool) -> str:
-    header = ("version", "active", "digest", "created (UTC)", "by", "signature", "instances",
-              "functions")  # fmt: skip
-    lines = []
-    for r in rows:
-        when = (
-            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.created_at_ms / 1000))
-            if r.created_at_ms
-            else "?"
-        )
-        instances = f"{len(r.running_on)} running"
-        if r.refused_by:
-            instances += f", {len(r.refused_by)} refused"
-        lines.append((
-            str(r.version), "*" if r.is_active else "", (r.digest or "?")[:12], when,
-            r.created_by or "?", r.signature, instances, ", ".join(r.functions),
-        ))  # fmt: skip
-    text = _table(header, lines)
-    notes = [f"  v{r.version} {r.message}" for r in rows if r.message]
-    if notes:
-        text += "\n\nmessages:\n" + "\n".join(notes)
-    refusals = [
-        f"  v{r.version} on {instance}: {why}"
-        for r in rows
-        for instance, why in sorted(r.refused_by.items())
-    ]
-    if refusals:
-        text += "\n\nrefused by instances (they keep running their previous version):\n"
-        text += "\n".join(refusals)
-    if not has_key:
-        text += "\n\n(no deploy.signing_key here: signatures not checked)"
-    return text
-
-
-async def _rollback(args: argparse.Namespace, settings: Settings, url: str) -> int:
+async def _rollback(args: argparse.Namespace, settings: Settings, url: str) -> ExitStatus:
     key = _key(settings)
     redis = connect(settings.redis, url)
     try:
@@ -392,4 +279,4 @@ async def _rollback(args: argparse.Namespace, settings: Settings, url: str) -> i
         print(f"version {target} was already active; runtimes that refused it retry now")
     else:
         print(f"version {target} is active again (was {before}); runtimes switch within ~2 s")
-    return 0
+    return ExitStatus.OK

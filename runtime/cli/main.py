@@ -1,7 +1,8 @@
-"""The ``runtime`` command: a thin shell over settings, registry, app and client.
+"""The ``runtime`` command's entry point: parse the arguments, load the settings, hand the
+command to the module of its group, and turn what escapes it into an exit status.
 
-Exit status: 0 success; 1 the job failed or did not finish in time (or an operator said no);
-2 bad configuration, bad handler folder or bad input; 3 Redis unreachable; 130 interrupted.
+The console script ``runtime``, ``python -m runtime`` and ``python -m runtime.cli`` all run
+:func:`main`. The statuses are those of ``exits.py``.
 """
 
 from __future__ import annotations
@@ -11,74 +12,66 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from runtime.cli.admin import ADMIN_COMMANDS, add_admin_parsers, admin_main
-from runtime.cli.deploy import (
-    DEPLOY_COMMANDS,
-    add_deploy_parsers,
-    deploy_main,
-    serve_mode,
-    serve_registry,
-)
-from runtime.cli.tools import TOOL_COMMANDS, add_tool_parsers, tools_main
-from runtime.config.registry import Registry, load_registry
-from runtime.config.settings import Settings, load_settings, settings_to_dict
-from runtime.errors import (
-    ConfigError,
-    EmbeddedRedisError,
-    JobFailed,
-    PayloadError,
-    RegistryError,
-    ResultTimeout,
-    RuntimeFailure,
-    UnknownFunction,
-)
-from runtime.queue.broker import REDIS_ERRORS
-
-EXIT_FAILED, EXIT_USAGE, EXIT_REDIS, EXIT_INTERRUPTED = 1, 2, 3, 130
+from runtime.cli.admin import ADMIN_COMMANDS, admin_main
+from runtime.cli.deploy import DEPLOY_COMMANDS, deploy_main
+from runtime.cli.exits import KNOWN_ERRORS, ExitStatus, status_of
+from runtime.cli.functions import FUNCTION_COMMANDS, functions_main
+from runtime.cli.parser import build_parser
+from runtime.cli.serve import serve_main
+from runtime.cli.tools import TOOL_COMMANDS, tools_main
+from runtime.config.redaction import settings_to_dict
+from runtime.config.schema import Settings
+from runtime.config.settings import load_settings
+from runtime.errors import BrokerUnavailable, EmbeddedRedisError
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="runtime", description="Serverless-style functions on Redis")
-    p.add_argument("--config", metavar="DIR", help="config folder (default: ./config)")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def main() -> None:
+    sys.exit(run())
 
-    s = sub.add_parser("serve", help="run the HTTP app and the dispatcher")
-    s.add_argument("--functions", metavar="DIR", help="handler folder (default: functions)")
-    s.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
-    s.add_argument("--port", type=int, help="HTTP port (default 8080)")
-    s.add_argument("--redis", metavar="URL", help="Redis URL (default: embedded redis-server)")
-    s.add_argument("--reload", action="store_true", help="hot-swap the folder's edits")
 
-    c = sub.add_parser("check", help="import and validate every handler of a folder")
-    c.add_argument("dir", nargs="?", help="handler folder (default: functions_dir)")
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the command ``argv`` names (default: the process's arguments); its exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(_dispatch(args))
+    except (BrokerUnavailable, OSError) as exc:  # before KNOWN_ERRORS: it is a RuntimeFailure
+        print(f"error: Redis unreachable: {exc}", file=sys.stderr)
+        return int(ExitStatus.REDIS)
+    except KNOWN_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return int(status_of(exc))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return int(ExitStatus.INTERRUPTED)
 
-    f = sub.add_parser("functions", help="list the functions and their effective limits")
-    f.add_argument("--functions", metavar="DIR", help="handler folder")
 
-    i = sub.add_parser("invoke", help="run a function and print its result")
-    i.add_argument("name")
-    i.add_argument("payload", nargs="?", default="null", help="JSON payload (default: null)")
-    i.add_argument("--async", dest="is_async", action="store_true", help="print the job id")
-    i.add_argument("--timeout", type=float, default=None, metavar="S", help="wait at most S")
-    i.add_argument("--priority", choices=["high", "default", "low"])
-    i.add_argument("--delay", type=float, metavar="S", help="start no earlier than S from now")
-    i.add_argument("--job-id", help="your own job id (idempotent)")
-    i.add_argument("--idempotency-key", help="the same key twice gives the same job")
-    i.add_argument("--functions", metavar="DIR", help="handler folder (for validation)")
-    i.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded one)")
+def _dispatch(args: argparse.Namespace) -> ExitStatus:
+    settings = _settings(args)
+    if args.command == "config":
+        if args.action == "show":
+            print(json.dumps(settings_to_dict(settings, masked=True), indent=2))
+        else:
+            print("configuration OK")
+        return ExitStatus.OK
+    from runtime.observe.logs import setup_logging
 
-    cfg = sub.add_parser("config", help="show or check the effective configuration")
-    cfg.add_argument("action", choices=["show", "check"])
-    add_admin_parsers(sub)
-    add_deploy_parsers(sub)
-    add_tool_parsers(sub)
-    return p
+    setup_logging(settings.log.level, settings.log.format)
+    if args.command in ADMIN_COMMANDS:
+        return asyncio.run(admin_main(args, settings, _redis_url(settings)))
+    if args.command in TOOL_COMMANDS:
+        return asyncio.run(tools_main(args, settings, _redis_url(settings)))
+    if args.command in DEPLOY_COMMANDS:
+        return deploy_main(args, settings, lambda: _redis_url(settings))
+    if args.command == "serve":
+        return serve_main(args, settings)
+    assert args.command in FUNCTION_COMMANDS, args.command
+    return functions_main(args, settings, lambda: _redis_url(settings))
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    """The settings of ``--config``, the environment and the flags that override them."""
     overrides: dict[str, Any] = {
         "functions_dir": getattr(args, "functions", None) or getattr(args, "dir", None),
         "http.host": getattr(args, "host", None),
@@ -88,27 +81,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(config_dir=args.config, overrides=overrides)
 
 
-def _registry(settings: Settings) -> Registry:
-    return load_registry(settings.functions_dir, settings.functions)
-
-
-def _table(registry: Registry) -> str:
-    header = ("function", "executor", "concurrency", "max_in_flight", "timeout_s",
-              "max_attempts", "max_recoveries", "priority", "source")  # fmt: skip
-    rows = [header]
-    for spec in registry:
-        o = spec.options
-        rows.append((
-            spec.name, spec.executor, str(o.concurrency), str(o.max_in_flight or "-"),
-            f"{o.timeout_s:g}", str(o.max_attempts), str(o.max_recoveries), o.priority,
-            spec.source,
-        ))  # fmt: skip
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)  # fmt: skip
-
-
 def _redis_url(settings: Settings) -> str:
+    """The configured Redis, else the embedded one a ``runtime serve`` here started."""
     if settings.redis.url:
         return settings.redis.url
     from runtime.server.embedded import discover
@@ -120,131 +94,6 @@ def _redis_url(settings: Settings) -> str:
             "`runtime serve` first, or give --redis URL / RUNTIME_REDIS__URL"
         )
     return url
-
-
-def _follows_deployments(args: argparse.Namespace, settings: Settings) -> bool:
-    """`invoke` validates against the active deployment when there is no local folder to
-    validate against (a deployer's or operator's machine) and a signing key is set."""
-    no_folder = not args.functions and not Path(settings.functions_dir).is_dir()
-    return no_folder and bool(settings.deploy.signing_key)
-
-
-async def _deployed_registry(settings: Settings) -> Registry:
-    """The active deployment's registry: fetched, its signature verified, extracted where
-    the runtimes extract it, and loaded with the limits the deployer validated."""
-    from runtime.deploy.bundle import BundleLimits
-    from runtime.deploy.store import DeployStore, extract
-    from runtime.queue.broker import connect
-
-    redis = connect(settings.redis, _redis_url(settings))
-    try:
-        store = DeployStore(redis, settings.namespace, keep_versions=settings.deploy.keep_versions)
-        version = await store.active()
-        if version is None:
-            raise RegistryError(
-                [f"no functions folder {settings.functions_dir!r} and no active deployment: "
-                 "give --functions DIR, or deploy one with `runtime deploy DIR`"]
-            )  # fmt: skip
-        limits = BundleLimits.of(settings.deploy)
-        bundle = await store.fetch(version, settings.deploy.signing_key, limits)
-    finally:
-        await redis.aclose()
-    folder = extract(bundle, Path(settings.deploy.dir))
-    return load_registry(folder, bundle.manifest.overrides)
-
-
-async def _invoke(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
-    from runtime.client import Client
-
-    spec = registry.get(args.name)
-    payload = spec.decode_json(args.payload.encode())
-    async with Client.from_settings(settings, _redis_url(settings), registry) as client:
-        job_id = await client.enqueue(
-            args.name,
-            payload,
-            job_id=args.job_id,
-            idempotency_key=args.idempotency_key,
-            priority=args.priority,
-            delay_s=args.delay,
-            notify=not args.is_async,
-        )
-        if args.is_async:
-            print(job_id)
-            return 0
-        timeout_s = args.timeout
-        if timeout_s is None:
-            attempts = spec.options.max_attempts
-            timeout_s = spec.options.timeout_s * attempts + (args.delay or 0) + 30
-        try:
-            result = await client.result(job_id, timeout_s)
-        except JobFailed as exc:
-            print(f"error: job {exc.job_id} failed ({exc.reason}): {exc.error}", file=sys.stderr)
-            return EXIT_FAILED
-        except ResultTimeout as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        print(json.dumps(result, ensure_ascii=False))
-        return 0
-
-
-def run(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        settings = _settings(args)
-        if args.command == "config":
-            if args.action == "show":
-                print(json.dumps(settings_to_dict(settings, masked=True), indent=2))
-            else:
-                print("configuration OK")
-            return 0
-        from runtime.observe.logs import setup_logging
-
-        setup_logging(settings.log.level, settings.log.format)
-        if args.command in ADMIN_COMMANDS:
-            return asyncio.run(admin_main(args, settings, _redis_url(settings)))
-        if args.command in TOOL_COMMANDS:
-            return asyncio.run(tools_main(args, settings, _redis_url(settings)))
-        if args.command in DEPLOY_COMMANDS:
-            return deploy_main(args, settings, lambda: _redis_url(settings))
-        if args.command == "serve":
-            from runtime.server.app import serve
-
-            mode = serve_mode(args, settings)
-            serve(settings, serve_registry(mode, settings), mode=mode)
-            return 0
-        if args.command == "invoke" and _follows_deployments(args, settings):
-            registry = asyncio.run(_deployed_registry(settings))
-        else:
-            registry = _registry(settings)
-        if args.command in ("check", "functions"):
-            print(_table(registry))
-            if args.command == "check":
-                print(f"\n{len(registry)} function(s) OK in {settings.functions_dir}")
-            return 0
-        assert args.command == "invoke", args.command
-        return asyncio.run(_invoke(args, settings, registry))
-    except (ConfigError, RegistryError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (PayloadError, UnknownFunction, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except EmbeddedRedisError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_REDIS
-    except (*REDIS_ERRORS,) as exc:  # before RuntimeFailure: BrokerUnavailable is one
-        print(f"error: Redis unreachable: {exc}", file=sys.stderr)
-        return EXIT_REDIS
-    except RuntimeFailure as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-
-
-def main() -> None:
-    sys.exit(run())
 
 
 if __name__ == "__main__":

@@ -37,20 +37,9 @@ from runtime.queue.dlq import (
     Sleep,
 )
 from runtime.queue.keys import FunctionKeys, wake_channel
-from runtime.queue.peek import JobView, Peek, read_peek
+from runtime.queue.peek import Peek, read_peek
 
-# Admin and the names runtime.cli imports from this module (their homes: admin_stats.py,
-# peek.py and dlq.py).
-__all__ = [
-    "MAX_BATCH",
-    "Admin",
-    "DlqFilter",
-    "DlqReport",
-    "JobView",
-    "Peek",
-    "Stats",
-    "check_function_name",
-]
+__all__ = ["Admin", "check_function_name"]
 
 # The same rule as @function names; it also keeps a name from breaking the {ns:fn} hash tag.
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")

@@ -14,7 +14,8 @@ from runtime.client import Client
 from runtime.config.registry import Registry, load_registry
 from runtime.config.schema import RedisSettings, Settings, WorkerSettings
 from runtime.execution.dispatcher import Dispatcher
-from runtime.queue.broker import RedisBroker, connect
+from runtime.queue.broker import RedisBroker
+from runtime.queue.connection import connect
 
 FAST_WORKER = WorkerSettings(
     lease_s=1.0,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.cli.admin import parse_duration, parse_rate
 from runtime.cli.admin_text import (
     filter_text,
     format_age,
@@ -14,6 +13,7 @@ from runtime.cli.admin_text import (
     stats_text,
     truncate,
 )
+from runtime.cli.argtypes import parse_duration, parse_rate
 from runtime.queue.admin_stats import FunctionStats, Stats
 from runtime.queue.dlq import DlqFilter, DlqMatch, DlqReport
 from runtime.queue.peek import JobView, Peek

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.cli.tools import FileJob, file_job_id, percentile, walk
+from runtime.cli.bench import percentile
+from runtime.cli.enqueue_dir import FileJob, file_job_id, walk
 
 
 def make(root: Path, *names: str) -> None:

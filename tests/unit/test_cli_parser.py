@@ -1,0 +1,88 @@
+"""Pins of the ``runtime`` command's argument parser: every ``--help`` text, what argparse
+prints for bad arguments, and the value each flag of each subcommand defaults to.
+
+The expected texts in ``cli_golden/`` were written by the parser as it was before the CLI
+package was reshaped; they change only when the command line is meant to change.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from runtime.cli.main import run
+from runtime.cli.parser import build_parser
+
+GOLDEN = Path(__file__).parent / "cli_golden"
+COMMANDS = (
+    "serve", "check", "functions", "invoke", "config", "stats", "peek", "purge-dlq",
+    "requeue-dlq", "deploy", "deployments", "rollback", "enqueue-dir", "bench",
+)  # fmt: skip
+BAD_ARGUMENTS = (
+    "", "nope", "--config", "serve --port x", "serve --bogus", "check a b",
+    "invoke", "invoke f --priority urgent", "invoke f --timeout x", "invoke f --delay",
+    "config", "config bogus", "stats --interval 0.01", "stats --interval x",
+    "stats --iterations 0", "peek", "peek f -n 0", "peek f -n 1001", "peek f --width 5",
+    "purge-dlq", "purge-dlq f --all", "purge-dlq f --older-than 2x", "purge-dlq --reason",
+    "requeue-dlq", "requeue-dlq f --rate fast", "requeue-dlq f --rate 0/s",
+    "requeue-dlq f --limit 0", "deploy a b", "deployments -n x", "rollback x",
+    "enqueue-dir d", "enqueue-dir --function f", "enqueue-dir d --function f --rate x",
+    "bench --rate 0/s", "bench --count x", "bench --payload-size x", "bench --timeout x",
+)  # fmt: skip
+MINIMAL_ARGUMENTS = (
+    "serve", "check", "functions", "invoke f", "config show", "stats", "peek f",
+    "purge-dlq f", "purge-dlq --all", "requeue-dlq f", "deploy", "deployments", "rollback",
+    "enqueue-dir d --function f", "bench",
+    "--config c stats --function a --function b --watch --interval 0.5 --iterations 3",
+    "purge-dlq f --reason timeout --reason rejected --older-than 1h30m --dry-run --json -y",
+    "requeue-dlq f --rate 300/m --limit 9", "enqueue-dir d --function f --rate 50/s",
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argparse wraps help to the terminal; the pins are for 100 columns."""
+    monkeypatch.setenv("COLUMNS", "100")
+
+
+def _exit(argv: Sequence[str], capsys: pytest.CaptureFixture[str]) -> tuple[object, str, str]:
+    with pytest.raises(SystemExit) as stopped:
+        run(argv)
+    out, err = capsys.readouterr()
+    return stopped.value.code, out, err
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_is_pinned(command: str | None, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--help"] if command is None else [command, "--help"]
+    code, out, err = _exit(argv, capsys)
+    assert (code, err) == (0, "")
+    assert out == (GOLDEN / f"help-{command or 'runtime'}.txt").read_text()
+
+
+def error_transcript(capsys: pytest.CaptureFixture[str]) -> str:
+    lines = []
+    for command in BAD_ARGUMENTS:
+        code, out, err = _exit(shlex.split(command), capsys)
+        lines.append(f"$ runtime {command}\nexit {code}\n{out}{err}")
+    return "\n".join(lines)
+
+
+def test_argument_errors_are_pinned(capsys: pytest.CaptureFixture[str]) -> None:
+    assert error_transcript(capsys) == (GOLDEN / "errors.txt").read_text()
+
+
+def defaults_transcript() -> str:
+    parser = build_parser()
+    lines = []
+    for command in MINIMAL_ARGUMENTS:
+        parsed = vars(parser.parse_args(shlex.split(command)))
+        lines.append(f"$ runtime {command}\n{sorted(parsed.items())!r}\n")
+    return "\n".join(lines)
+
+
+def test_parsed_values_are_pinned() -> None:
+    assert defaults_transcript() == (GOLDEN / "defaults.txt").read_text()

@@ -18,9 +18,10 @@ from runtime.config.settings import RedisSettings, Settings
 from runtime.errors import JobFailed, ResultTimeout, UnknownFunction, UnknownJob
 from runtime.function import PRIORITIES, Priority, suggest
 from runtime.jobs import envelope
+from runtime.jobs.records import JobRecord
 from runtime.observe.metrics import Metrics
 from runtime.observe.tracing import Tracing
-from runtime.queue.broker import JobRecord, RedisBroker, connect
+from runtime.queue.broker import RedisBroker, connect
 
 MAX_DELAY_S = 365 * 86400.0
 

@@ -32,16 +32,10 @@ from runtime.config.settings import Settings
 from runtime.execution.quarantine import Quarantine
 from runtime.execution.worker import FunctionWorker
 from runtime.function import FunctionSpec
+from runtime.jobs.records import ClaimedJob, parse_handoff
 from runtime.observe.metrics import Metrics
 from runtime.observe.tracing import Tracing
-from runtime.queue.broker import (
-    REDIS_ERRORS,
-    ClaimedJob,
-    RedisBroker,
-    SettleEntry,
-    close_pubsub,
-    parse_handoff,
-)
+from runtime.queue.broker import REDIS_ERRORS, RedisBroker, SettleEntry, close_pubsub
 from runtime.queue.keys import handoff_channel
 
 log = logging.getLogger("runtime.dispatcher")

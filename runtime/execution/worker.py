@@ -36,9 +36,10 @@ from runtime.jobs.outcome import (
     Outcome,
     backoff_delay_s,
 )
+from runtime.jobs.records import ClaimedJob
 from runtime.observe.metrics import FunctionMetrics
 from runtime.observe.tracing import Tracing
-from runtime.queue.broker import REDIS_ERRORS, ClaimedJob, RedisBroker, SettleEntry, new_claim_id
+from runtime.queue.broker import REDIS_ERRORS, RedisBroker, SettleEntry, new_claim_id
 
 log = logging.getLogger("runtime.worker")
 SETTLE_BATCH = 500

@@ -33,10 +33,9 @@ from runtime.config.settings import RedisSettings
 from runtime.execution.quarantine import suspect_threshold
 from runtime.function import Priority
 from runtime.jobs.envelope import function_of
+from runtime.jobs.records import Claim, ClaimedJob, JobRecord
 from runtime.queue.keys import FunctionKeys, done_channel, wake_channel
 
-JobState = Literal["queued", "delayed", "running", "completed", "dead"]
-TERMINAL: frozenset[str] = frozenset({"completed", "dead"})
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 CLAIM_RECORD_TTL_S = 60
 PROMOTE_LIMIT = 1000
@@ -65,33 +64,6 @@ def new_claim_id() -> str:
     return os.urandom(8).hex()
 
 
-class ClaimedJob(msgspec.Struct):
-    """One leased job as the claim returned it."""
-
-    id: str
-    token: str
-    envelope: bytes
-    attempts: int  # failed attempts before this one
-    recoveries: int
-    ready_ms: int  # when it last became ready (enqueued, promoted or put back)
-
-
-def parse_handoff(data: bytes) -> tuple[str, ClaimedJob, int] | None:
-    """(function, job, Redis ms) from a handoff message (enqueue.lua), None if malformed.
-
-    A handed-off job is new: token 1, no attempts or recoveries, ready since ``now_ms``."""
-    parts = data.split(b"\n", 3)
-    if len(parts) != 4:
-        return None
-    function, job_id, now, env = parts
-    try:
-        now_ms = int(now)
-        job = ClaimedJob(job_id.decode(), "1", env, 0, 0, now_ms)
-        return function.decode(), job, now_ms
-    except (ValueError, UnicodeDecodeError):
-        return None
-
-
 def _claimed(j: list[Any]) -> ClaimedJob:
     """A job as claim.lua and extend.lua return it: {id, token, env, att, rec, ready_ms}."""
     return ClaimedJob(
@@ -102,35 +74,6 @@ def _claimed(j: list[Any]) -> ClaimedJob:
         recoveries=_int(j[4]),
         ready_ms=_int(j[5]),
     )
-
-
-class Claim(msgspec.Struct):
-    jobs: list[ClaimedJob]
-    next_due_ms: int  # earliest delayed job, -1 if none
-    now_ms: int  # Redis server time of the claim
-    is_fleet_limited: bool  # max_in_flight cut the batch
-    rate_ready_ms: int = -1  # rate limit cut the batch: when the next start is allowed
-
-
-class JobRecord(msgspec.Struct):
-    """A job as stored, for callers and operators."""
-
-    id: str
-    function: str
-    state: str
-    priority: str
-    attempts: int
-    recoveries: int
-    enqueued_ms: int
-    started_ms: int | None = None
-    finished_ms: int | None = None
-    result: bytes | None = None  # JSON of the handler's return value
-    reason: str | None = None  # why it was dead-lettered (or the last failure)
-    error: str | None = None
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.state in TERMINAL
 
 
 class SettleEntry(msgspec.Struct, array_like=True):

@@ -19,7 +19,8 @@ import contextlib
 import logging
 import time
 
-from runtime.queue.broker import REDIS_ERRORS, JobRecord, RedisBroker, close_pubsub
+from runtime.jobs.records import JobRecord
+from runtime.queue.broker import REDIS_ERRORS, RedisBroker, close_pubsub
 
 log = logging.getLogger("runtime.waiter")
 

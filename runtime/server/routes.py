@@ -32,7 +32,8 @@ from aiohttp import web
 from runtime.errors import PayloadError, PayloadTooLarge
 from runtime.function import PRIORITIES, FunctionSpec, Priority
 from runtime.jobs.envelope import function_of
-from runtime.queue.broker import REDIS_ERRORS, JobRecord
+from runtime.jobs.records import JobRecord
+from runtime.queue.broker import REDIS_ERRORS
 from runtime.server.appkeys import (
     BROKER_KEY,
     MEMORY_RATIO_KEY,

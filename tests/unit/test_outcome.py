@@ -22,7 +22,8 @@ from runtime.jobs.outcome import (
     classify,
     describe,
 )
-from runtime.queue.broker import ClaimedJob, SettleEntry
+from runtime.jobs.records import ClaimedJob
+from runtime.queue.broker import SettleEntry
 
 # -- backoff ---------------------------------------------------------------------------------
 

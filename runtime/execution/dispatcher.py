@@ -33,9 +33,10 @@ from runtime.execution.quarantine import Quarantine
 from runtime.execution.worker import FunctionWorker
 from runtime.function import FunctionSpec
 from runtime.jobs.records import ClaimedJob, parse_handoff
+from runtime.jobs.settle import Release
 from runtime.observe.metrics import Metrics
 from runtime.observe.tracing import Tracing
-from runtime.queue.broker import REDIS_ERRORS, RedisBroker, SettleEntry, close_pubsub
+from runtime.queue.broker import REDIS_ERRORS, RedisBroker, close_pubsub
 from runtime.queue.keys import handoff_channel
 
 log = logging.getLogger("runtime.dispatcher")
@@ -219,7 +220,7 @@ class Dispatcher:
     async def _release(self, function: str, job: ClaimedJob) -> None:
         """A job handed over for a function no longer served here: back to its lane."""
         try:
-            await self._broker.settle(function, [SettleEntry("L", job.id, job.token)])
+            await self._broker.settle(function, [Release(job.id, job.token)])
         except REDIS_ERRORS as exc:
             log.warning("releasing job %s failed (its lease will expire): %s", job.id, exc)
 

@@ -37,9 +37,17 @@ from runtime.jobs.outcome import (
     backoff_delay_s,
 )
 from runtime.jobs.records import ClaimedJob
+from runtime.jobs.settle import (
+    Complete,
+    Release,
+    RetryLater,
+    SendToDlq,
+    SettleEntry,
+    WorkerCrashed,
+)
 from runtime.observe.metrics import FunctionMetrics
 from runtime.observe.tracing import Tracing
-from runtime.queue.broker import REDIS_ERRORS, RedisBroker, SettleEntry, new_claim_id
+from runtime.queue.broker import REDIS_ERRORS, RedisBroker, new_claim_id
 
 log = logging.getLogger("runtime.worker")
 SETTLE_BATCH = 500
@@ -446,7 +454,7 @@ class FunctionWorker:
                 self.counters.completed += 1
                 if m is not None:
                     m.completed.inc()
-                return SettleEntry("C", job.id, job.token, result)
+                return Complete(job.id, job.token, result)
             case Failed(reason, error, delay_s):
                 attempt = job.attempts + 1
                 if m is not None:
@@ -455,27 +463,25 @@ class FunctionWorker:
                     self.counters.dead += 1
                     if m is not None:
                         m.dead(reason)
-                    return SettleEntry("D", job.id, job.token, reason, error, "1")
+                    return SendToDlq(job.id, job.token, reason, error, is_attempt=True)
                 if delay_s is None:
                     delay_s = backoff_delay_s(attempt, opts.backoff)
                 self.counters.retried += 1
                 if m is not None:
                     m.retried.inc()
                 self._wake_at(delay_s)
-                delay_ms = str(round(delay_s * 1000))
-                return SettleEntry("R", job.id, job.token, delay_ms, error, reason)
+                return RetryLater(job.id, job.token, round(delay_s * 1000), error, reason)
             case DeadLetter(reason, error, is_attempt):
                 self.counters.dead += 1
                 if m is not None:
                     if is_attempt:
                         m.failed(reason)
                     m.dead(reason)
-                flag = "1" if is_attempt else "0"
-                return SettleEntry("D", job.id, job.token, reason, error, flag)
+                return SendToDlq(job.id, job.token, reason, error, is_attempt)
             case Crashed(error):
                 if m is not None:
                     m.failed("worker_crashed")
-                return SettleEntry("K", job.id, job.token, str(opts.max_recoveries), error)
+                return WorkerCrashed(job.id, job.token, opts.max_recoveries, error)
 
     def _wake_at(self, delay_s: float) -> None:
         """Claim again when a retry is due (this worker may be asleep until idle_poll_s);
@@ -492,7 +498,7 @@ class FunctionWorker:
         """Back to the front of its lane, no counter changed; the lease is heartbeated until
         the release is settled."""
         self._held[job.id] = job.token
-        self._settle(SettleEntry("L", job.id, job.token))
+        self._settle(Release(job.id, job.token))
 
     def _settle(self, entry: SettleEntry) -> None:
         """Queue an outcome; outcomes of the same loop turn go to Redis in one script."""

@@ -20,7 +20,7 @@ import socket
 import time
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -34,6 +34,7 @@ from runtime.execution.quarantine import suspect_threshold
 from runtime.function import Priority
 from runtime.jobs.envelope import function_of
 from runtime.jobs.records import Claim, ClaimedJob, JobRecord
+from runtime.jobs.settle import SettleEntry, settle_argv
 from runtime.queue.keys import FunctionKeys, done_channel, wake_channel
 
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
@@ -74,17 +75,6 @@ def _claimed(j: list[Any]) -> ClaimedJob:
         recoveries=_int(j[4]),
         ready_ms=_int(j[5]),
     )
-
-
-class SettleEntry(msgspec.Struct, array_like=True):
-    """One outcome for the settle script (see lua/settle.lua for the ops)."""
-
-    op: Literal["C", "R", "D", "L", "K"]
-    id: str
-    token: str
-    a: bytes | str = ""
-    b: str = ""
-    c: str = ""
 
 
 def connect(settings: RedisSettings, url: str) -> aioredis.Redis:
@@ -249,8 +239,7 @@ class RedisBroker:
             function,
             self.done_channel,
         ]
-        for e in entries:
-            args += [e.op, e.id, e.token, e.a, e.b, e.c]
+        args += settle_argv(entries)
         res = await self._settle(
             keys=[k.leased, k.delayed, k.dlq, k.stats, *k.lanes],
             args=args,

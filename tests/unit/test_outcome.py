@@ -152,8 +152,8 @@ def test_describe_truncates() -> None:
 
 
 # -- what the worker settles: attempts left, or exhausted -> DLQ -----------------------------
-# classify() does not know the attempt number; FunctionWorker._entry turns an Outcome and
-# the job's attempt count into the settle operation (C/R/D/K). No broker call is made.
+# classify() does not know the attempt number; the worker's Settler.entry turns an Outcome
+# and the job's attempt count into the settle operation (C/R/D/K). No broker call is made.
 
 
 @function(max_attempts=3, max_recoveries=2, backoff=(1.0, 4.0))
@@ -167,7 +167,7 @@ def settle(outcome: Outcome, failed_attempts: int) -> SettleEntry:
         id="_handler.1", token="7", envelope=b"", attempts=failed_attempts, recoveries=0,
         ready_ms=0,
     )  # fmt: skip
-    return worker._entry(job, outcome)
+    return worker._settler.entry(job, outcome)
 
 
 def test_completed_is_settled_with_its_result() -> None:

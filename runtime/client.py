@@ -17,9 +17,10 @@ from runtime.config.schema import RedisSettings, Settings
 from runtime.errors import JobFailed, ResultTimeout, UnknownFunction, UnknownJob
 from runtime.function import PRIORITIES, Priority, suggest
 from runtime.jobs import envelope
+from runtime.jobs.records import JobRecord
 from runtime.observe.metrics import Metrics
 from runtime.observe.tracing import Tracing
-from runtime.queue.broker import JobRecord, RedisBroker
+from runtime.queue.broker import RedisBroker
 from runtime.queue.connection import RedisClient, connect
 
 MAX_DELAY_S = 365 * 86400.0

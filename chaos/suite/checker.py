@@ -29,7 +29,7 @@ from typing import Any
 
 from chaos.suite.witness import Run, Witness
 from runtime.client import Client
-from runtime.queue.broker import JobRecord
+from runtime.jobs.records import JobRecord
 
 NAMESPACE = "rt"  # the runtime's default; the suite's runtimes keep it
 FUNCTIONS = ("work", "fragile", "poison")

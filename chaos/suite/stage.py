@@ -25,7 +25,7 @@ from chaos.suite.network import Link, Network
 from chaos.suite.redis_server import RedisServer
 from chaos.suite.witness import Witness, handler_source
 from runtime.client import Client
-from runtime.queue.broker import JobRecord
+from runtime.jobs.records import JobRecord
 
 QUIET_TIMEOUT_S = 30.0
 Expectation = Callable[[Figures], tuple[bool, str]]

@@ -32,20 +32,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from runtime.config.redaction import settings_to_dict
-from runtime.config.schema import SCHEMA, Key, RedisSettings, Settings, WorkerSettings
+from runtime.config.schema import SCHEMA, Key, Settings
 from runtime.config.validation import Leaf, validate
 from runtime.errors import ConfigError
 
-# load_settings, and the names runtime.cli, runtime.execution and runtime.queue.broker
-# import from this module (their homes: runtime.config.schema and .redaction).
-__all__ = [
-    "RedisSettings",
-    "Settings",
-    "WorkerSettings",
-    "load_settings",
-    "settings_to_dict",
-]
+__all__ = ["load_settings"]
 
 ENV_PREFIX = "RUNTIME_"
 CONFIG_DIR_ENV = "RUNTIME_CONFIG_DIR"

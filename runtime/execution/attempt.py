@@ -26,9 +26,9 @@ from runtime.execution.process_pool import ChildCrashed, ProcessPool
 from runtime.function import FunctionSpec
 from runtime.jobs import envelope
 from runtime.jobs.outcome import Completed, Crashed, DeadLetter, Failed, Outcome, classify
+from runtime.jobs.records import ClaimedJob
 from runtime.observe.metrics import FunctionMetrics
 from runtime.observe.tracing import Tracing
-from runtime.queue.broker import ClaimedJob
 
 _json = msgspec.json.Encoder()
 

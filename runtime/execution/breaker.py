@@ -9,17 +9,28 @@ window), its failure opens it again for another cooldown.
 
 The state is this process's (each instance judges what it sees); transitions are
 reported to Redis for ``runtime stats``, to ``/readyz`` details and as the
-``circuit_breaker_state`` gauge. The clock is injected, so tests need no sleeping.
+``circuit_breaker_state`` gauge (``BreakerKeeper``, a worker's use of its breaker). The
+clock is injected, so tests need no sleeping.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
+from runtime.errors import BrokerUnavailable
+from runtime.execution.outages import OutageLog
 from runtime.function import Breaker
+from runtime.jobs.outcome import Crashed, Failed, Outcome
+from runtime.jobs.records import ClaimedJob
+from runtime.observe.metrics import FunctionMetrics
+from runtime.queue.broker import RedisBroker
+
+log = logging.getLogger("runtime.worker")  # the worker's parts log as the worker
 
 State = Literal["closed", "open", "half_open"]
 STATE_VALUES: dict[State, int] = {"closed": 0, "open": 1, "half_open": 2}
@@ -96,3 +107,93 @@ class CircuitBreaker:
         self._outcomes.clear()
         self._failures = 0
         return "closed"
+
+
+class BreakerKeeper:
+    """One worker's use of its breaker (if its function has one): how many jobs a claim may
+    take, which job is the half-open breaker's probe, and each transition logged, gauged
+    and reported to Redis. Without a breaker every claim is allowed in full."""
+
+    def __init__(
+        self,
+        function: str,
+        config: Breaker | None,
+        broker: RedisBroker,
+        *,
+        metrics: FunctionMetrics | None,
+        outages: OutageLog,
+    ) -> None:
+        self._name = function
+        self._breaker = CircuitBreaker(config) if config else None
+        self._broker = broker
+        self._metrics = metrics
+        self._outages = outages
+        self._probe: str | None = None  # the half-open breaker's probe job
+        self._report: asyncio.Task[None] | None = None
+
+    @property
+    def state(self) -> State | None:
+        return self._breaker.state if self._breaker is not None else None
+
+    @property
+    def is_closed(self) -> bool:
+        return self._breaker is None or self._breaker.state == "closed"
+
+    @property
+    def is_half_open(self) -> bool:
+        return self._breaker is not None and self._breaker.state == "half_open"
+
+    def allowed(self, wanted: int) -> int:
+        return self._breaker.allowed(wanted) if self._breaker is not None else wanted
+
+    def reopens_in_s(self) -> float:
+        return self._breaker.reopens_in_s() if self._breaker is not None else 0.0
+
+    def release_probe(self) -> None:
+        """The probing claim failed: the next claim may probe."""
+        if self._breaker is not None:
+            self._breaker.release_probe()
+
+    def probe_claimed(self, jobs: Sequence[ClaimedJob]) -> None:
+        """The probing claim returned ``jobs``: the first is the probe, if any."""
+        if self._breaker is None:
+            return
+        if jobs:
+            self._probe = jobs[0].id
+            log.warning("%s: circuit half-open: probing with job %s", self._name, self._probe)
+        else:
+            self._breaker.release_probe()  # nothing to probe with yet
+
+    def cancelled(self, job_id: str) -> None:
+        """A job ended without an outcome (released): if it was the probe, allow another."""
+        if job_id == self._probe and self._breaker is not None:
+            self._probe = None
+            self._breaker.release_probe()
+
+    def record(self, job_id: str, outcome: Outcome) -> None:
+        if self._breaker is None:
+            return
+        if job_id == self._probe:
+            self._probe = None
+        failed = isinstance(outcome, Failed | Crashed)
+        changed = self._breaker.record(failed)
+        if changed is None:
+            return
+        if self._metrics is not None:
+            self._metrics.breaker_state.set(STATE_VALUES[changed])
+        if changed == "open":
+            log.warning(
+                "%s: circuit breaker OPEN: too many failures; no claims for %gs",
+                self._name,
+                self._breaker.config.cooldown_s,
+            )
+        else:
+            log.warning("%s: circuit breaker closed: the probe succeeded", self._name)
+        self._report = asyncio.create_task(self._report_state(changed))
+
+    async def _report_state(self, state: str) -> None:
+        """Best effort: show this instance's breaker in `runtime stats` (Redis)."""
+        try:
+            await self._broker.report_breaker(self._name, state)
+        except BrokerUnavailable as exc:
+            self._outages.note("breaker report", exc)

@@ -28,20 +28,17 @@ import socket
 from collections.abc import Mapping
 
 from runtime.config.registry import Registry
-from runtime.config.settings import Settings
+from runtime.config.schema import Settings
+from runtime.errors import BrokerUnavailable
 from runtime.execution.quarantine import Quarantine
 from runtime.execution.worker import FunctionWorker
 from runtime.function import FunctionSpec
+from runtime.jobs.records import ClaimedJob, parse_handoff
+from runtime.jobs.settle import Release
 from runtime.observe.metrics import Metrics
 from runtime.observe.tracing import Tracing
-from runtime.queue.broker import (
-    REDIS_ERRORS,
-    ClaimedJob,
-    RedisBroker,
-    SettleEntry,
-    close_pubsub,
-    parse_handoff,
-)
+from runtime.queue.broker import RedisBroker
+from runtime.queue.connection import close_pubsub
 from runtime.queue.keys import handoff_channel, handoff_pattern
 
 log = logging.getLogger("runtime.dispatcher")
@@ -201,7 +198,7 @@ class Dispatcher:
                 while self._fences < target:
                     self._fence_seen.clear()
                     await self._fence_seen.wait()
-        except (TimeoutError, *REDIS_ERRORS) as exc:
+        except (TimeoutError, BrokerUnavailable) as exc:
             # Parks expire by themselves; a job handed over meanwhile is released (stopping)
             # or, if its message never arrives, reclaimed when its lease expires.
             log.warning("un-parking before the drain did not complete: %r", exc)
@@ -227,8 +224,8 @@ class Dispatcher:
     async def _release(self, function: str, job: ClaimedJob) -> None:
         """A job handed over for a function no longer served here: back to its lane."""
         try:
-            await self._broker.settle(function, [SettleEntry("L", job.id, job.token)])
-        except REDIS_ERRORS as exc:
+            await self._broker.settle(function, [Release(job.id, job.token)])
+        except BrokerUnavailable as exc:
             log.warning("releasing job %s failed (its lease will expire): %s", job.id, exc)
 
     async def _listen(self) -> None:
@@ -254,7 +251,7 @@ class Dispatcher:
                     worker = self.workers.get(message["data"].decode())
                     if worker is not None:
                         worker.wake()
-            except REDIS_ERRORS as exc:
+            except BrokerUnavailable as exc:
                 if self.is_subscribed:
                     log.warning("wake channel lost (%s); reconnecting", exc)
                 self._set_parking(False)

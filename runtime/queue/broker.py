@@ -17,23 +17,19 @@ import os
 import socket
 import time
 from collections.abc import Sequence
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import msgspec
 
-from runtime.errors import BrokerUnavailable
 from runtime.function import Priority
 from runtime.jobs.envelope import function_of
+from runtime.jobs.records import Claim, ClaimedJob, JobRecord
+from runtime.jobs.settle import SettleEntry, settle_argv
 from runtime.jobs.suspects import suspect_threshold
 from runtime.queue import scripts
-from runtime.queue.connection import RedisClient, close_pubsub, connect
+from runtime.queue.connection import RedisClient
 from runtime.queue.keys import FunctionKeys, done_channel, wake_channel
 
-JobState = Literal["queued", "delayed", "running", "completed", "dead"]
-TERMINAL: frozenset[str] = frozenset({"completed", "dead"})
-# Until every caller catches BrokerUnavailable itself (connection.py translates redis-py's).
-REDIS_ERRORS = (BrokerUnavailable, OSError)
-__all__ = ["REDIS_ERRORS", "close_pubsub", "connect"]
 CLAIM_RECORD_TTL_S = 60
 PROMOTE_LIMIT = 1000
 RECLAIM_LIMIT = 1000
@@ -41,33 +37,6 @@ RECLAIM_LIMIT = 1000
 
 def new_claim_id() -> str:
     return os.urandom(8).hex()
-
-
-class ClaimedJob(msgspec.Struct):
-    """One leased job as the claim returned it."""
-
-    id: str
-    token: str
-    envelope: bytes
-    attempts: int  # failed attempts before this one
-    recoveries: int
-    ready_ms: int  # when it last became ready (enqueued, promoted or put back)
-
-
-def parse_handoff(data: bytes) -> tuple[str, ClaimedJob, int] | None:
-    """(function, job, Redis ms) from a handoff message (enqueue.lua), None if malformed.
-
-    A handed-off job is new: token 1, no attempts or recoveries, ready since ``now_ms``."""
-    parts = data.split(b"\n", 3)
-    if len(parts) != 4:
-        return None
-    function, job_id, now, env = parts
-    try:
-        now_ms = int(now)
-        job = ClaimedJob(job_id.decode(), "1", env, 0, 0, now_ms)
-        return function.decode(), job, now_ms
-    except (ValueError, UnicodeDecodeError):
-        return None
 
 
 def _claimed(j: list[Any]) -> ClaimedJob:
@@ -80,46 +49,6 @@ def _claimed(j: list[Any]) -> ClaimedJob:
         recoveries=_int(j[4]),
         ready_ms=_int(j[5]),
     )
-
-
-class Claim(msgspec.Struct):
-    jobs: list[ClaimedJob]
-    next_due_ms: int  # earliest delayed job, -1 if none
-    now_ms: int  # Redis server time of the claim
-    is_fleet_limited: bool  # max_in_flight cut the batch
-    rate_ready_ms: int = -1  # rate limit cut the batch: when the next start is allowed
-
-
-class JobRecord(msgspec.Struct):
-    """A job as stored, for callers and operators."""
-
-    id: str
-    function: str
-    state: str
-    priority: str
-    attempts: int
-    recoveries: int
-    enqueued_ms: int
-    started_ms: int | None = None
-    finished_ms: int | None = None
-    result: bytes | None = None  # JSON of the handler's return value
-    reason: str | None = None  # why it was dead-lettered (or the last failure)
-    error: str | None = None
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.state in TERMINAL
-
-
-class SettleEntry(msgspec.Struct, array_like=True):
-    """One outcome for the settle script (see lua/settle.lua for the ops)."""
-
-    op: Literal["C", "R", "D", "L", "K"]
-    id: str
-    token: str
-    a: bytes | str = ""
-    b: str = ""
-    c: str = ""
 
 
 def _int(value: Any, default: int = 0) -> int:
@@ -262,8 +191,7 @@ class RedisBroker:
             function,
             self.done_channel,
         ]
-        for e in entries:
-            args += [e.op, e.id, e.token, e.a, e.b, e.c]
+        args += settle_argv(entries)
         res = await self._settle(
             keys=[k.leased, k.delayed, k.dlq, k.stats, *k.lanes],
             args=args,

@@ -20,7 +20,8 @@ import logging
 import time
 
 from runtime.errors import BrokerUnavailable
-from runtime.queue.broker import JobRecord, RedisBroker
+from runtime.jobs.records import JobRecord
+from runtime.queue.broker import RedisBroker
 from runtime.queue.connection import close_pubsub
 
 log = logging.getLogger("runtime.waiter")

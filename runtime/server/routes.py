@@ -31,7 +31,7 @@ from aiohttp import web
 from runtime.errors import BrokerUnavailable, PayloadError
 from runtime.function import FunctionSpec
 from runtime.jobs.envelope import function_of
-from runtime.queue.broker import JobRecord
+from runtime.jobs.records import JobRecord
 from runtime.server.admission import (
     admit,
     float_param,

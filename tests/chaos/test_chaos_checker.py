@@ -13,7 +13,7 @@ from chaos.suite.report import ScenarioReport, table
 from chaos.suite.scenarios import SCENARIOS
 from chaos.suite.stage import Check
 from chaos.suite.witness import Run, Witness, handler_source
-from runtime.queue.broker import JobRecord
+from runtime.jobs.records import JobRecord
 
 
 def witness(tmp_path: Path, *lines: str) -> Witness:

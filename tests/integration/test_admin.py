@@ -22,8 +22,8 @@ import pytest
 from runtime.cli.main import run
 from runtime.function import Priority
 from runtime.jobs import envelope
+from runtime.jobs.settle import SendToDlq
 from runtime.queue.admin import Admin
-from runtime.queue.broker import SettleEntry
 from runtime.queue.keys import FunctionKeys
 from tests.integration.conftest import Harness, MakeHarness
 
@@ -142,7 +142,7 @@ async def test_stats_figures_match_what_was_enqueued(
     await asyncio.sleep(0.2)  # the heads of the lanes have waited at least this long
     claim = await h.broker.claim("hello", 3, lease_ms=30_000, max_in_flight=0)
     assert len(claim.jobs) == 3  # both high, then the first default: in flight now
-    entry = SettleEntry("D", claim.jobs[0].id, claim.jobs[0].token, "rejected", "by test", "1")
+    entry = SendToDlq(claim.jobs[0].id, claim.jobs[0].token, "rejected", "by test", True)
     assert await h.broker.settle("hello", [entry]) == [1]
 
     data = await cli.json("stats")
@@ -467,9 +467,9 @@ async def test_purge_never_deletes_a_job_that_is_not_dead(
     await h.client.enqueue("hello", "alive")
     claim = await h.broker.claim("hello", 1, lease_ms=30_000, max_in_flight=0)
     job = claim.jobs[0]
-    from runtime.queue.broker import SettleEntry
+    from runtime.jobs.settle import SendToDlq
 
-    await h.broker.settle("hello", [SettleEntry("D", job.id, job.token, "rejected", "x", "1")])
+    await h.broker.settle("hello", [SendToDlq(job.id, job.token, "rejected", "x", True)])
     k = FunctionKeys("rt", "hello")
     # Someone requeued it behind our back, leaving its DLQ entry (an old tool, a hand fix).
     await h.redis.hset(k.job(job.id), "state", "queued")

@@ -14,8 +14,8 @@ import pytest
 from runtime.execution import dispatcher as dispatcher_module
 from runtime.execution.dispatcher import Dispatcher
 from runtime.execution.worker import FunctionWorker
+from runtime.jobs.records import ClaimedJob, parse_handoff
 from runtime.observe.metrics import Metrics
-from runtime.queue.broker import ClaimedJob, parse_handoff
 from tests.integration.conftest import Harness, MakeHarness
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ import pytest
 
 from runtime.errors import JobFailed, PayloadError, PayloadTooLarge, UnknownFunction
 from runtime.jobs import envelope
-from runtime.queue.broker import SettleEntry
+from runtime.jobs.settle import Complete
 from tests.integration.conftest import MakeHarness
 
 pytestmark = pytest.mark.integration
@@ -312,11 +312,11 @@ async def test_stale_acknowledgement_is_fenced(make_harness: MakeHarness) -> Non
     assert [j.id for j in second.jobs] == [job_id]
     old, new = first.jobs[0].token, second.jobs[0].token
     assert old != new
-    assert await h.broker.settle("hello", [SettleEntry("C", job_id, old, b'"old"')]) == [0]
+    assert await h.broker.settle("hello", [Complete(job_id, old, b'"old"')]) == [0]
     assert await h.broker.extend("hello", [(job_id, old)], lease_ms=5000) == [job_id]
-    assert await h.broker.settle("hello", [SettleEntry("C", job_id, new, b'"new"')]) == [1]
+    assert await h.broker.settle("hello", [Complete(job_id, new, b'"new"')]) == [1]
     # The same settle again (a retried script whose reply was lost) is recognised.
-    assert await h.broker.settle("hello", [SettleEntry("C", job_id, new, b'"new"')]) == [2]
+    assert await h.broker.settle("hello", [Complete(job_id, new, b'"new"')]) == [2]
     record = await h.client.job(job_id)
     assert record is not None and (record.state, record.result) == ("completed", b'"new"')
     stats = await h.broker.stats("hello")

@@ -22,7 +22,8 @@ from runtime.jobs.outcome import (
     classify,
     describe,
 )
-from runtime.queue.broker import ClaimedJob, SettleEntry
+from runtime.jobs.records import ClaimedJob
+from runtime.jobs.settle import Complete, RetryLater, SendToDlq, SettleEntry, WorkerCrashed
 
 # -- backoff ---------------------------------------------------------------------------------
 
@@ -151,8 +152,8 @@ def test_describe_truncates() -> None:
 
 
 # -- what the worker settles: attempts left, or exhausted -> DLQ -----------------------------
-# classify() does not know the attempt number; FunctionWorker._entry turns an Outcome and
-# the job's attempt count into the settle operation (C/R/D/K). No broker call is made.
+# classify() does not know the attempt number; the worker's Settler.entry turns an Outcome
+# and the job's attempt count into the settle operation (C/R/D/K). No broker call is made.
 
 
 @function(max_attempts=3, max_recoveries=2, backoff=(1.0, 4.0))
@@ -166,24 +167,26 @@ def settle(outcome: Outcome, failed_attempts: int) -> SettleEntry:
         id="_handler.1", token="7", envelope=b"", attempts=failed_attempts, recoveries=0,
         ready_ms=0,
     )  # fmt: skip
-    return worker._entry(job, outcome)
+    return worker._settler.entry(job, outcome)
 
 
 def test_completed_is_settled_with_its_result() -> None:
-    assert settle(Completed(b'{"ok":1}'), 0) == SettleEntry("C", "_handler.1", "7", b'{"ok":1}')
+    assert settle(Completed(b'{"ok":1}'), 0) == Complete("_handler.1", "7", b'{"ok":1}')
 
 
 @pytest.mark.parametrize("failed_attempts", [0, 1])
 def test_failure_with_attempts_left_is_retried_within_the_backoff(failed_attempts: int) -> None:
     entry = settle(Failed("handler_error", "ValueError: x"), failed_attempts)
-    assert (entry.op, entry.b, entry.c) == ("R", "ValueError: x", "handler_error")
+    assert isinstance(entry, RetryLater)
+    assert (entry.op, entry.error, entry.reason) == ("R", "ValueError: x", "handler_error")
     ceiling_ms = 1000 * backoff_delay_s(failed_attempts + 1, Backoff(1.0, 4.0), rand=lambda: 1.0)
-    assert 0 <= int(entry.a) <= ceiling_ms
+    assert 0 <= entry.delay_ms <= ceiling_ms
 
 
 def test_retry_delay_from_the_handler_wins_over_backoff() -> None:
     entry = settle(classify(Retry(delay_s=2.5)), 0)
-    assert (entry.op, entry.a) == ("R", "2500")
+    assert isinstance(entry, RetryLater)
+    assert (entry.op, entry.delay_ms) == ("R", 2500)
 
 
 @pytest.mark.parametrize(
@@ -194,19 +197,20 @@ def test_failure_on_the_last_attempt_is_dead_lettered(exc: BaseException, reason
     outcome = classify(exc)
     entry = settle(outcome, failed_attempts=2)  # this is attempt 3 of max_attempts=3
     assert isinstance(outcome, Failed)
-    assert entry == SettleEntry("D", "_handler.1", "7", reason, outcome.error, "1")
+    assert entry == SendToDlq("_handler.1", "7", reason, outcome.error, is_attempt=True)
 
 
 def test_reject_is_dead_lettered_on_the_first_attempt() -> None:
     entry = settle(classify(Reject("no")), failed_attempts=0)
-    assert entry == SettleEntry("D", "_handler.1", "7", "rejected", "no", "1")
+    assert entry == SendToDlq("_handler.1", "7", "rejected", "no", is_attempt=True)
 
 
 def test_decode_error_does_not_count_as_an_attempt() -> None:
     entry = settle(classify(msgspec.ValidationError("bad")), failed_attempts=0)
-    assert (entry.op, entry.a, entry.c) == ("D", "decode_error", "0")
+    assert isinstance(entry, SendToDlq)
+    assert (entry.op, entry.reason, entry.is_attempt) == ("D", "decode_error", False)
 
 
 def test_crash_is_a_recovery_bounded_by_max_recoveries() -> None:
     entry = settle(Crashed("handler process died"), failed_attempts=0)
-    assert entry == SettleEntry("K", "_handler.1", "7", "2", "handler process died")
+    assert entry == WorkerCrashed("_handler.1", "7", 2, "handler process died")

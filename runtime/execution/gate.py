@@ -1,0 +1,65 @@
+"""The quarantine gate of one worker's jobs: each job runs only on its turn in the
+process's ``Quarantine`` (quarantine.py), a suspect alone and only once Redis knows it is
+executing (so a crash is blamed on it, not on the bystanders it waited behind)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from runtime.errors import BrokerUnavailable
+from runtime.execution.outages import OutageLog
+from runtime.execution.quarantine import Quarantine, is_suspect
+from runtime.jobs.records import ClaimedJob
+from runtime.queue.broker import RedisBroker
+
+log = logging.getLogger("runtime.worker")  # the worker's parts log as the worker
+
+
+class QuarantineGate:
+    def __init__(
+        self,
+        function: str,
+        quarantine: Quarantine,
+        broker: RedisBroker,
+        *,
+        max_recoveries: int,
+        outages: OutageLog,
+    ) -> None:
+        self._name = function
+        self._quarantine = quarantine
+        self._broker = broker
+        self._max_recoveries = max_recoveries
+        self._outages = outages
+
+    @asynccontextmanager
+    async def turn(self, job: ClaimedJob) -> AsyncIterator[bool]:
+        """Wait for ``job``'s turn and hold it while the body runs; yields False if the job
+        may not run after all (a suspect reclaimed while it waited: the new holder runs it)."""
+        suspect = is_suspect(job.recoveries, self._max_recoveries)
+        gate = self._quarantine.suspect() if suspect else self._quarantine.ordinary()
+        async with gate:
+            if suspect:
+                log.warning(
+                    "%s: job %s was in flight in %d crashed runtime(s); running it alone",
+                    self._name,
+                    job.id,
+                    job.recoveries,
+                )
+                yield await self._mark_executing(job)
+            else:
+                yield True
+
+    async def _mark_executing(self, job: ClaimedJob) -> bool:
+        """Tell Redis this suspect really runs now, so a crash is blamed on it; retried
+        while Redis is away (running it unmarked could let a poison job loop forever)."""
+        retry_s = 0.05
+        while True:
+            try:
+                return await self._broker.mark_executing(self._name, job.id, job.token)
+            except BrokerUnavailable as exc:
+                self._outages.note("mark", exc)
+                await asyncio.sleep(retry_s)
+                retry_s = min(retry_s * 2, 2.0)

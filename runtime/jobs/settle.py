@@ -1,0 +1,86 @@
+"""Settle entries: what the settle script (lua/settle.lua) does with one leased job, one
+tagged struct per operation, and ``settle_argv``, their encoding into the script's ARGV.
+
+Each entry names the job and the fencing token of the lease it settles: the script refuses
+an entry whose token is no longer the job's (the lease was reclaimed meanwhile). The tag is
+the operation's letter in the script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import assert_never, cast
+
+import msgspec
+
+from runtime.jobs.outcome import Reason
+
+
+class _Entry(msgspec.Struct, frozen=True):
+    id: str
+    token: str
+
+    @property
+    def op(self) -> str:
+        """The operation's letter in settle.lua (the struct's tag)."""
+        return cast("str", self.__struct_config__.tag)
+
+
+class Complete(_Entry, frozen=True, tag="C"):
+    """Completed: keep the result for keep_result_s."""
+
+    result: bytes  # JSON
+
+
+class RetryLater(_Entry, frozen=True, tag="R"):
+    """A failed attempt with attempts left: delayed, then ready again."""
+
+    delay_ms: int
+    error: str
+    reason: Reason
+
+
+class SendToDlq(_Entry, frozen=True, tag="D"):
+    """Dead-letter it (not the outcome ``DeadLetter``: that one may still be retried)."""
+
+    reason: Reason
+    error: str
+    is_attempt: bool  # counts toward the job's attempts
+
+
+class Release(_Entry, frozen=True, tag="L"):
+    """Back to the front of its lane, no counter changed (a drain, a refused handoff)."""
+
+
+class WorkerCrashed(_Entry, frozen=True, tag="K"):
+    """The process child running it died: requeued as a recovery, or dead-lettered as
+    ``worker_crashed`` past ``max_recoveries``."""
+
+    max_recoveries: int
+    error: str
+
+
+SettleEntry = Complete | RetryLater | SendToDlq | Release | WorkerCrashed
+
+
+def settle_argv(entries: Iterable[SettleEntry]) -> list[bytes | str]:
+    """The entries' part of the settle script's ARGV: 6 values each, ``op, id, token, a,
+    b, c``, whose a, b, c mean what settle.lua's header says for that op."""
+    argv: list[bytes | str] = []
+    for entry in entries:
+        a: bytes | str
+        match entry:
+            case Complete():
+                a, b, c = entry.result, "", ""
+            case RetryLater():
+                a, b, c = str(entry.delay_ms), entry.error, entry.reason
+            case SendToDlq():
+                a, b, c = entry.reason, entry.error, "1" if entry.is_attempt else "0"
+            case Release():
+                a, b, c = "", "", ""
+            case WorkerCrashed():
+                a, b, c = str(entry.max_recoveries), entry.error, ""
+            case _:
+                assert_never(entry)
+        argv += (entry.op, entry.id, entry.token, a, b, c)
+    return argv

@@ -7,7 +7,7 @@ from the message enqueue.lua publishes to a parked worker.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -24,6 +24,23 @@ class ClaimedJob(msgspec.Struct):
     attempts: int  # failed attempts before this one
     recoveries: int
     ready_ms: int  # when it last became ready (enqueued, promoted or put back)
+
+
+def int_field(value: Any, default: int = 0) -> int:
+    """An integer field of a reply or hash (bytes or int); ``default`` when absent."""
+    return int(value) if value is not None else default
+
+
+def claimed_job(j: list[Any]) -> ClaimedJob:
+    """A job as claim.lua and extend.lua return it: {id, token, env, att, rec, ready_ms}."""
+    return ClaimedJob(
+        id=j[0].decode(),
+        token=str(j[1]),
+        envelope=j[2] or b"",
+        attempts=int_field(j[3]),
+        recoveries=int_field(j[4]),
+        ready_ms=int_field(j[5]),
+    )
 
 
 def parse_handoff(data: bytes) -> tuple[str, ClaimedJob, int] | None:

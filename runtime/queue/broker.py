@@ -17,18 +17,18 @@ import os
 import socket
 import time
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 
 from runtime.function import Priority
-from runtime.jobs.envelope import function_of
-from runtime.jobs.records import Claim, ClaimedJob, JobRecord
+from runtime.jobs.records import Claim, ClaimedJob, claimed_job
 from runtime.jobs.settle import SettleEntry, settle_argv
 from runtime.jobs.suspects import suspect_threshold
 from runtime.queue import scripts
 from runtime.queue.connection import RedisClient
-from runtime.queue.keys import FunctionKeys, done_channel, wake_channel
+from runtime.queue.keys import done_channel, wake_channel
+from runtime.queue.queries import JobQueries
 
 CLAIM_RECORD_TTL_S = 60
 PROMOTE_LIMIT = 1000
@@ -39,52 +39,24 @@ def new_claim_id() -> str:
     return os.urandom(8).hex()
 
 
-def _claimed(j: list[Any]) -> ClaimedJob:
-    """A job as claim.lua and extend.lua return it: {id, token, env, att, rec, ready_ms}."""
-    return ClaimedJob(
-        id=j[0].decode(),
-        token=str(j[1]),
-        envelope=j[2] or b"",
-        attempts=_int(j[3]),
-        recoveries=_int(j[4]),
-        ready_ms=_int(j[5]),
-    )
-
-
-def _int(value: Any, default: int = 0) -> int:
-    return int(value) if value is not None else default
-
-
-class RedisBroker:
-    """Job transitions for a namespace on one Redis (or Redis Cluster)."""
+class RedisBroker(JobQueries):
+    """Job transitions for a namespace on one Redis (or Redis Cluster), on top of the
+    reads of ``JobQueries``."""
 
     def __init__(
         self, client: RedisClient, namespace: str, *, keep_result_s: int, block_s: float
     ) -> None:
-        self.redis = client
-        self.namespace = namespace
+        super().__init__(client, namespace, block_s=block_s)
         self.keep_result_s = keep_result_s
         self.wake_channel = wake_channel(namespace)
         self.done_channel = done_channel(namespace)
-        self._block_s = block_s  # one blocking wait must end before the socket timeout
-        self._keys: dict[str, FunctionKeys] = {}
         self._enqueue = scripts.register(client, "enqueue")
         self._claim = scripts.register(client, "claim")
         self._settle = scripts.register(client, "settle")
         self._extend = scripts.register(client, "extend")
         self._reclaim = scripts.register(client, "reclaim")
-        self._watch = scripts.register(client, "watch")
         self._exec = scripts.register(client, "mark_exec")
         self._unpark = scripts.register(client, "unpark")
-
-    def keys(self, function: str) -> FunctionKeys:
-        keys = self._keys.get(function)
-        if keys is None:
-            keys = self._keys[function] = FunctionKeys(self.namespace, function)
-        return keys
-
-    async def ping(self) -> None:
-        await self.redis.ping()
 
     async def enqueue(
         self,
@@ -173,7 +145,7 @@ class RedisBroker:
                 park_ttl_ms,
             ],
         )
-        jobs = [_claimed(j) for j in res[0]]
+        jobs = [claimed_job(j) for j in res[0]]
         return Claim(jobs, int(res[1]), int(res[2]), bool(res[3]), int(res[4]))
 
     async def unpark(self, function: str, channel: str) -> None:
@@ -217,7 +189,7 @@ class RedisBroker:
         for job_id, token in held:
             args += [job_id, token]
         res = await self._extend(keys=[k.leased], args=args)
-        return [r.decode() for r in res[0]], [_claimed(j) for j in res[1]]
+        return [r.decode() for r in res[0]], [claimed_job(j) for j in res[1]]
 
     async def reclaim(self, function: str, *, max_recoveries: int) -> tuple[int, int]:
         """Requeue (or dead-letter) jobs whose lease expired. Returns (requeued, dead)."""
@@ -251,91 +223,3 @@ class RedisBroker:
         """Record that a suspect job really started (see quarantine.py); False: lease lost."""
         res = await self._exec(keys=[self.keys(function).job(job_id)], args=[token])
         return bool(res)
-
-    async def job(self, job_id: str) -> JobRecord | None:
-        function = function_of(job_id)
-        raw = await self.redis.hgetall(self.keys(function).job(job_id))
-        if not raw:
-            return None
-        fields = cast("dict[bytes, bytes]", raw)
-        f = {key.decode(): value for key, value in fields.items()}
-        return JobRecord(
-            id=job_id,
-            function=function,
-            state=f.get("state", b"?").decode(),
-            priority=f.get("prio", b"default").decode(),
-            attempts=_int(f.get("att")),
-            recoveries=_int(f.get("rec")),
-            enqueued_ms=_int(f.get("enq")),
-            started_ms=_int(f["start"]) if "start" in f else None,
-            finished_ms=_int(f["end"]) if "end" in f else None,
-            result=f.get("res"),
-            reason=f["reason"].decode() if "reason" in f else None,
-            error=f["err"].decode() if "err" in f else None,
-        )
-
-    async def watch(self, job_id: str) -> None:
-        """Ask the settle and reclaim scripts to announce this job's end (its notify flag)."""
-        await self._watch(keys=[self.keys(function_of(job_id)).job(job_id)])
-
-    async def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
-        """Wait (blocking on Redis, no polling) until the job is terminal or time runs out.
-
-        Returns the record as it is at the end (terminal or not), None for an unknown job.
-        """
-        deadline = time.monotonic() + timeout_s
-        k = self.keys(function_of(job_id))
-        # Ask the settle script to push a marker when the job ends; the marker list stays
-        # (BLMOVE rotates it in place) so any number of waiters wake. Set only on a job that
-        # exists, so that waiting on an expired id leaves no stray hash behind.
-        await self._watch(keys=[k.job(job_id)])
-        record = await self.job(job_id)
-        while record is not None and not record.is_terminal:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            block = max(0.01, min(remaining, self._block_s))
-            # Redis takes a float timeout; redis-py's annotation says int.
-            timeout = cast("int", block)
-            await self.redis.blmove(k.done(job_id), k.done(job_id), timeout, "LEFT", "RIGHT")
-            record = await self.job(job_id)
-        return record
-
-    async def idempotent_job(self, function: str, key: str) -> str | None:
-        """The job an idempotency key already names, if any."""
-        value = await self.redis.get(self.keys(function).idem(key))
-        if value is None:
-            return None
-        return value.decode() if isinstance(value, bytes) else str(value)
-
-    async def backlog(self, function: str) -> int:
-        """Jobs waiting (ready in any lane, or delayed) for one function."""
-        k = self.keys(function)
-        pipe = self.redis.pipeline(transaction=False)
-        for lane in k.lanes:
-            pipe.llen(lane)
-        pipe.zcard(k.delayed)
-        return sum(int(n) for n in await pipe.execute())
-
-    async def stats(self, function: str) -> dict[str, int]:
-        """Queue depths and counters of one function (O(1) commands, pipelined)."""
-        k = self.keys(function)
-        pipe = self.redis.pipeline(transaction=False)
-        for lane in k.lanes:
-            pipe.llen(lane)
-        pipe.zcard(k.delayed)
-        pipe.zcard(k.leased)
-        pipe.llen(k.dlq)
-        pipe.hgetall(k.stats)
-        high, default, low, delayed, leased, dead, counters = await pipe.execute()
-        out = {
-            "ready_high": high,
-            "ready_default": default,
-            "ready_low": low,
-            "delayed": delayed,
-            "in_flight": leased,
-            "dead": dead,
-        }
-        for key, value in counters.items():
-            out[key.decode()] = int(value)
-        return out

@@ -170,3 +170,23 @@ def test_only_the_queue_layer_imports_redis_py() -> None:
                 f"{module}:{node.lineno} imports {n}" for n in names if n.startswith("redis.")
             ]
     assert offenders == []
+
+
+MAX_MODULE_LINES = 400
+MAX_CLASS_LINES = 250
+
+
+def test_no_module_over_400_lines_and_no_class_over_250() -> None:
+    """The house limits: a module or class a reader can hold in their head."""
+    too_long: list[str] = []
+    for path in all_modules():
+        source = path.read_text("utf-8")
+        lines = len(source.splitlines())
+        if lines > MAX_MODULE_LINES:
+            too_long.append(f"{module_name(path)}: {lines} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
+                size = node.end_lineno - node.lineno + 1
+                if size > MAX_CLASS_LINES:
+                    too_long.append(f"{module_name(path)}.{node.name}: {size} lines")
+    assert too_long == []

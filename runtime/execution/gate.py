@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 
 from runtime.errors import BrokerUnavailable
 from runtime.execution.outages import OutageLog
@@ -34,23 +33,24 @@ class QuarantineGate:
         self._max_recoveries = max_recoveries
         self._outages = outages
 
-    @asynccontextmanager
-    async def turn(self, job: ClaimedJob) -> AsyncIterator[bool]:
-        """Wait for ``job``'s turn and hold it while the body runs; yields False if the job
-        may not run after all (a suspect reclaimed while it waited: the new holder runs it)."""
-        suspect = is_suspect(job.recoveries, self._max_recoveries)
-        gate = self._quarantine.suspect() if suspect else self._quarantine.ordinary()
-        async with gate:
-            if suspect:
-                log.warning(
-                    "%s: job %s was in flight in %d crashed runtime(s); running it alone",
-                    self._name,
-                    job.id,
-                    job.recoveries,
-                )
-                yield await self._mark_executing(job)
-            else:
-                yield True
+    def is_suspect(self, job: ClaimedJob) -> bool:
+        return is_suspect(job.recoveries, self._max_recoveries)
+
+    def turn(self, is_suspect: bool) -> AbstractAsyncContextManager[None]:
+        """The job's turn in the quarantine: alone for a suspect, shared otherwise. The
+        quarantine's own context manager, not a wrapper: this is on every job's path."""
+        return self._quarantine.suspect() if is_suspect else self._quarantine.ordinary()
+
+    async def admit_suspect(self, job: ClaimedJob) -> bool:
+        """Inside a suspect's turn: False if it may not run after all (reclaimed while it
+        waited: the new holder runs it)."""
+        log.warning(
+            "%s: job %s was in flight in %d crashed runtime(s); running it alone",
+            self._name,
+            job.id,
+            job.recoveries,
+        )
+        return await self._mark_executing(job)
 
     async def _mark_executing(self, job: ClaimedJob) -> bool:
         """Tell Redis this suspect really runs now, so a crash is blamed on it; retried

@@ -246,9 +246,10 @@ class FunctionWorker:
         self._tasks[job.id] = asyncio.create_task(self._run(job))
 
     async def _run(self, job: ClaimedJob) -> None:
+        is_suspect = self._gate.is_suspect(job)
         try:
-            async with self._gate.turn(job) as may_run:
-                if not may_run:
+            async with self._gate.turn(is_suspect):
+                if is_suspect and not await self._gate.admit_suspect(job):
                     self._held.pop(job.id, None)
                     self.counters.leases_lost += 1
                     return

@@ -1,15 +1,15 @@
 """Settle entries: what the settle script (lua/settle.lua) does with one leased job, one
-tagged struct per operation, and ``settle_argv``, their encoding into the script's ARGV.
+struct per operation, and ``settle_argv``, their encoding into the script's ARGV.
 
 Each entry names the job and the fencing token of the lease it settles: the script refuses
-an entry whose token is no longer the job's (the lease was reclaimed meanwhile). The tag is
+an entry whose token is no longer the job's (the lease was reclaimed meanwhile). ``op`` is
 the operation's letter in the script.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import assert_never, cast
+from typing import ClassVar, assert_never
 
 import msgspec
 
@@ -17,45 +17,48 @@ from runtime.jobs.outcome import Reason
 
 
 class _Entry(msgspec.Struct, frozen=True):
+    op: ClassVar[str]  # the operation's letter in settle.lua
     id: str
     token: str
 
-    @property
-    def op(self) -> str:
-        """The operation's letter in settle.lua (the struct's tag)."""
-        return cast("str", self.__struct_config__.tag)
 
-
-class Complete(_Entry, frozen=True, tag="C"):
+class Complete(_Entry, frozen=True):
     """Completed: keep the result for keep_result_s."""
 
+    op: ClassVar[str] = "C"
     result: bytes  # JSON
 
 
-class RetryLater(_Entry, frozen=True, tag="R"):
+class RetryLater(_Entry, frozen=True):
     """A failed attempt with attempts left: delayed, then ready again."""
 
+    op: ClassVar[str] = "R"
     delay_ms: int
     error: str
     reason: Reason
 
 
-class SendToDlq(_Entry, frozen=True, tag="D"):
-    """Dead-letter it (not the outcome ``DeadLetter``: that one may still be retried)."""
+class SendToDlq(_Entry, frozen=True):
+    """Dead-letter it. Named apart from the outcome ``DeadLetter``, one of the two outcomes
+    that end here (the other: a ``Failed`` attempt with no attempts left)."""
 
+    op: ClassVar[str] = "D"
     reason: Reason
     error: str
     is_attempt: bool  # counts toward the job's attempts
 
 
-class Release(_Entry, frozen=True, tag="L"):
+class Release(_Entry, frozen=True):
     """Back to the front of its lane, no counter changed (a drain, a refused handoff)."""
 
+    op: ClassVar[str] = "L"
 
-class WorkerCrashed(_Entry, frozen=True, tag="K"):
+
+class WorkerCrashed(_Entry, frozen=True):
     """The process child running it died: requeued as a recovery, or dead-lettered as
     ``worker_crashed`` past ``max_recoveries``."""
 
+    op: ClassVar[str] = "K"
     max_recoveries: int
     error: str
 

@@ -30,21 +30,29 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from runtime.config.schema import RedisSettings
-from runtime.errors import BrokerCommandError, BrokerUnavailable, RedisMemoryFull
+from runtime.errors import BrokerCommandError, BrokerError, BrokerUnavailable, RedisMemoryFull
 
 _UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 _TRANSLATED = (redis.exceptions.RedisError, OSError)
 _SCRIPT_RELOAD = redis.exceptions.NoScriptError
 
 
-def _raise_translated(exc: BaseException) -> NoReturn:
-    """Raise the runtime's error for a redis-py (or socket) exception, chained to it."""
+def translated(exc: BaseException) -> BrokerError:
+    """The runtime's error for a redis-py (or socket) exception, chained to it."""
     message, cause = str(exc), type(exc).__name__
+    error: BrokerError
     if isinstance(exc, _UNAVAILABLE):
-        raise BrokerUnavailable(message, cause) from exc
-    if isinstance(exc, redis.exceptions.OutOfMemoryError) or message.startswith("OOM "):
-        raise RedisMemoryFull(message, cause) from exc
-    raise BrokerCommandError(message, cause) from exc
+        error = BrokerUnavailable(message, cause)
+    elif isinstance(exc, redis.exceptions.OutOfMemoryError) or message.startswith("OOM "):
+        error = RedisMemoryFull(message, cause)
+    else:
+        error = BrokerCommandError(message, cause)
+    error.__cause__ = exc
+    return error
+
+
+def _raise_translated(exc: BaseException) -> NoReturn:
+    raise translated(exc) from exc
 
 
 class RedisClient(aioredis.Redis):
@@ -82,12 +90,7 @@ class TranslatedPipeline(Pipeline):
 
 
 def _as_value(reply: Any) -> Any:
-    if isinstance(reply, _TRANSLATED):
-        try:
-            _raise_translated(reply)
-        except (BrokerUnavailable, BrokerCommandError) as translated:
-            return translated
-    return reply
+    return translated(reply) if isinstance(reply, _TRANSLATED) else reply
 
 
 class TranslatedPubSub(PubSub):

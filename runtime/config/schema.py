@@ -64,6 +64,11 @@ class WorkerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     keep_result_s: Annotated[int, Meta(ge=1)] = 86_400
     max_envelope_bytes: Annotated[int, Meta(ge=1024)] = 16_777_216
 
+    @property
+    def lease_ms(self) -> int:
+        """``lease_s`` as the scripts take it."""
+        return round(self.lease_s * 1000)
+
 
 class DeploySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Versioned deployments (docs/deploying.md): how bundles are signed, limited and kept."""

@@ -188,7 +188,7 @@ class DeployWatcher:
                             # An explicit (re)activation: a version refused here gets
                             # another try (the operator may have fixed this instance).
                             self.state.refused.pop(int(message["data"]), None)
-            except (BrokerUnavailable, OSError) as exc:  # OSError: check() writes bundles to disk
+            except (BrokerUnavailable, OSError) as exc:  # OSError: check() prunes on disk
                 if time.monotonic() - self._last_error_log > 5:
                     self._last_error_log = time.monotonic()
                     log.warning("deployments: Redis unavailable (%s); retrying", exc)

@@ -57,7 +57,6 @@ class Claimer:
         self._options = options
         self._broker = broker
         self._settings = settings
-        self._lease_ms = round(settings.lease_s * 1000)
         self._rate_interval_ms = options.rate_interval_ms
         self._breaker = breaker
         self._handoffs = handoffs
@@ -99,7 +98,7 @@ class Claimer:
                     self._name,
                     want,
                     claim_id=claim_id,
-                    lease_ms=self._lease_ms,
+                    lease_ms=self._settings.lease_ms,
                     max_in_flight=opts.max_in_flight,
                     rate_interval_ms=self._rate_interval_ms,
                     rate_burst=opts.rate_burst,

@@ -10,8 +10,9 @@ from contextlib import AbstractAsyncContextManager
 
 from runtime.errors import BrokerUnavailable
 from runtime.execution.outages import OutageLog
-from runtime.execution.quarantine import Quarantine, is_suspect
+from runtime.execution.quarantine import Quarantine
 from runtime.jobs.records import ClaimedJob
+from runtime.jobs.suspects import is_suspect
 from runtime.queue.broker import RedisBroker
 
 log = logging.getLogger("runtime.worker")  # the worker's parts log as the worker

@@ -70,8 +70,7 @@ class Handoffs:
         # until one lease after the last park could have ended.
         self._adoption_window_s = settings.lease_s + self.park_ttl_ms / 1000
         # A handed-over job is run only while its lease outlasts the next heartbeat.
-        lease_ms = round(settings.lease_s * 1000)
-        self._max_age_ms = lease_ms - round(settings.heartbeat_s * 1000)
+        self._max_age_ms = settings.lease_ms - round(settings.heartbeat_s * 1000)
         self._adopted: dict[str, None] = {}  # ids adopted by heartbeat, oldest first
         self._held = held  # the worker's: job id -> token, from claim until settled
         self._stop = stop  # set by a drain: start no more

@@ -45,7 +45,7 @@ class Heartbeat:
         self._name = function
         self._broker = broker
         self._lease_s = settings.lease_s
-        self._lease_ms = round(settings.lease_s * 1000)
+        self._lease_ms = settings.lease_ms
         self._interval_s = settings.heartbeat_s
         # The worker's: job id -> token from claim until settled, job id -> its running
         # task, and the ids of running jobs whose lease was lost.

@@ -7,10 +7,11 @@ flight together were simply claimed together again, a poison job would kill the 
 bystanders on every restart and take them to the dead-letter queue with it.
 
 So a job that has already been in flight during ``SUSPECT_AFTER`` crashes (or fewer, when
-``max_recoveries`` is lower) is a suspect: it runs only when no other job runs in this
-process, and nothing else starts while it runs. A bystander then completes on its own
-turn; the poison job crashes alone, and only its own counter grows. A single crash (a
-deploy's SIGKILL, an OOM kill) costs nothing: its jobs have one recovery and run normally.
+``max_recoveries`` is lower; the rule is in ``runtime/jobs/suspects.py``) is a suspect: it
+runs only when no other job runs in this process, and nothing else starts while it runs.
+A bystander then completes on its own turn; the poison job crashes alone, and only its own
+counter grows. A single crash (a deploy's SIGKILL, an OOM kill) costs nothing: its jobs
+have one recovery and run normally.
 
 A suspect is blamed for a crash only if it was executing: its worker marks it in Redis
 (``exec`` = its token) when it starts it alone, and the reclaim script spares a suspect
@@ -23,10 +24,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-
-from runtime.jobs.suspects import SUSPECT_AFTER, is_suspect, suspect_threshold
-
-__all__ = ["SUSPECT_AFTER", "Quarantine", "is_suspect", "suspect_threshold"]
 
 
 class Quarantine:

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from runtime.execution.quarantine import Quarantine, is_suspect
+from runtime.execution.quarantine import Quarantine
+from runtime.jobs.suspects import is_suspect
 
 
 @pytest.mark.parametrize(

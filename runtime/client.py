@@ -117,7 +117,7 @@ class Client:
             self._redis,
             namespace,
             keep_result_s=keep_result_s,
-            block_s=max(0.05, rs.timeout_s * 0.8),
+            block_s=rs.block_s,
         )
         self.producer = Producer(self.broker, registry)
 

@@ -32,7 +32,7 @@ async def tools_main(args: argparse.Namespace, settings: Settings, redis_url: st
             redis,
             settings.namespace,
             keep_result_s=settings.worker.keep_result_s,
-            block_s=max(0.05, settings.redis.timeout_s * 0.8),
+            block_s=settings.redis.block_s,
         )
         producer = Producer(broker, registry)
         if args.command == "enqueue-dir":

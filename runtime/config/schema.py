@@ -20,6 +20,12 @@ class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     embedded_dir: str = ".runtime/redis"
     max_connections: Annotated[int, Meta(ge=2, le=10_000)] = 64
 
+    @property
+    def block_s(self) -> float:
+        """How long one blocking call (BLMOVE) may wait: it must end before the socket
+        timeout, or a healthy wait would look like a dead connection."""
+        return max(0.05, self.timeout_s * 0.8)
+
 
 class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"

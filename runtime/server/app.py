@@ -100,7 +100,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         client,
         settings.namespace,
         keep_result_s=settings.worker.keep_result_s,
-        block_s=max(0.05, settings.redis.timeout_s * 0.8),
+        block_s=settings.redis.block_s,
     )
     app[BROKER_KEY] = broker
     app[PRODUCER_KEY] = Producer(

@@ -297,7 +297,7 @@ def build_app(
     app = web.Application(
         client_max_size=settings.http.max_body_bytes,
         middlewares=[
-            routes.errors_middleware,
+            middlewares.errors_middleware,
             middlewares.auth_middleware,  # before tracing: an unauthenticated call makes no span
             middlewares.tracing_middleware,
         ],

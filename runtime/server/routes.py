@@ -13,22 +13,20 @@ a precise status, and bad input is never a 500.
 Every ``/v1`` route needs ``Authorization: Bearer <http.token>`` (compared in constant
 time); ``/healthz`` and ``/readyz`` stay open, ``/metrics`` too unless
 ``http.metrics_need_token`` (``middlewares.py``). Reading and admitting a request is in
-``admission.py``, ``ApiError`` and the JSON answers in ``answers.py``; the errors
-middleware is here, beside the handlers whose failures it answers.
+``admission.py``, ``ApiError`` and the JSON answers in ``answers.py``, the middlewares
+(errors, auth, tracing) in ``middlewares.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-import traceback
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
-from runtime.errors import BrokerUnavailable, PayloadError
+from runtime.errors import PayloadError
 from runtime.function import FunctionSpec
 from runtime.jobs.envelope import function_of
 from runtime.jobs.records import JobRecord
@@ -40,7 +38,7 @@ from runtime.server.admission import (
     priority_param,
     read_payload,
 )
-from runtime.server.answers import ApiError, error_response, json_response
+from runtime.server.answers import ApiError, json_response
 from runtime.server.appkeys import (
     BROKER_KEY,
     PRODUCER_KEY,
@@ -49,53 +47,8 @@ from runtime.server.appkeys import (
     SHUTDOWN_KEY,
     WAITER_KEY,
 )
-from runtime.server.middlewares import Handler
 
-log = logging.getLogger("runtime.http")
 MAX_JOB_ID_CHARS = 300
-
-
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure becomes a JSON answer; Redis trouble is a 503, never a 500."""
-    try:
-        return await handler(request)
-    except ApiError as err:
-        return error_response(err)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
-        message = exc.reason
-        if exc.status == 413:
-            limit = request.app[SETTINGS_KEY].http.max_body_bytes
-            message = f"request body over the limit of {limit} bytes (http.max_body_bytes)"
-        elif exc.status == 404:
-            message = f"no route {request.method} {request.path}"
-        elif exc.status == 405:
-            allowed = exc.headers.get("Allow", "")
-            message = f"{request.method} is not allowed on {request.path} (allowed: {allowed})"
-        return error_response(
-            ApiError(exc.status, code.get(exc.status, "http_error"), message, headers={
-                k: v for k, v in exc.headers.items() if k.lower() == "allow"
-            })
-        )  # fmt: skip
-    except (BrokerUnavailable, OSError) as exc:  # OSError: kept from before the seam
-        log.warning("Redis unavailable during %s %s: %s", request.method, request.path, exc)
-        return error_response(
-            ApiError(
-                503,
-                "redis_unavailable",
-                "Redis is unreachable; retry later",
-                headers={"Retry-After": "1"},
-            )
-        )
-    except Exception as exc:
-        log.exception("unexpected error in %s %s", request.method, request.path)
-        extra: dict[str, Any] = {}
-        if request.app[SETTINGS_KEY].http.debug:
-            extra["traceback"] = traceback.format_exception(exc)
-        return error_response(ApiError(500, "internal", "internal error", **extra))
 
 
 # -- bodies ------------------------------------------------------------------------------

@@ -36,8 +36,6 @@ from runtime.config.schema import SCHEMA, Key, Settings
 from runtime.config.validation import Leaf, validate
 from runtime.errors import ConfigError
 
-__all__ = ["load_settings"]
-
 ENV_PREFIX = "RUNTIME_"
 CONFIG_DIR_ENV = "RUNTIME_CONFIG_DIR"
 # RUNTIME_* variables that configure the loader itself, not a setting.

@@ -39,8 +39,6 @@ from runtime.queue.dlq import (
 from runtime.queue.keys import FunctionKeys, wake_channel
 from runtime.queue.peek import Peek, read_peek
 
-__all__ = ["Admin", "check_function_name"]
-
 # The same rule as @function names; it also keeps a name from breaking the {ns:fn} hash tag.
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 

@@ -5,9 +5,7 @@ operator's interrupt (130), and the commands' own refusals."""
 from __future__ import annotations
 
 import io
-import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +24,8 @@ from runtime.errors import (
 )
 from tests.conftest import free_port
 
+pytestmark = pytest.mark.usefixtures("restore_root_logger")
+
 HANDLERS = """\
 from runtime import function
 
@@ -34,16 +34,6 @@ from runtime import function
 async def echo(x: int) -> int:
     return x
 """
-
-
-@pytest.fixture(autouse=True)
-def _root_logger() -> Iterator[None]:
-    """``run`` points the root logger at this test's captured stderr: undo that after."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture

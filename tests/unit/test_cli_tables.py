@@ -8,9 +8,7 @@ got one table printer; they change only when the output is meant to change.
 
 from __future__ import annotations
 
-import logging
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,8 @@ from runtime.deploy.bundle import FunctionEntry
 from runtime.function import FunctionOptions
 from runtime.queue.admin_stats import FunctionStats, Stats
 from runtime.queue.peek import JobView, Peek
+
+pytestmark = pytest.mark.usefixtures("restore_root_logger")
 
 HANDLERS = """\
 from runtime import function
@@ -49,16 +49,6 @@ a_much_longer_function_name  thread    16           -              60         3 
 alpha                        async     4            120            2.5        10            0               high      <tmp>/functions/pin_tables.py:4
 gamma                        process   16           -              600        3             3               low       <tmp>/functions/pin_tables.py:15
 """  # noqa: E501
-
-
-@pytest.fixture(autouse=True)
-def _root_logger() -> Iterator[None]:
-    """``run`` points the root logger at this test's captured stderr: undo that after."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture

@@ -10,7 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+from runtime.observe import rejects, supervisor
 
 __all__ = ["CONTENT_TYPE_LATEST", "FunctionMetrics", "Metrics"]
 
@@ -117,6 +121,7 @@ class Metrics:
             fn,
             registry=r,
         )
+        r.register(_ProcessTallies())
         self.functions = {name: FunctionMetrics(self, name) for name in functions}
 
     def for_function(self, function: str) -> FunctionMetrics:
@@ -132,3 +137,25 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ProcessTallies(Collector):
+    """Process-wide tallies kept outside the registry: refused inputs (rejects.py) and
+    failures of supervised tasks (supervisor.py)."""
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        refused = CounterMetricFamily(
+            "runtime_inputs_rejected",
+            "Malformed inputs skipped (pub/sub messages, Redis replies, pointers), by source",
+            labels=["source"],
+        )
+        for source, n in sorted(rejects.REJECTED.items()):
+            refused.add_metric([source], n)
+        failed = CounterMetricFamily(
+            "runtime_task_failures",
+            "Failures of supervised background tasks (each restarted), by task kind",
+            labels=["task"],
+        )
+        for kind, n in sorted(supervisor.FAILURES.items()):
+            failed.add_metric([kind], n)
+        return [refused, failed]

@@ -86,7 +86,10 @@ class Attempts:
             self._processes = ProcessPool(spec.options.concurrency)
 
     async def close(self) -> None:
-        """Stop the pools: process children are killed, threads are left to end."""
+        """Stop the pools: process children are killed, threads are left to end (and so
+        are abandoned coroutines, cancelled once more)."""
+        for handler in list(self._abandoned):
+            handler.cancel()
         if self._processes is not None:
             await self._processes.close()
         if self._threads is not None:

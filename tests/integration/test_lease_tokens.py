@@ -45,7 +45,7 @@ async def until(predicate: Callable[[], Awaitable[bool]], timeout_s: float, what
 
 async def field(h: Harness, job_id: str, name: str) -> str | None:
     value = await h.redis.hget(f"{{rt:long}}:job:{job_id}", name)
-    return value.decode() if value is not None else None
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def test_a_late_heartbeat_reply_about_an_old_token_leaves_the_new_run_alone(

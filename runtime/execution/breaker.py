@@ -22,7 +22,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from runtime.errors import BrokerUnavailable
+from runtime.errors import BrokerError
+from runtime.execution.held import Lease
 from runtime.execution.outages import OutageLog
 from runtime.function import Breaker
 from runtime.jobs.outcome import Crashed, Failed, Outcome
@@ -128,7 +129,7 @@ class BreakerKeeper:
         self._broker = broker
         self._metrics = metrics
         self._outages = outages
-        self._probe: str | None = None  # the half-open breaker's probe job
+        self._probe: Lease | None = None  # the half-open breaker's probe run
         self._report: asyncio.Task[None] | None = None
 
     @property
@@ -159,21 +160,21 @@ class BreakerKeeper:
         if self._breaker is None:
             return
         if jobs:
-            self._probe = jobs[0].id
-            log.warning("%s: circuit half-open: probing with job %s", self._name, self._probe)
+            self._probe = (jobs[0].id, jobs[0].token)
+            log.warning("%s: circuit half-open: probing with job %s", self._name, jobs[0].id)
         else:
             self._breaker.release_probe()  # nothing to probe with yet
 
-    def cancelled(self, job_id: str) -> None:
-        """A job ended without an outcome (released): if it was the probe, allow another."""
-        if job_id == self._probe and self._breaker is not None:
+    def cancelled(self, lease: Lease) -> None:
+        """A run ended without an outcome (released, lost): if it was the probe, allow another."""
+        if lease == self._probe and self._breaker is not None:
             self._probe = None
             self._breaker.release_probe()
 
-    def record(self, job_id: str, outcome: Outcome) -> None:
+    def record(self, lease: Lease, outcome: Outcome) -> None:
         if self._breaker is None:
             return
-        if job_id == self._probe:
+        if lease == self._probe:
             self._probe = None
         failed = isinstance(outcome, Failed | Crashed)
         changed = self._breaker.record(failed)
@@ -195,5 +196,5 @@ class BreakerKeeper:
         """Best effort: show this instance's breaker in `runtime stats` (Redis)."""
         try:
             await self._broker.report_breaker(self._name, state)
-        except BrokerUnavailable as exc:
+        except BrokerError as exc:
             self._outages.note("breaker report", exc)

@@ -8,7 +8,7 @@ import asyncio
 import logging
 from contextlib import AbstractAsyncContextManager
 
-from runtime.errors import BrokerUnavailable
+from runtime.errors import BrokerError
 from runtime.execution.outages import OutageLog
 from runtime.execution.quarantine import Quarantine
 from runtime.jobs.records import ClaimedJob
@@ -55,12 +55,13 @@ class QuarantineGate:
 
     async def _mark_executing(self, job: ClaimedJob) -> bool:
         """Tell Redis this suspect really runs now, so a crash is blamed on it; retried
-        while Redis is away (running it unmarked could let a poison job loop forever)."""
+        while Redis is away or refuses (running it unmarked could let a poison job loop
+        forever). Fenced by the job's token: a newer lease's run is never marked by this."""
         retry_s = 0.05
         while True:
             try:
                 return await self._broker.mark_executing(self._name, job.id, job.token)
-            except BrokerUnavailable as exc:
+            except BrokerError as exc:
                 self._outages.note("mark", exc)
                 await asyncio.sleep(retry_s)
                 retry_s = min(retry_s * 2, 2.0)

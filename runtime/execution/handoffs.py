@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from runtime.config.schema import WorkerSettings
 from runtime.execution.breaker import BreakerKeeper
 from runtime.execution.counters import WorkerCounters
+from runtime.execution.held import HeldLeases, Lease
 from runtime.jobs.records import ClaimedJob
 from runtime.observe.metrics import FunctionMetrics
 
@@ -49,7 +50,7 @@ class Handoffs:
         self,
         settings: WorkerSettings,
         *,
-        held: Mapping[str, str],
+        held: HeldLeases,
         stop: asyncio.Event,
         free_slots: Callable[[], int],
         breaker: BreakerKeeper,
@@ -71,8 +72,8 @@ class Handoffs:
         self._adoption_window_s = settings.lease_s + self.park_ttl_ms / 1000
         # A handed-over job is run only while its lease outlasts the next heartbeat.
         self._max_age_ms = settings.lease_ms - round(settings.heartbeat_s * 1000)
-        self._adopted: dict[str, None] = {}  # ids adopted by heartbeat, oldest first
-        self._held = held  # the worker's: job id -> token, from claim until settled
+        self._adopted: dict[Lease, None] = {}  # leases adopted by heartbeat, oldest first
+        self._held = held  # the worker's leases, from claim until settled
         self._stop = stop  # set by a drain: start no more
         self._free_slots = free_slots
         self._breaker = breaker
@@ -97,10 +98,13 @@ class Handoffs:
 
     def accept(self, job: ClaimedJob, now_ms: int, *, adopted: bool = False) -> None:
         """See ``FunctionWorker.accept``."""
-        if job.id in self._held:
-            return  # adopted by a heartbeat already (its message came late)
-        if job.id in self._adopted:
-            del self._adopted[job.id]
+        lease = (job.id, job.token)
+        if self._held.token_of(job.id) is not None:
+            # Adopted by a heartbeat already (its message came late), or claimed since
+            # with a newer token: a handoff is always a job's first lease.
+            return
+        if lease in self._adopted:
+            del self._adopted[lease]
             return  # adopted and already finished: never run it twice
         if (
             (not adopted and self.clock.now_ms() - now_ms > self._max_age_ms)
@@ -122,6 +126,6 @@ class Handoffs:
         """Accept a job the heartbeat found handed to this worker, its message lost; the
         message arriving after all will not run it again."""
         self.accept(job, job.ready_ms, adopted=True)
-        self._adopted[job.id] = None
+        self._adopted[(job.id, job.token)] = None
         while len(self._adopted) > MAX_ADOPTED_REMEMBERED:
             del self._adopted[next(iter(self._adopted))]

@@ -5,6 +5,11 @@ leases of its function.
 A lease the heartbeat finds gone was reclaimed by another runtime: the worker stops working
 on that job and settles nothing for it. A job whose lease expired is requeued with one
 more recovery, or dead-lettered as ``worker_crashed`` past ``max_recoveries``.
+
+Leases are (job id, token) pairs (held.py): a heartbeat's reply names the leases it sent,
+so a reply that arrives after the job was claimed again with a newer token touches only
+the old run. Both loops outlive any Redis error (unreachable, out of memory, refused):
+each is noted in the outage log and the loop tries again at its next turn.
 """
 
 from __future__ import annotations
@@ -12,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Callable
 
 from runtime.config.schema import WorkerSettings
-from runtime.errors import BrokerUnavailable, LeaseLost
+from runtime.errors import LeaseLost
 from runtime.execution.counters import WorkerCounters
 from runtime.execution.handoffs import Handoffs
+from runtime.execution.held import HeldLeases, Lease
 from runtime.execution.outages import OutageLog
 from runtime.jobs.records import ClaimedJob
 from runtime.observe.metrics import FunctionMetrics
@@ -33,9 +39,8 @@ class Heartbeat:
         broker: RedisBroker,
         settings: WorkerSettings,
         *,
-        held: dict[str, str],
-        tasks: Mapping[str, asyncio.Task[None]],
-        lost: set[str],
+        held: HeldLeases,
+        lose: Callable[[Lease], None],
         handoffs: Handoffs,
         stop: asyncio.Event,
         counters: WorkerCounters,
@@ -47,11 +52,8 @@ class Heartbeat:
         self._lease_s = settings.lease_s
         self._lease_ms = settings.lease_ms
         self._interval_s = settings.heartbeat_s
-        # The worker's: job id -> token from claim until settled, job id -> its running
-        # task, and the ids of running jobs whose lease was lost.
-        self._held = held
-        self._tasks = tasks
-        self._lost = lost
+        self._held = held  # the worker's leases, from claim until settled
+        self._lose = lose  # stops the run of a lease no longer ours (runs.py)
         self._handoffs = handoffs
         self._stop = stop  # set by a drain: adopt nothing more
         self._counters = counters
@@ -66,7 +68,7 @@ class Heartbeat:
     async def run(self) -> None:
         while not self._closing:
             await asyncio.sleep(self._interval_s)
-            held = list(self._held.items())
+            held = self._held.pairs()
             channel = "" if self._stop.is_set() else self._handoffs.adoption_channel()
             if not held and not channel:
                 continue
@@ -74,17 +76,20 @@ class Heartbeat:
                 lost, adopted = await self._broker.heartbeat(
                     self._name, held, lease_ms=self._lease_ms, channel=channel
                 )
-            except BrokerUnavailable as exc:
+            except Exception as exc:  # any Redis error, or a reply that does not parse
                 self._outages.note("heartbeat", exc)
                 continue
+            sent = dict(held)  # one lease per job: the reply's ids name the leases sent
             for job_id in lost:
-                self._lose(job_id)
+                token = sent.get(job_id)
+                if token is not None:
+                    self._lose((job_id, token))
             for job in adopted:
                 self._adopt(job)
 
     def _adopt(self, job: ClaimedJob) -> None:
-        if job.id in self._held:
-            return  # its message arrived during the call
+        if self._held.token_of(job.id) is not None:
+            return  # its message arrived during the call (or it was claimed since)
         log.warning(
             "%s: job %s was handed to this runtime but its message was lost; adopting it",
             self._name,
@@ -93,18 +98,6 @@ class Heartbeat:
         if self._metrics is not None:
             self._metrics.handoff_adopted.inc()
         self._handoffs.adopt(job)
-
-    def _lose(self, job_id: str) -> None:
-        """Our lease on ``job_id`` was reclaimed: stop working on it, settle nothing."""
-        task = self._tasks.get(job_id)
-        self._held.pop(job_id, None)
-        if task is None:
-            return  # already finished; its settle (if pending) will be refused or was applied
-        self._lost.add(job_id)
-        self._counters.leases_lost += 1
-        log.warning("%s: lease of job %s lost (reclaimed); cancelling it", self._name, job_id)
-        task.cancel()
-        task.add_done_callback(lambda _: self._lost.discard(job_id))
 
     async def extend_one(self, job: ClaimedJob) -> float:
         """Renew one job's lease now; returns the lease in seconds (raises LeaseLost)."""
@@ -145,7 +138,7 @@ class Reclaimer:
                 requeued, dead = await self._broker.reclaim(
                     self._name, max_recoveries=self._max_recoveries
                 )
-            except BrokerUnavailable as exc:
+            except Exception as exc:  # any Redis error, or a reply that does not parse
                 self._outages.note("reclaim", exc)
                 continue
             if dead and self._metrics is not None:

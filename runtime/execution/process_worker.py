@@ -153,7 +153,9 @@ def _configure_logging(fmt: str, level: str) -> None:
 
 
 def run_job(request: JobRequest, cache: HandlerCache) -> JobResponse:
-    """Run one job; every exception becomes a response, only BaseExceptions escape."""
+    """Run one job; whatever it raises becomes a response, BaseExceptions included (a
+    handler's KeyboardInterrupt or SystemExit is its attempt's error, not this child's end:
+    SIGINT is ignored here, so neither can come from anywhere but the handler)."""
     try:
         spec = cache.spec(request.source_file, request.attr)
         if spec.is_async:
@@ -180,7 +182,7 @@ def run_job(request: JobRequest, cache: HandlerCache) -> JobResponse:
         return RetryRequested(exc.delay_s, exc.reason)
     except Reject as exc:
         return Rejected(exc.reason)
-    except Exception as exc:
+    except BaseException as exc:
         log.exception("job %s (%s) raised", request.job_id, request.function)
         return Raised(type(exc).__name__, str(exc))
     try:

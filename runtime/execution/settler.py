@@ -4,7 +4,9 @@ retried in order while Redis is away.
 
 A job stays held (its lease heartbeated) until its entry is acknowledged; an entry that
 fencing refuses (the lease had been reclaimed) changes nothing in Redis and is counted as
-a stale ack.
+a stale ack. An acknowledgement drops only the lease its entry named, (job id, token): a
+newer lease on the same job is another run's. Any Redis error (unreachable, out of memory,
+refused) keeps the batch pending, in order, retried with backoff.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from runtime.errors import BrokerUnavailable
 from runtime.execution.counters import WorkerCounters
+from runtime.execution.held import HeldLeases
 from runtime.execution.outages import OutageLog
 from runtime.function import FunctionOptions
 from runtime.jobs.outcome import Completed, Crashed, DeadLetter, Failed, Outcome, backoff_delay_s
@@ -40,7 +42,7 @@ class Settler:
         options: FunctionOptions,
         broker: RedisBroker,
         *,
-        held: dict[str, str],
+        held: HeldLeases,
         counters: WorkerCounters,
         metrics: FunctionMetrics | None,
         wake: asyncio.Event,
@@ -49,7 +51,7 @@ class Settler:
         self._name = function
         self._options = options
         self._broker = broker
-        self._held = held  # the worker's: job id -> token, from claim until settled
+        self._held = held  # the worker's leases, from claim until settled
         self._counters = counters
         self._metrics = metrics
         self._wake = wake  # the claim loop's
@@ -110,8 +112,10 @@ class Settler:
 
     def release(self, job: ClaimedJob) -> None:
         """Back to the front of its lane, no counter changed; the lease is heartbeated until
-        the release is settled."""
-        self._held[job.id] = job.token
+        the release is settled (unless a newer lease on the job is held: this one is gone,
+        and its release will be refused)."""
+        if self._held.token_of(job.id) in (None, job.token):
+            self._held.hold((job.id, job.token))
         self.settle(Release(job.id, job.token))
 
     def settle(self, entry: SettleEntry) -> None:
@@ -132,7 +136,9 @@ class Settler:
             del self._pending[:SETTLE_BATCH]
             try:
                 codes = await self._broker.settle(self._name, batch)
-            except BrokerUnavailable as exc:
+                if len(codes) != len(batch):  # settling again is safe: it knows its effect
+                    raise ValueError(f"{len(codes)} answers to a settle of {len(batch)}")
+            except Exception as exc:  # any Redis error, or a reply that does not parse
                 self._pending[:0] = batch  # keep order; the leases are still heartbeated
                 self._outages.note("settle", exc)
                 await asyncio.sleep(retry_s)
@@ -140,8 +146,7 @@ class Settler:
                 continue
             retry_s = 0.05
             for entry, code in zip(batch, codes, strict=True):
-                if self._held.get(entry.id) == entry.token:
-                    del self._held[entry.id]
+                self._held.drop((entry.id, entry.token))
                 if code == 0:
                     self._counters.stale_acks += 1
                     log.warning(

@@ -7,15 +7,19 @@ the leases it holds) and wires its parts, for one function in this process:
   parks the worker for handoffs);
 - ``handoffs.Handoffs``: the jobs enqueue hands to the parked worker, started or released
   (``accept``), and the Redis-clock estimate that judges a late one;
-- ``gate.QuarantineGate`` then ``attempt.Attempts``: each job waits its turn in the
-  process's quarantine, then runs one attempt;
+- ``runs.Runs``: a task per job run, keyed by its lease; each waits its turn in the
+  process's quarantine (``gate.QuarantineGate``), then runs one attempt
+  (``attempt.Attempts``);
 - ``breaker.BreakerKeeper``: the circuit breaker's view of claims and outcomes;
 - ``settler.Settler``: each outcome as a settle entry, coalesced into one script call;
 - ``leases.Heartbeat`` and ``leases.Reclaimer``: the heartbeat that renews the leases
   held (and adopts lost handoffs), the reclaimer of expired leases.
 
-A job's slot is held from claim until its handler returns (or, for an abandoned thread,
-until the thread really ends); its lease is renewed until its outcome is settled in Redis.
+A job's slot is held from claim until its handler returns (or, for an abandoned handler,
+until it really ends); its lease is renewed until its outcome is settled in Redis.
+Everything about one run is keyed by its lease, (job id, token) (held.py): the same job
+claimed again with a newer token is another run, which no late reply about the old token
+can touch.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ from runtime.execution.claimer import Claimer, ClaimEvents
 from runtime.execution.counters import WorkerCounters
 from runtime.execution.gate import QuarantineGate
 from runtime.execution.handoffs import Handoffs
+from runtime.execution.held import HeldLeases
 from runtime.execution.leases import Heartbeat, Reclaimer
 from runtime.execution.outages import OutageLog
 from runtime.execution.quarantine import Quarantine
+from runtime.execution.runs import Runs
 from runtime.execution.settler import Settler
 from runtime.function import FunctionSpec
 from runtime.jobs.records import ClaimedJob
@@ -64,11 +70,7 @@ class FunctionWorker:
         self._settings = settings
         self._metrics = metrics
         self._tracing = tracing or Tracing()
-        self._running = 0
-        self._held: dict[str, str] = {}  # job id -> token, from claim until settled
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._waits: dict[str, int] = {}  # job id -> ms it waited ready before this claim
-        self._lost: set[str] = set()  # running jobs whose lease was reclaimed
+        self._held = HeldLeases()  # from claim until settled
         self._loops: list[asyncio.Task[None]] = []
         self._events = ClaimEvents()
         outages = OutageLog(self.name)
@@ -92,6 +94,26 @@ class FunctionWorker:
             wake=self._events.wake,
             outages=outages,
         )
+        self._attempts = Attempts(
+            spec,
+            max_envelope_bytes=settings.max_envelope_bytes,
+            extend_lease=lambda job: self._heartbeat.extend_one(job),
+            params=params,
+            metrics=metrics,
+            tracing=self._tracing,
+        )
+        self._runs = Runs(
+            self.name,
+            held=self._held,
+            gate=self._gate,
+            attempts=self._attempts,
+            breaker=self._breaker,
+            settler=self._settler,
+            counters=self.counters,
+            metrics=metrics,
+            is_traced=self._tracing.enabled,
+            slot_freed=self._slot_freed,
+        )
         self._handoffs = Handoffs(
             settings,
             held=self._held,
@@ -100,7 +122,7 @@ class FunctionWorker:
             breaker=self._breaker,
             counters=self.counters,
             metrics=metrics,
-            start=self._start,
+            start=self._runs.start,
             release=self._settler.release,
         )
         self._claimer = Claimer(
@@ -114,7 +136,7 @@ class FunctionWorker:
             metrics=metrics,
             events=self._events,
             free_slots=self._free_slots,
-            start=self._start,
+            start=self._runs.start,
             release=self._settler.release,
             outages=outages,
         )
@@ -123,8 +145,7 @@ class FunctionWorker:
             broker,
             settings,
             held=self._held,
-            tasks=self._tasks,
-            lost=self._lost,
+            lose=self._runs.lose,
             handoffs=self._handoffs,
             stop=self._events.stop,
             counters=self.counters,
@@ -138,14 +159,6 @@ class FunctionWorker:
             max_recoveries=opts.max_recoveries,
             metrics=metrics,
             outages=outages,
-        )
-        self._attempts = Attempts(
-            spec,
-            max_envelope_bytes=settings.max_envelope_bytes,
-            extend_lease=self._heartbeat.extend_one,
-            params=params,
-            metrics=metrics,
-            tracing=self._tracing,
         )
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -163,7 +176,7 @@ class FunctionWorker:
 
     @property
     def running(self) -> int:
-        return self._running
+        return self._runs.running
 
     @property
     def breaker_state(self) -> str | None:
@@ -180,13 +193,7 @@ class FunctionWorker:
         claim_loop = self._loops[0] if self._loops else None
         if claim_loop is not None:
             await asyncio.wait({claim_loop}, timeout=self._settings.lease_s)
-        tasks = set(self._tasks.values())
-        if tasks:
-            _, late = await asyncio.wait(tasks, timeout=grace_s)
-            for task in late:
-                task.cancel()  # each releases its job back to the front of its lane
-            if late:
-                await asyncio.wait(late, timeout=5.0)
+        await self._runs.drain(grace_s)
         await self._settler.flushed(3 * self._settings.lease_s)
         # The loops also end on close(): a cancellation swallowed inside a Redis call
         # (seen with redis-py under load) must not keep them, or this drain, alive.
@@ -234,52 +241,10 @@ class FunctionWorker:
 
     # -- slots -------------------------------------------------------------------------
 
-    def _start(self, job: ClaimedJob, now_ms: int) -> None:
-        self.counters.claimed += 1
-        if self._metrics is not None:
-            self._metrics.consumed.inc()
-            self._metrics.queue_wait.observe(max(0, now_ms - job.ready_ms) / 1000)
-        if self._tracing.enabled:  # only the span uses it (runtime.queue_wait_ms)
-            self._waits[job.id] = max(0, now_ms - job.ready_ms)
-        self._running += 1
-        self._held[job.id] = job.token
-        self._tasks[job.id] = asyncio.create_task(self._run(job))
-
-    async def _run(self, job: ClaimedJob) -> None:
-        is_suspect = self._gate.is_suspect(job)
-        try:
-            async with self._gate.turn(is_suspect):
-                if is_suspect and not await self._gate.admit_suspect(job):
-                    self._held.pop(job.id, None)
-                    self.counters.leases_lost += 1
-                    return
-                outcome = await self._attempts.run(job, self._waits.pop(job.id, 0))
-        except asyncio.CancelledError:
-            self._breaker.cancelled(job.id)
-            if job.id not in self._lost:
-                self.counters.released += 1
-                self._settler.release(job)
-            return
-        finally:
-            self._tasks.pop(job.id, None)
-            self._waits.pop(job.id, None)
-            thread = self._attempts.threads_running.pop(job.id, None)
-            if thread is None or thread.done():
-                self._give_back_slot()
-            else:
-                # A thread cannot be stopped (timed out, cancelled by a lost lease or a
-                # drain): its slot comes back only when it really ends.
-                thread.add_done_callback(lambda _: self._give_back_slot())
-        if job.id in self._lost:
-            return
-        self._breaker.record(job.id, outcome)
-        self._settler.outcome(job, outcome)
-
     def _free_slots(self) -> int:
-        return self.spec.options.concurrency - self._running
+        return self.spec.options.concurrency - self._runs.running
 
-    def _give_back_slot(self) -> None:
-        self._running -= 1
+    def _slot_freed(self) -> None:
         self._events.slot_freed.set()
         if self._claimer.is_fleet_limited:
             self._events.wake.set()

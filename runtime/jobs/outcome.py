@@ -68,7 +68,10 @@ def describe(exc: BaseException) -> str:
 
 
 def classify(exc: BaseException) -> Outcome:
-    """Turn what a handler raised into an Outcome (CancelledError is the caller's business)."""
+    """Turn what a handler raised into an Outcome; any BaseException that is not a signal
+    (KeyboardInterrupt, SystemExit, a CancelledError the runtime did not request, ...) is a
+    ``handler_error`` naming its type. Whether a cancellation was the runtime's own is the
+    caller's record, never this function's guess."""
     match exc:
         case Retry():
             return Failed("handler_error", f"Retry: {exc.reason}"[:MAX_ERROR_CHARS], exc.delay_s)
@@ -82,6 +85,15 @@ def classify(exc: BaseException) -> Outcome:
             return DeadLetter("decode_error", describe(exc), is_attempt=False)
         case _:
             return Failed("handler_error", describe(exc))
+
+
+def handler_raised(exc: BaseException) -> Outcome:
+    """What a handler itself raised, as an Outcome: its own TimeoutError (or a cancellation,
+    or any other BaseException) is a handler error; the attempt's timeout is not raised by
+    the handler but decided by the runtime."""
+    if isinstance(exc, TimeoutError):
+        return Failed("handler_error", f"{describe(exc)} (raised by the handler)"[:MAX_ERROR_CHARS])
+    return classify(exc)
 
 
 def backoff_delay_s(

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 import pytest
 
@@ -21,6 +23,7 @@ from runtime.jobs.outcome import (
     backoff_delay_s,
     classify,
     describe,
+    handler_raised,
 )
 from runtime.jobs.records import ClaimedJob
 from runtime.jobs.settle import Complete, RetryLater, SendToDlq, SettleEntry, WorkerCrashed
@@ -94,6 +97,27 @@ def test_default_randomness_stays_within_the_ceiling() -> None:
 )  # fmt: skip
 def test_classify(exc: BaseException, outcome: Outcome) -> None:
     assert classify(exc) == outcome
+
+
+class _Custom(BaseException):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("exc", "outcome"),
+    [
+        (TimeoutError("slow API"),
+         Failed("handler_error", "TimeoutError: slow API (raised by the handler)")),
+        (KeyboardInterrupt(), Failed("handler_error", "KeyboardInterrupt")),
+        (asyncio.CancelledError(), Failed("handler_error", "CancelledError")),
+        (GeneratorExit(), Failed("handler_error", "GeneratorExit")),
+        (_Custom("odd"), Failed("handler_error", "_Custom: odd")),
+        (Reject("no"), DeadLetter("rejected", "no")),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else "",
+)  # fmt: skip
+def test_what_a_handler_raised_is_a_handler_error(exc: BaseException, outcome: Outcome) -> None:
+    assert handler_raised(exc) == outcome
 
 
 def test_retry_refuses_a_negative_delay() -> None:

@@ -37,8 +37,12 @@ local out = {}
 local MAX_LOOK = 1000
 local JOB = {'state', 'env', 'att', 'rec', 'enq', 'due', 'tok'}
 
-local bad_key = wrong_type({KEYS[1], 'list', KEYS[2], 'list', KEYS[3], 'list', KEYS[4], 'zset',
-  KEYS[5], 'zset', KEYS[7], 'list', KEYS[10], 'zset', KEYS[11], 'hash'})
+local spec = {KEYS[1], 'list', KEYS[2], 'list', KEYS[3], 'list', KEYS[4], 'zset', KEYS[5], 'zset',
+  KEYS[7], 'list'}
+if KEYS[11] then  -- absent: a caller that never parks
+  for _, x in ipairs({KEYS[10], 'zset', KEYS[11], 'hash'}) do table.insert(spec, x) end
+end
+local bad_key = wrong_type(spec)
 if bad_key then return redis.error_reply(bad_key) end
 
 local prior = redis.pcall('GET', KEYS[6])

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from runtime.config.schema import WorkerSettings
-from runtime.errors import BrokerCommandError, BrokerError, BrokerUnavailable
+from runtime.errors import BrokerCommandError, BrokerError
 from runtime.execution.breaker import BreakerKeeper
 from runtime.execution.counters import WorkerCounters
 from runtime.execution.handoffs import Handoffs

@@ -91,7 +91,12 @@ def as_job(j: object) -> ClaimedJob | Invalid:
             return value
     assert isinstance(job_id, str) and isinstance(token, int)  # narrowed by the loop
     return ClaimedJob(
-        job_id, str(token), envelope, int_field(attempts), int_field(recoveries), int_field(ready_ms)
+        job_id,
+        str(token),
+        envelope,
+        int_field(attempts),
+        int_field(recoveries),
+        int_field(ready_ms),
     )
 
 

@@ -148,7 +148,8 @@ async def read_stats(
                 lease_expired=count(expired),
                 dead=count(row[8]),
                 oldest_wait_s={
-                    p: age_s(now_ms, optional_int(h)) for p, h in zip(PRIORITIES, heads, strict=True)
+                    p: age_s(now_ms, optional_int(h))
+                    for p, h in zip(PRIORITIES, heads, strict=True)
                 },
                 per_minute=tally,
                 totals=dict(sorted(counters_of(row[9]).items())),

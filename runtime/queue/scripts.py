@@ -18,7 +18,6 @@ from importlib import resources
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-
 INCLUDE_RECORDS = "--! records\n"
 
 

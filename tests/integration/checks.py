@@ -39,7 +39,11 @@ async def job_places(redis: Any, namespace: str, function: str) -> list[str]:
     seen: set[bytes] = set()
     stand_ins = set()  # raw ids that a dead record under a derived id stands for
     for (place, job_id), _ in listed.items():
-        raw = await redis.hget(f"{prefix}job:".encode() + job_id, "raw_id") if place == "dlq" else None
+        raw = (
+            await redis.hget(f"{prefix}job:".encode() + job_id, "raw_id")
+            if place == "dlq"
+            else None
+        )
         if raw is not None:
             stand_ins.add(raw)
     async for key in redis.scan_iter(match=f"{prefix}job:*"):

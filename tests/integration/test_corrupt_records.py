@@ -57,7 +57,10 @@ async def dead_reason(h: Harness, job_id: str | bytes) -> tuple[str, str] | None
 
 async def dlq_records(h: Harness) -> list[dict[bytes, bytes]]:
     """The dead record behind every DLQ entry."""
-    return [await h.redis.hgetall(P.encode() + b"job:" + i) for i in await h.redis.lrange(P + "dlq", 0, -1)]
+    return [
+        await h.redis.hgetall(P.encode() + b"job:" + i)
+        for i in await h.redis.lrange(P + "dlq", 0, -1)
+    ]
 
 
 async def assert_settled(h: Harness, good: list[str]) -> None:

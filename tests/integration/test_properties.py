@@ -50,7 +50,9 @@ values = st.one_of(
     st.integers(min_value=-(2**63), max_value=2**63 - 1).map(lambda n: str(n).encode()),
 )  # fmt: skip
 field_corruption = st.tuples(st.just("field"), st.sampled_from(JOB_FIELDS), values)
-type_corruption = st.tuples(st.just("type"), st.sampled_from(["string", "list", "set", "zset"]), st.just(b""))
+type_corruption = st.tuples(
+    st.just("type"), st.sampled_from(["string", "list", "set", "zset"]), st.just(b"")
+)
 job_corruption = st.one_of(field_corruption, type_corruption)
 stats_corruption = st.one_of(
     st.none(),
@@ -113,7 +115,9 @@ async def run_example(
                 await h.redis.set(P + b"stats", value or b"x")
             else:
                 await h.redis.hset(P + b"stats", field, value)
-                await h.redis.hset(P + b"minute:" + str(int(time.time() // 60)).encode(), field, value)
+                await h.redis.hset(
+                    P + b"minute:" + str(int(time.time() // 60)).encode(), field, value
+                )
         for stray in strays:
             await h.redis.rpush(P + b"ready:default", stray)
         dispatcher = h.start()
@@ -156,7 +160,9 @@ async def _empty(h: Harness) -> bool:
     return sum([await h.redis.llen(P + b"ready:" + p) for p in (b"high", b"default", b"low")]) == 0
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(how=job_corruption, stats=stats_corruption, strays=stray_ids)
 def test_any_corrupt_record_costs_only_itself(
     redis_server: RedisServer,
@@ -166,4 +172,3 @@ def test_any_corrupt_record_costs_only_itself(
     strays: list[bytes],
 ) -> None:
     asyncio.run(run_example(redis_server.url, folder, how, stats, strays))
-

@@ -103,9 +103,10 @@ def stats_text(stats: Stats) -> str:
 
 
 def payload_text(job: JobView) -> str:
+    corrupt = f"<corrupt record: {job.corrupt}> " if job.corrupt is not None else ""
     if job.payload_error is not None:
-        return f"<{job.payload_error}>"
-    return msgspec.json.encode(job.payload).decode()
+        return f"{corrupt}<{job.payload_error}>"
+    return corrupt + msgspec.json.encode(job.payload).decode()
 
 
 def peek_text(peek: Peek, width: int) -> str:

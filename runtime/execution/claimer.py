@@ -4,17 +4,23 @@ Each claim asks for at most the free slots (and ``claim_batch``), as the breaker
 a claim that leaves room parks the worker for handoffs (handoffs.py). Between claims the
 loop waits for a slot to free, for work (a wake message, a retry falling due, a slot freed
 while the fleet cap held), for the rate limit, for the breaker, or at most ``idle_poll_s``.
+Bad ids are never a reason to wait: a claim that stopped at its scan budget with ids left
+(orphans of evicted hashes, corrupt records: dead-lettered by the script) is followed by
+another at once. An empty queue is never rate limited (the script says so), so an idle
+rate-limited worker waits for a wake like an unlimited one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from runtime.config.schema import WorkerSettings
-from runtime.errors import BrokerUnavailable
+from runtime.errors import BrokerCommandError, BrokerError
 from runtime.execution.breaker import BreakerKeeper
 from runtime.execution.counters import WorkerCounters
 from runtime.execution.handoffs import Handoffs
@@ -23,6 +29,9 @@ from runtime.function import FunctionOptions
 from runtime.jobs.records import ClaimedJob
 from runtime.observe.metrics import FunctionMetrics
 from runtime.queue.broker import RedisBroker, new_claim_id
+
+log = logging.getLogger("runtime.worker")
+LOG_EVERY_S = 10.0  # bad ids and failed claims are logged at most this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +77,8 @@ class Claimer:
         self._release = release  # puts a job back at the front of its lane
         self._outages = outages
         self.is_fleet_limited = False  # the last claim was cut by max_in_flight
+        self.dead_lettered = 0  # bad ids the claims dead-lettered (no record, or corrupt)
+        self._logged_at = -LOG_EVERY_S
 
     async def run(self) -> None:
         opts = self._options
@@ -105,15 +116,27 @@ class Claimer:
                     park_channel=park,
                     park_ttl_ms=self._handoffs.park_ttl_ms,
                 )
-            except BrokerUnavailable as exc:
+            except BrokerError as exc:
+                # Unavailable, or an error reply (a key of the wrong type, OOM): back off and
+                # try again; the loop never ends on what Redis answers.
                 if probing:
                     self._breaker.release_probe()
-                self._outages.note("claim", exc)
+                if isinstance(exc, BrokerCommandError):
+                    self._log_rarely("%s: claim refused by Redis: %s", self._name, exc)
+                else:
+                    self._outages.note("claim", exc)
                 await self._sleep(retry_s)
                 retry_s = min(retry_s * 2, 2.0)
                 continue
             retry_s = 0.05
             claim_id = None  # answered: the next claim is a new one
+            if claim.dead or claim.unreadable:
+                self.dead_lettered += claim.dead
+                self._log_rarely(
+                    "%s: a claim dead-lettered %d bad id(s) (no job record, or a corrupt one: "
+                    "see `runtime peek --dlq`) and could not read %d; %d dead-lettered so far",
+                    self._name, claim.dead, claim.unreadable, self.dead_lettered,
+                )  # fmt: skip
             self._handoffs.clock.observe(claim.now_ms)
             self.is_fleet_limited = claim.is_fleet_limited
             if probing:
@@ -126,8 +149,8 @@ class Claimer:
                     # wire: the job goes back to the front of its lane, not over the limit.
                     self._counters.released += 1
                     self._release(job)
-            if len(claim.jobs) >= want:
-                continue
+            if len(claim.jobs) >= want or claim.has_more:
+                continue  # full, or stopped early by bad ids with more left: claim again
             if claim.rate_ready_ms >= 0:
                 # Rate-limited: sleep until the next start is allowed, plus a little jitter
                 # so a fleet does not wake in lockstep (no claim in between: it would fail).
@@ -146,6 +169,12 @@ class Claimer:
                 due_in = (claim.next_due_ms - claim.now_ms) / 1000
                 timeout = max(0.001, min(timeout, due_in))
             await self._sleep(timeout)
+
+    def _log_rarely(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._logged_at >= LOG_EVERY_S:
+            self._logged_at = now
+            log.warning(message, *args)
 
     async def _pause(self, timeout_s: float) -> None:
         """Sleep ``timeout_s``, waking early only to stop (not for new work)."""

@@ -2,7 +2,7 @@
 
 The dispatcher then does ``match outcome:`` and never needs a try/except of its own around
 a handler. Reasons are the DLQ vocabulary: handler_error, timeout, rejected, decode_error,
-unknown_function, worker_crashed, payload_too_large.
+unknown_function, worker_crashed, payload_too_large, corrupt_record.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ Reason = Literal[
     "unknown_function",
     "worker_crashed",
     "payload_too_large",
+    "corrupt_record",  # its record in Redis failed the scripts' checks (lua/_records.lua)
 ]
 MAX_ERROR_CHARS = 2000
 

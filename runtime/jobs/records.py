@@ -3,10 +3,18 @@ adoption or a handoff message), a claim's reply, and a job's stored record.
 
 Plain values: the broker builds them from script replies and hashes, ``parse_handoff``
 from the message enqueue.lua publishes to a parked worker.
+
+Nothing read from Redis is trusted: every value goes through one parser here that returns
+the value or an ``Invalid`` saying why (``as_int``, ``as_text``, ``as_job``), and a stored
+record is read by ``as_record``, which never raises and names the fields it could not read
+(``JobRecord.corrupt``). The scripts check records before they touch them
+(``queue/lua/_records.lua``); this is the same rule on the Python side.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import msgspec
@@ -26,20 +34,69 @@ class ClaimedJob(msgspec.Struct):
     ready_ms: int  # when it last became ready (enqueued, promoted or put back)
 
 
+MAX_INT = 2**63 - 1  # Redis integers are signed 64-bit
+_INT_RE = re.compile(rb"-?[0-9]{1,19}")
+
+
+class Invalid(msgspec.Struct, frozen=True):
+    """Why a value read from Redis could not be parsed (the parsers return it, never raise)."""
+
+    why: str
+
+
+def as_int(raw: object, *, low: int = 0, high: int = MAX_INT) -> int | Invalid:
+    """An integer reply or field (int, or decimal digits in bytes/str) in [low, high]."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    elif isinstance(raw, bytes | str):
+        data = raw.encode("latin-1", "replace") if isinstance(raw, str) else raw
+        if not _INT_RE.fullmatch(data):
+            return Invalid(f"not an integer: {data[:40]!r}")
+        value = int(data)
+    else:
+        return Invalid(f"not an integer: a {type(raw).__name__}")
+    if not low <= value <= high:
+        return Invalid(f"integer {value} out of range [{low}, {high}]")
+    return value
+
+
+def as_text(raw: object) -> str | Invalid:
+    """A text reply or field: UTF-8 bytes, or str."""
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, bytes):
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            return Invalid(f"not UTF-8: {raw[:40]!r}")
+    return Invalid(f"not text: a {type(raw).__name__}")
+
+
 def int_field(value: Any, default: int = 0) -> int:
-    """An integer field of a reply or hash (bytes or int); ``default`` when absent."""
-    return int(value) if value is not None else default
+    """An integer field of a reply or hash; ``default`` when absent or unreadable."""
+    parsed = as_int(value) if value is not None else default
+    return default if isinstance(parsed, Invalid) else parsed
 
 
-def claimed_job(j: list[Any]) -> ClaimedJob:
+def as_job(j: object) -> ClaimedJob | Invalid:
     """A job as claim.lua and extend.lua return it: {id, token, env, att, rec, ready_ms}."""
+    if not isinstance(j, list | tuple) or len(j) != 6:
+        return Invalid(f"not a job reply: {j!r:.80}")
+    job_id, token = as_text(j[0]), as_int(j[1], low=1)
+    envelope = j[2] if isinstance(j[2], bytes) else b""
+    attempts, recoveries = as_int(j[3] or 0), as_int(j[4] or 0)
+    ready_ms = as_int(j[5] or 0)
+    for value in (job_id, token, attempts, recoveries, ready_ms):
+        if isinstance(value, Invalid):
+            return value
+    assert isinstance(job_id, str) and isinstance(token, int)  # narrowed by the loop
     return ClaimedJob(
-        id=j[0].decode(),
-        token=str(j[1]),
-        envelope=j[2] or b"",
-        attempts=int_field(j[3]),
-        recoveries=int_field(j[4]),
-        ready_ms=int_field(j[5]),
+        job_id,
+        str(token),
+        envelope,
+        int_field(attempts),
+        int_field(recoveries),
+        int_field(ready_ms),
     )
 
 
@@ -65,6 +122,9 @@ class Claim(msgspec.Struct):
     now_ms: int  # Redis server time of the claim
     is_fleet_limited: bool  # max_in_flight cut the batch
     rate_ready_ms: int = -1  # rate limit cut the batch: when the next start is allowed
+    has_more: bool = False  # stopped at its scan budget (bad ids) with ids left: claim again
+    dead: int = 0  # bad ids the script dead-lettered (no record, or a corrupt one)
+    unreadable: int = 0  # job replies this side could not parse (dropped; their leases expire)
 
 
 class JobRecord(msgspec.Struct):
@@ -82,7 +142,58 @@ class JobRecord(msgspec.Struct):
     result: bytes | None = None  # JSON of the handler's return value
     reason: str | None = None  # why it was dead-lettered (or the last failure)
     error: str | None = None
+    corrupt: str | None = None  # the fields that could not be read, and why (None: sound)
 
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL
+
+
+STATES: frozenset[str] = frozenset({"queued", "delayed", "running", "completed", "dead"})
+
+
+def as_record(job_id: str, function: str, fields: Mapping[bytes, bytes]) -> JobRecord:
+    """A job's stored hash as a record; never raises. A field that does not parse reads as
+    its default and is named in ``corrupt``; an unknown state reads as ``corrupt``."""
+    problems: list[str] = []
+
+    def text(name: str, default: str | None) -> str | None:
+        raw = fields.get(name.encode())
+        if raw is None:
+            return default
+        value = as_text(raw)
+        if isinstance(value, Invalid):
+            problems.append(f"{name}: {value.why}")
+            return raw.decode("utf-8", "replace")
+        return value
+
+    def number(name: str) -> int | None:
+        raw = fields.get(name.encode())
+        if raw is None:
+            return None
+        value = as_int(raw)
+        if isinstance(value, Invalid):
+            problems.append(f"{name}: {value.why}")
+            return None
+        return value
+
+    state = text("state", None)
+    if state not in STATES:
+        problems.append(f"state: {state!r} is not a job state")
+        state = "corrupt"
+    record = JobRecord(
+        id=job_id,
+        function=function,
+        state=state,
+        priority=text("prio", "default") or "default",
+        attempts=number("att") or 0,
+        recoveries=number("rec") or 0,
+        enqueued_ms=number("enq") or 0,
+        started_ms=number("start"),
+        finished_ms=number("end"),
+        result=fields.get(b"res"),
+        reason=text("reason", None),
+        error=text("err", None),
+    )
+    record.corrupt = "; ".join(problems) or None
+    return record

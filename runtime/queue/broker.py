@@ -9,10 +9,16 @@
 Every script is safe to run twice, because redis-py retries a command whose connection broke
 and the first run may already have happened (ARCHITECTURE invariant 4): enqueue is keyed by
 job id and idempotency key, claim by a claim id, settle and extend by fencing tokens.
+
+Every script checks the records it touches before it writes (``lua/_records.lua``) and
+dead-letters a corrupt one as ``corrupt_record``; the replies are parsed totally here too
+(``records.as_job``): an element that does not parse is dropped, counted and logged (at
+most once per ``LOG_EVERY_S``), never raised out of a claim or a heartbeat.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -22,7 +28,7 @@ from typing import Any
 import msgspec
 
 from runtime.function import Priority
-from runtime.jobs.records import Claim, ClaimedJob, claimed_job
+from runtime.jobs.records import Claim, ClaimedJob, Invalid, as_int, as_job, as_text
 from runtime.jobs.settle import SettleEntry, settle_argv
 from runtime.jobs.suspects import suspect_threshold
 from runtime.queue import scripts
@@ -33,10 +39,39 @@ from runtime.queue.queries import JobQueries
 CLAIM_RECORD_TTL_S = 60
 PROMOTE_LIMIT = 1000
 RECLAIM_LIMIT = 1000
+LOG_EVERY_S = 10.0
+
+log = logging.getLogger("runtime.broker")
 
 
 def new_claim_id() -> str:
     return os.urandom(8).hex()
+
+
+class _Unreadable:
+    """Replies this process could not parse: counted, logged at most every LOG_EVERY_S."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._logged_at = -LOG_EVERY_S
+
+    def note(self, function: str, what: str, invalid: Invalid) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self._logged_at >= LOG_EVERY_S:
+            self._logged_at = now
+            log.error(
+                "%s: skipped an unreadable %s from Redis (%s); %d so far in this process",
+                function,
+                what,
+                invalid.why,
+                self.count,
+            )
+
+
+def _int(raw: object, default: int) -> int:
+    value = as_int(raw, low=-1)
+    return default if isinstance(value, Invalid) else value
 
 
 class RedisBroker(JobQueries):
@@ -57,6 +92,7 @@ class RedisBroker(JobQueries):
         self._reclaim = scripts.register(client, "reclaim")
         self._exec = scripts.register(client, "mark_exec")
         self._unpark = scripts.register(client, "unpark")
+        self.unreadable = _Unreadable()
 
     async def enqueue(
         self,
@@ -97,7 +133,11 @@ class RedisBroker(JobQueries):
                 k.prefix,
             ],
         )
-        return res[0].decode(), bool(res[1])
+        # The id is ours, or the one an idempotency key names (read from Redis: parsed).
+        parsed = as_text(res[0])
+        if isinstance(parsed, Invalid):
+            return bytes(res[0]).decode("utf-8", "replace"), res[1] == 1
+        return parsed, res[1] == 1
 
     async def claim(
         self,
@@ -145,8 +185,29 @@ class RedisBroker(JobQueries):
                 park_ttl_ms,
             ],
         )
-        jobs = [claimed_job(j) for j in res[0]]
-        return Claim(jobs, int(res[1]), int(res[2]), bool(res[3]), int(res[4]))
+        jobs = self._jobs(function, res[0], "claimed job")
+        more = len(res) > 5 and res[5] == 1
+        dead = _int(res[6], 0) if len(res) > 6 else 0
+        return Claim(
+            jobs,
+            _int(res[1], -1),
+            _int(res[2], 0),
+            res[3] == 1,
+            _int(res[4], -1),
+            has_more=more,
+            dead=dead,
+            unreadable=len(res[0]) - len(jobs),
+        )
+
+    def _jobs(self, function: str, replies: Sequence[Any], what: str) -> list[ClaimedJob]:
+        jobs = []
+        for reply in replies:
+            job = as_job(reply)
+            if isinstance(job, Invalid):
+                self.unreadable.note(function, what, job)
+            else:
+                jobs.append(job)
+        return jobs
 
     async def unpark(self, function: str, channel: str) -> None:
         """Stop handoffs of ``function`` to ``channel``; an empty message follows on it."""
@@ -154,7 +215,8 @@ class RedisBroker(JobQueries):
         await self._unpark(keys=[k.parked, k.park], args=[channel])
 
     async def settle(self, function: str, entries: Sequence[SettleEntry]) -> list[int]:
-        """Apply outcomes; one code per entry: 1 applied, 2 replayed, 0 fenced (stale)."""
+        """Apply outcomes; one code per entry: 1 applied, 2 replayed, 0 fenced (stale), 3 its
+        record was corrupt: dead-lettered ``corrupt_record`` instead (lua/settle.lua)."""
         k = self.keys(function)
         args: list[Any] = [
             k.prefix,
@@ -168,7 +230,7 @@ class RedisBroker(JobQueries):
             keys=[k.leased, k.delayed, k.dlq, k.stats, *k.lanes],
             args=args,
         )
-        return [int(c) for c in res]
+        return [_int(c, 0) for c in res]
 
     async def extend(
         self, function: str, held: Sequence[tuple[str, str]], *, lease_ms: int
@@ -189,7 +251,14 @@ class RedisBroker(JobQueries):
         for job_id, token in held:
             args += [job_id, token]
         res = await self._extend(keys=[k.leased], args=args)
-        return [r.decode() for r in res[0]], [claimed_job(j) for j in res[1]]
+        lost = []
+        for raw in res[0]:
+            parsed = as_text(raw)
+            if isinstance(parsed, Invalid):
+                self.unreadable.note(function, "lost id", parsed)
+            else:
+                lost.append(parsed)
+        return lost, self._jobs(function, res[1], "adopted job")
 
     async def reclaim(self, function: str, *, max_recoveries: int) -> tuple[int, int]:
         """Requeue (or dead-letter) jobs whose lease expired. Returns (requeued, dead)."""
@@ -207,7 +276,7 @@ class RedisBroker(JobQueries):
                 self.done_channel,
             ],
         )
-        return int(res[0]), int(res[1])
+        return _int(res[0], 0), _int(res[1], 0)
 
     async def report_breaker(self, function: str, state: str) -> None:
         """Record this process's breaker state for `runtime stats` (kept a day)."""

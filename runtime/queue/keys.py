@@ -109,6 +109,10 @@ class FunctionKeys:
     def job(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
 
+    def raw_job(self, job_id: bytes) -> bytes:
+        """The job key of an id as read from Redis, which need not be UTF-8."""
+        return self.prefix.encode() + b"job:" + job_id
+
     def done(self, job_id: str) -> str:
         return f"{self.prefix}done:{job_id}"
 

@@ -2,6 +2,11 @@
 
 Bounded whatever the queues hold: at most ``count`` ids per lane (one LRANGE each), one
 HMGET and HSTRLEN per job, and only envelopes up to ``PEEK_MAX_ENVELOPE_BYTES`` fetched.
+
+Shows whatever Redis holds and never raises for it: an id that is not UTF-8 is shown with
+replacement characters (and looked up by its raw bytes), a key of another type or a field
+that does not parse is named in ``corrupt``, and a payload that does not decode (nested
+100k deep, not msgpack, not JSON-compatible) gets a ``payload_error``.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ import redis.asyncio as aioredis
 
 from runtime.function import PRIORITIES
 from runtime.jobs import envelope
-from runtime.queue.admin_stats import age_s, redis_now_ms
+from runtime.jobs.records import Invalid, as_int
+from runtime.queue.admin_stats import age_s, optional_int, redis_now_ms
 from runtime.queue.dlq import reply_text
 from runtime.queue.keys import FunctionKeys
+from runtime.queue.queries import count as depth
 
 PEEK_MAX_ENVELOPE_BYTES = 262_144  # larger envelopes are sized, not fetched, by peek
 
@@ -36,6 +43,7 @@ class JobView(msgspec.Struct):
     envelope_bytes: int = 0
     payload: Any = None  # msgpack decoded to JSON-compatible values
     payload_error: str | None = None  # why the payload is not shown
+    corrupt: str | None = None  # what in its record could not be read (None: sound)
 
 
 class Peek(msgspec.Struct):
@@ -46,24 +54,28 @@ class Peek(msgspec.Struct):
     jobs: list[JobView]
 
 
-def _opt_int(value: Any) -> int | None:
-    return int(value) if value is not None else None
-
-
 def _payload(env: bytes, view: JobView) -> None:
     """Decode an envelope's payload into ``view`` (msgpack → JSON-compatible values)."""
     try:
         data = envelope.decode(env, max(len(env), 1)).payload
-    except envelope.EnvelopeError as exc:
+    except (envelope.EnvelopeError, RecursionError) as exc:
         view.payload_error = str(exc)
         return
     try:
         value = msgspec.msgpack.decode(data)
         msgspec.json.encode(value)  # e.g. an Ext or a map keyed by arrays: not JSON
-    except (msgspec.DecodeError, TypeError, msgspec.EncodeError) as exc:
+    except (msgspec.DecodeError, TypeError, msgspec.EncodeError, RecursionError) as exc:
         view.payload_error = f"payload not shown as JSON: {exc}"
         return
     view.payload = value
+
+
+def _int(raw: Any, name: str, problems: list[str]) -> int:
+    value = as_int(raw) if raw is not None else 0
+    if isinstance(value, Invalid):
+        problems.append(f"{name}: {value.why}")
+        return 0
+    return value
 
 
 async def read_peek(redis: aioredis.Redis, k: FunctionKeys, *, is_dlq: bool, count: int) -> Peek:
@@ -79,52 +91,68 @@ async def read_peek(redis: aioredis.Redis, k: FunctionKeys, *, is_dlq: bool, cou
         for lane in k.lanes:
             pipe.llen(lane)
             pipe.lrange(lane, 0, count - 1)
-    first = await pipe.execute()
+    first = await pipe.execute(raise_on_error=False)
     now_ms = redis_now_ms(first[0])
     lengths, pages = first[1::2], first[2::2]
-    entries: list[tuple[str, str]] = []  # (id, lane)
+    pages = [page if isinstance(page, list) else [] for page in pages]  # another type: empty
+    entries: list[tuple[bytes, str]] = []  # (raw id, lane)
     if is_dlq:
-        entries = [(i.decode(), "") for i in reversed(pages[0])]
+        entries = [(i, "") for i in reversed(pages[0])]
     else:
         for lane, page in zip(PRIORITIES, pages, strict=True):
-            entries += [(i.decode(), lane) for i in page]
+            entries += [(i, lane) for i in page]
     entries = entries[:count]
 
     fields = ("state", "prio", "att", "rec", "enq", "end", "reason", "err")
     pipe = redis.pipeline(transaction=False)
-    for job_id, _ in entries:
-        pipe.hmget(k.job(job_id), fields)
-        pipe.hstrlen(k.job(job_id), "env")
-    second = await pipe.execute()
+    for raw_id, _ in entries:
+        pipe.hmget(k.raw_job(raw_id), fields)
+        pipe.hstrlen(k.raw_job(raw_id), "env")
+    second = await pipe.execute(raise_on_error=False) if entries else []
     views: list[JobView] = []
-    for (job_id, lane), raw, env_len in zip(entries, second[::2], second[1::2], strict=True):
+    raw_ids: list[bytes] = []
+    for (raw_id, lane), raw, env_len in zip(entries, second[::2], second[1::2], strict=True):
+        problems: list[str] = []
+        if not isinstance(raw, list):  # an error reply: the key is of another type
+            raw = [b"corrupt", None, None, None, None, None, None, None]
+            problems.append("the job key is not a hash")
         state, prio, att, rec, enq, end, reason, err = (reply_text(v) for v in raw)
-        enqueued, dead = _opt_int(enq), _opt_int(end) if state == "dead" else None
+        enqueued, dead = optional_int(enq), optional_int(end) if state == "dead" else None
         views.append(
             JobView(
-                id=job_id,
+                id=raw_id.decode("utf-8", "replace"),
                 lane=lane or prio or "default",
                 state=state,
-                attempts=int(att or 0),
-                recoveries=int(rec or 0),
+                attempts=_int(att, "att", problems),
+                recoveries=_int(rec, "rec", problems),
                 age_s=age_s(now_ms, dead if is_dlq and dead is not None else enqueued),
                 enqueued_ms=enqueued,
                 dead_ms=dead,
                 reason=reason,
                 error=err,
-                envelope_bytes=int(env_len),
+                envelope_bytes=depth(env_len),
             )
         )
+        if enq is not None and enqueued is None:
+            problems.append(f"enq: not an integer: {enq[:40]!r}")
+        if raw_id.decode("utf-8", "replace").encode() != raw_id:
+            problems.append(f"id is not UTF-8: {raw_id[:80]!r}")
+        views[-1].corrupt = "; ".join(problems) or None
+        raw_ids.append(raw_id)
     pipe = redis.pipeline(transaction=False)
     fetched: list[JobView] = []
-    for view in views:
+    for view, raw_id in zip(views, raw_ids, strict=True):
         if view.state is None:
             view.payload_error = "no job record for this id"
+        elif view.state == "corrupt" and view.corrupt:
+            view.payload_error = "the job key is not a hash"
         elif view.envelope_bytes > PEEK_MAX_ENVELOPE_BYTES:
             view.payload_error = f"envelope of {view.envelope_bytes} bytes not fetched"
         else:
-            pipe.hget(k.job(view.id), "env")
+            pipe.hget(k.raw_job(raw_id), "env")
             fetched.append(view)
-    for view, env in zip(fetched, await pipe.execute() if fetched else [], strict=True):
-        _payload(env or b"", view)
-    return Peek(k.function, "dlq" if is_dlq else "ready", now_ms, sum(lengths), views)
+    envs = await pipe.execute(raise_on_error=False) if fetched else []
+    for view, env in zip(fetched, envs, strict=True):
+        _payload(env if isinstance(env, bytes) else b"", view)
+    total = sum(depth(n) for n in lengths)
+    return Peek(k.function, "dlq" if is_dlq else "ready", now_ms, total, views)

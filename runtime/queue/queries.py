@@ -9,8 +9,9 @@ from __future__ import annotations
 import time
 from typing import cast
 
+from runtime.errors import BrokerCommandError
 from runtime.jobs.envelope import function_of
-from runtime.jobs.records import JobRecord, int_field
+from runtime.jobs.records import Invalid, JobRecord, as_int, as_record, as_text
 from runtime.queue import scripts
 from runtime.queue.connection import RedisClient
 from runtime.queue.keys import FunctionKeys
@@ -36,26 +37,20 @@ class JobQueries:
         await self.redis.ping()
 
     async def job(self, job_id: str) -> JobRecord | None:
+        """The job's record, None if there is none. Never raises for what Redis holds: a
+        key of another type, or fields that do not parse, read as a ``corrupt`` record."""
         function = function_of(job_id)
-        raw = await self.redis.hgetall(self.keys(function).job(job_id))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys(function).job(job_id))
+        (raw,) = await pipe.execute(raise_on_error=False)
+        if isinstance(raw, BrokerCommandError) and "WRONGTYPE" in str(raw):
+            return JobRecord(job_id, function, "corrupt", "default", 0, 0, 0,
+                             corrupt="the job key is not a hash")  # fmt: skip
+        if isinstance(raw, Exception):
+            raise raw
         if not raw:
             return None
-        fields = cast("dict[bytes, bytes]", raw)
-        f = {key.decode(): value for key, value in fields.items()}
-        return JobRecord(
-            id=job_id,
-            function=function,
-            state=f.get("state", b"?").decode(),
-            priority=f.get("prio", b"default").decode(),
-            attempts=int_field(f.get("att")),
-            recoveries=int_field(f.get("rec")),
-            enqueued_ms=int_field(f.get("enq")),
-            started_ms=int_field(f["start"]) if "start" in f else None,
-            finished_ms=int_field(f["end"]) if "end" in f else None,
-            result=f.get("res"),
-            reason=f["reason"].decode() if "reason" in f else None,
-            error=f["err"].decode() if "err" in f else None,
-        )
+        return as_record(job_id, function, cast("dict[bytes, bytes]", raw))
 
     async def watch(self, job_id: str) -> None:
         """Ask the settle and reclaim scripts to announce this job's end (its notify flag)."""
@@ -86,10 +81,15 @@ class JobQueries:
 
     async def idempotent_job(self, function: str, key: str) -> str | None:
         """The job an idempotency key already names, if any."""
-        value = await self.redis.get(self.keys(function).idem(key))
-        if value is None:
-            return None
-        return value.decode() if isinstance(value, bytes) else str(value)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self.keys(function).idem(key))
+        (value,) = await pipe.execute(raise_on_error=False)
+        if value is None or isinstance(value, BrokerCommandError):
+            return None  # none, or a key of another type: no job it names
+        if isinstance(value, Exception):
+            raise value
+        job_id = as_text(value)
+        return None if isinstance(job_id, Invalid) else job_id
 
     async def backlog(self, function: str) -> int:
         """Jobs waiting (ready in any lane, or delayed) for one function."""
@@ -98,7 +98,7 @@ class JobQueries:
         for lane in k.lanes:
             pipe.llen(lane)
         pipe.zcard(k.delayed)
-        return sum(int(n) for n in await pipe.execute())
+        return sum(count(n) for n in await pipe.execute(raise_on_error=False))
 
     async def stats(self, function: str) -> dict[str, int]:
         """Queue depths and counters of one function (O(1) commands, pipelined)."""
@@ -110,15 +110,27 @@ class JobQueries:
         pipe.zcard(k.leased)
         pipe.llen(k.dlq)
         pipe.hgetall(k.stats)
-        high, default, low, delayed, leased, dead, counters = await pipe.execute()
-        out = {
-            "ready_high": high,
-            "ready_default": default,
-            "ready_low": low,
-            "delayed": delayed,
-            "in_flight": leased,
-            "dead": dead,
-        }
-        for key, value in counters.items():
-            out[key.decode()] = int(value)
+        *depths, counters = await pipe.execute(raise_on_error=False)
+        names = ("ready_high", "ready_default", "ready_low", "delayed", "in_flight", "dead")
+        out = {name: count(n) for name, n in zip(names, depths, strict=True)}
+        out.update(counters_of(counters))
         return out
+
+
+def count(reply: object) -> int:
+    """A depth reply (LLEN, ZCARD, ...); 0 for a key of another type (an error reply)."""
+    value = as_int(reply)
+    return 0 if isinstance(value, Invalid) else value
+
+
+def counters_of(reply: object) -> dict[str, int]:
+    """A counters hash (``stats``, ``minute:<m>``) as names to integers. A field whose name
+    or value does not parse, or a key of another type, is left out (never raised)."""
+    out: dict[str, int] = {}
+    if not isinstance(reply, dict):
+        return out
+    for raw_name, raw_value in reply.items():
+        name, value = as_text(raw_name), as_int(raw_value, low=-(2**63))
+        if not isinstance(name, Invalid) and not isinstance(value, Invalid):
+            out[name] = value
+    return out

@@ -5,6 +5,9 @@ Scripts receive every key they touch in KEYS, except keys they must derive from 
 they read inside the script (a popped job id, a stored handoff channel, a pruned version):
 those are built from a key prefix passed in ARGV, the script's header says which, and the
 layout is documented in ``keys.py``.
+
+A script that checks job records has a line ``--! records``: ``lua/_records.lua`` (the
+checks and the dead-lettering of a corrupt record, shared) is pasted in its place.
 """
 
 from __future__ import annotations
@@ -15,11 +18,17 @@ from importlib import resources
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
+INCLUDE_RECORDS = "--! records\n"
+
+
+def _read(name: str) -> str:
+    return resources.files("runtime.queue").joinpath("lua", f"{name}.lua").read_text("utf-8")
+
 
 @cache
 def source(name: str) -> str:
-    """The text of ``lua/<name>.lua`` (read once per process)."""
-    return resources.files("runtime.queue").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    """The text of ``lua/<name>.lua`` with its includes (read once per process)."""
+    return _read(name).replace(INCLUDE_RECORDS, _read("_records"), 1)
 
 
 def register(client: aioredis.Redis, name: str) -> AsyncScript:

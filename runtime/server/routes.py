@@ -74,9 +74,15 @@ def job_body(record: JobRecord) -> dict[str, Any]:
         "finished_at": _ms_to_iso(record.finished_ms),
     }
     if record.state == "completed":
-        body["result"] = msgspec.json.decode(record.result or b"null")
+        try:
+            body["result"] = msgspec.json.decode(record.result or b"null")
+        except (msgspec.DecodeError, RecursionError):  # what Redis holds is not trusted
+            body["result"] = None
+            body["corrupt"] = "res: the stored result is not JSON this API can return"
     elif record.error is not None:
         body["error"] = {"code": record.reason or "handler_error", "message": record.error}
+    if record.corrupt is not None:
+        body["corrupt"] = record.corrupt  # the record fails its checks: shown, not trusted
     return body
 
 

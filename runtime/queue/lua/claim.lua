@@ -10,13 +10,22 @@
 -- now + park ttl; enqueue then leases new jobs straight to it (see enqueue.lua). Any other
 -- claim with a channel removes its park, so only idle workers with free slots are parked.
 -- Returns {jobs, next_due_ms (-1: none), now_ms, fleet_limited (0/1), rate_ready_ms (-1: not
--- rate limited; else when the next start is allowed)}; a job is
--- {id, token, envelope, attempts, recoveries, ready_ms} (ready_ms: when it last became ready:
--- 'due' once promoted from the delayed set or put back, else its enqueue time).
+-- rate limited; else when the next start is allowed), more (1: the claim stopped at its scan
+-- budget with ids left in the lanes: claim again at once), dead (ids dead-lettered here)};
+-- a job is {id, token, envelope, attempts, recoveries, ready_ms} (ready_ms: when it last
+-- became ready: 'due' once promoted from the delayed set or put back, else its enqueue time).
+-- Bad ids: a popped id with no record (an evicted hash, an id written into a lane) gets a dead
+-- record (decode_error); one whose record fails the checks of _records.lua (a key of another
+-- type, an id we never make, an unknown state, a counter that is not an integer) is
+-- dead-lettered corrupt_record. Neither counts toward `want`: the claim pops on, up to
+-- MAX_LOOK ids a call, so orphans never make a claim come back short while jobs wait.
+-- A key of this function of the wrong type is an error before any write.
 -- Rate limit: GCRA on Redis time. With interval T and burst B, n starts are allowed at time
 -- now when tat + n*T <= now + B*T (tat = max(stored tat, now)); each start moves tat by T.
 -- Tokens are spent at the claim, so a crashed holder cannot leak them: a job it held and
--- that runs again spends a token again (the limit errs on the safe side).
+-- that runs again spends a token again (the limit errs on the safe side). The claim reports
+-- rate_ready only while ids are left in the lanes: an empty queue is not rate limited (the
+-- worker then waits for a wake or its idle poll, like an unlimited one).
 -- Safe to run twice: a retried claim (same claim id, reply lost) gets the same jobs back with
 -- their leases renewed, and never leases new ones, so no job waits out a lease for nothing.
 local t = redis.call('TIME')
@@ -24,28 +33,48 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix = ARGV[1]
 local lease_ms = tonumber(ARGV[3])
 local out = {}
+--! records
+local MAX_LOOK = 1000
+local JOB = {'state', 'env', 'att', 'rec', 'enq', 'due', 'tok'}
 
-local prior = redis.call('GET', KEYS[6])
-if prior then
-  for _, pair in ipairs(cjson.decode(prior)) do
-    local v = redis.call('HMGET', prefix .. 'job:' .. pair[1], 'tok', 'state', 'env', 'att', 'rec',
-      'enq', 'due')
-    if tonumber(v[1]) == pair[2] and v[2] == 'running' then
-      redis.call('ZADD', KEYS[5], now + lease_ms, pair[1])
-      table.insert(out, {pair[1], pair[2], v[3], v[4], v[5], v[7] or v[6]})
+local spec = {KEYS[1], 'list', KEYS[2], 'list', KEYS[3], 'list', KEYS[4], 'zset', KEYS[5], 'zset',
+  KEYS[7], 'list'}
+if KEYS[11] then  -- absent: a caller that never parks
+  for _, x in ipairs({KEYS[10], 'zset', KEYS[11], 'hash'}) do table.insert(spec, x) end
+end
+local bad_key = wrong_type(spec)
+if bad_key then return redis.error_reply(bad_key) end
+
+local prior = redis.pcall('GET', KEYS[6])
+if type(prior) == 'string' then
+  local is_json, pairs_ = pcall(cjson.decode, prior)
+  if is_json and type(pairs_) == 'table' then
+    for _, pair in ipairs(pairs_) do
+      local v = type(pair) == 'table' and read_job(pair[1], JOB)
+      if v and not flaw(JOB, v) and v[1] == 'running' and tonumber(v[7]) == pair[2] then
+        redis.call('ZADD', KEYS[5], now + lease_ms, pair[1])
+        table.insert(out, {pair[1], pair[2], v[2], v[3], v[4], v[6] or v[5]})
+      end
     end
+    return {out, -1, now, 0, -1, 0, 0}
   end
-  return {out, -1, now, 0, -1}
+end
+
+local n_dead = 0
+local function dead_letter(id, why)
+  if bury(id, why, KEYS[7]) then n_dead = n_dead + 1 end
 end
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, tonumber(ARGV[6]))
 for _, id in ipairs(due) do
   local jk = prefix .. 'job:' .. id
-  local p = redis.call('HGET', jk, 'prio')
   redis.call('ZREM', KEYS[4], id)
-  if p then
+  local v, why = read_job(id, {'prio'})
+  if not v then
+    dead_letter(id, why)
+  elseif v[1] then
     local lane = KEYS[2]
-    if p == 'high' then lane = KEYS[1] elseif p == 'low' then lane = KEYS[3] end
+    if v[1] == 'high' then lane = KEYS[1] elseif v[1] == 'low' then lane = KEYS[3] end
     redis.call('HSET', jk, 'state', 'queued', 'due', now)
     redis.call('RPUSH', lane, id)
   end
@@ -65,12 +94,16 @@ if cap > 0 then
 end
 
 local interval = tonumber(ARGV[7])
+local burst = tonumber(ARGV[8])
 local tat = now
 local rate_limited = false
 if interval > 0 and want > 0 then
-  local stored = tonumber(redis.call('GET', KEYS[9]) or '0')
-  if stored > now then tat = stored end
-  local allowed = math.floor((now + tonumber(ARGV[8]) * interval - tat) / interval)
+  -- A stored value that is not a number, or beyond what any claim can have written, is
+  -- treated as the limiter's worst legal state rather than trusted.
+  local stored = tonumber(redis.pcall('GET', KEYS[9])) or now
+  if stored ~= stored then stored = now end  -- NaN
+  if stored > now then tat = math.min(stored, now + burst * interval) end
+  local allowed = math.floor((now + burst * interval - tat) / interval)
   if allowed < want then
     want = math.max(allowed, 0)
     rate_limited = true
@@ -78,51 +111,64 @@ if interval > 0 and want > 0 then
 end
 
 local claimed = {}
-local skipped = 0
+local skipped, looked = 0, 0
 for lane = 1, 3 do
-  if want <= 0 then break end
-  local ids = redis.call('LPOP', KEYS[lane], want)
-  if ids then
+  while want > 0 and looked < MAX_LOOK do
+    local ids = redis.call('LPOP', KEYS[lane], math.min(want, MAX_LOOK - looked))
+    if not ids then break end
     for _, id in ipairs(ids) do
+      looked = looked + 1
       local jk = prefix .. 'job:' .. id
-      local v = redis.call('HMGET', jk, 'state', 'env', 'att', 'rec', 'enq', 'due')
-      if v[1] == 'queued' then
+      local v, why = read_job(id, JOB)
+      if v and v[1] == 'queued' then why = flaw(JOB, v) end
+      if not v or why then
+        dead_letter(id, why)
+      elseif v[1] == 'queued' then
         local tok = redis.call('HINCRBY', jk, 'tok', 1)
         redis.call('HSET', jk, 'state', 'running', 'start', now)
         redis.call('ZADD', KEYS[5], now + lease_ms, id)
         table.insert(out, {id, tok, v[2], v[3], v[4], v[6] or v[5]})
         table.insert(claimed, {id, tok})
         want = want - 1
-      elseif not v[1] then
-        -- An id with no job record (written straight into the list): keep a record of it in
-        -- the DLQ rather than dropping it silently.
-        local bad = string.sub(id, 1, 200)
-        redis.call('HSET', prefix .. 'job:' .. bad, 'state', 'dead', 'reason', 'decode_error',
+      elseif not v[1] and key_type(jk) == 'none' then
+        -- An id with no job record (written straight into the list, or its hash evicted):
+        -- keep a record of it in the DLQ rather than dropping it silently.
+        redis.call('HSET', jk, 'state', 'dead', 'reason', 'decode_error',
           'err', 'no job record for this id in the ready list', 'att', 0, 'rec', 0, 'tok', 0,
           'enq', now, 'end', now, 'prio', 'default')
-        redis.call('RPUSH', KEYS[7], bad)
-        redis.call('HINCRBY', KEYS[8], 'dead', 1)
+        redis.call('RPUSH', KEYS[7], id)
+        n_dead = n_dead + 1
+      elseif not JOB_STATES[v[1]] then
+        dead_letter(id, v[1] and flaw({'state'}, v) or 'job record has no state')
       else
         skipped = skipped + 1  -- a duplicate id of a job already past this lane
       end
     end
   end
 end
-if skipped > 0 then redis.call('HINCRBY', KEYS[8], 'skipped', skipped) end
+if skipped > 0 then bump(KEYS[8], 'skipped', skipped) end
+if n_dead > 0 then bump(KEYS[8], 'dead', n_dead) end
 if #claimed > 0 then
   redis.call('SET', KEYS[6], cjson.encode(claimed), 'EX', tonumber(ARGV[5]))
 end
+
+local function lanes_empty()
+  return redis.call('LLEN', KEYS[1]) == 0 and redis.call('LLEN', KEYS[2]) == 0
+    and redis.call('LLEN', KEYS[3]) == 0
+end
+local more = 0
+if want > 0 and looked >= MAX_LOOK and not lanes_empty() then more = 1 end
 
 local rate_ready = -1
 if interval > 0 then
   if #claimed > 0 then
     tat = tat + #claimed * interval
-    local ttl = math.ceil(tat - now + tonumber(ARGV[8]) * interval) + 1000
+    local ttl = math.ceil(tat - now + burst * interval) + 1000
     redis.call('SET', KEYS[9], string.format('%.3f', tat), 'PX', ttl)
   end
-  if rate_limited then
+  if rate_limited and not lanes_empty() then
     -- the first moment one more start is allowed
-    rate_ready = math.ceil(tat + interval - tonumber(ARGV[8]) * interval)
+    rate_ready = math.ceil(tat + interval - burst * interval)
     if rate_ready < now then rate_ready = now end
   end
 end
@@ -138,8 +184,7 @@ if ch ~= '' then
     unpark(old)  -- parks of runtimes that stopped refreshing them
   end
   local room = tonumber(ARGV[2]) - #claimed
-  if room > 0 and limited == 0 and interval <= 0 and redis.call('LLEN', KEYS[1]) == 0
-    and redis.call('LLEN', KEYS[2]) == 0 and redis.call('LLEN', KEYS[3]) == 0 then
+  if room > 0 and limited == 0 and interval <= 0 and lanes_empty() then
     redis.call('ZADD', KEYS[10], now + tonumber(ARGV[10] or '0'), ch)
     redis.call('HSET', KEYS[11], ch, room .. ' ' .. lease_ms .. ' ' .. tonumber(ARGV[4]))
   else
@@ -150,4 +195,4 @@ end
 local next_due = -1
 local head = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
 if head[2] then next_due = tonumber(head[2]) end
-return {out, next_due, now, limited, rate_ready}
+return {out, next_due, now, limited, rate_ready, more, n_dead}

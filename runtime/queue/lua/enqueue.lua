@@ -13,16 +13,25 @@
 -- disconnected runtime) is un-parked and the job takes its lane as usual. A message lost
 -- after delivery counted it is found by that worker's next heartbeat (extend.lua); if the
 -- runtime died, the lease expires and is reclaimed, as for any job a dead worker held.
+-- Every key this script writes is checked for its type before the first write (an error
+-- reply then, nothing written); a job key of another type counts as an existing job (left
+-- as found: readers show it as corrupt). A park spec that does not parse drops that park.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local prefix = ARGV[10]
+--! records
+local bad_key = wrong_type({KEYS[2], 'list', KEYS[3], 'zset', KEYS[4], 'string', KEYS[5], 'zset',
+  KEYS[6], 'hash', KEYS[7], 'zset', KEYS[8], 'list', KEYS[9], 'list', KEYS[10], 'list'})
+if bad_key then return redis.error_reply(bad_key) end
 if ARGV[5] == '1' then
   local existing = redis.call('GET', KEYS[4])
   if existing then
     return {existing, 0}
   end
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  if ARGV[7] == '1' then redis.call('HSET', KEYS[1], 'notify', '1') end
+local job_type = key_type(KEYS[1])
+if job_type ~= 'none' then
+  if ARGV[7] == '1' and job_type == 'hash' then redis.call('HSET', KEYS[1], 'notify', '1') end
   return {ARGV[1], 0}
 end
 
@@ -43,7 +52,8 @@ local function handoff()
     local ch = top[1]
     local spec = redis.call('HGET', KEYS[6], ch) or ''
     local room, lease_ms, cap = string.match(spec, '^(%d+) (%d+) (%d+)$')
-    if room and tonumber(top[2]) >= now then  -- live and well-formed, else dropped below
+    if is_count(room) and is_count(lease_ms) and is_count(cap) and tonumber(top[2]) >= now then
+      -- live and well-formed, else dropped below
       room, lease_ms, cap = tonumber(room), tonumber(lease_ms), tonumber(cap)
       if cap > 0 and redis.call('ZCOUNT', KEYS[7], now, '+inf') >= cap then
         return false  -- the fleet-wide max_in_flight is reached: wait in the lane
@@ -54,8 +64,8 @@ local function handoff()
         redis.call('ZADD', KEYS[7], now + lease_ms, ARGV[1])
         -- Until settled, the job is listed as handed to ch: if the message is lost (the
         -- subscriber's connection broke), that worker's next heartbeat adopts it (extend.lua).
-        local hk = ARGV[10] .. 'handed:' .. ch
-        redis.call('SADD', hk, ARGV[1])
+        local hk = prefix .. 'handed:' .. ch
+        redis.pcall('SADD', hk, ARGV[1])  -- a set of another type: the lease still expires
         redis.call('EXPIRE', hk, 86400)
         if room > 1 then
           redis.call('HSET', KEYS[6], ch, (room - 1) .. ' ' .. lease_ms .. ' ' .. cap)

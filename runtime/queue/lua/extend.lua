@@ -9,17 +9,23 @@
 -- hold, still running on their first lease (the message was lost with a broken subscriber
 -- connection): their leases are renewed and they are returned like claimed ones,
 -- {id, token, envelope, attempts, recoveries, ready_ms}.
+-- A record that cannot be read (a key of another type) is lost to its holder; a handed job
+-- whose record fails the checks of _records.lua is not adopted. Either way its lease is left
+-- to expire and the reclaimer dead-letters it (corrupt_record): nothing here raises.
 -- Safe to run twice: it only moves deadlines forward for the same holder.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local deadline = now + tonumber(ARGV[2])
 local prefix = ARGV[1]
+--! records
+local bad_key = wrong_type({KEYS[1], 'zset'})
+if bad_key then return redis.error_reply(bad_key) end
 local lost = {}
 local held = {}
 for i = 4, #ARGV, 2 do
   local id = ARGV[i]
   held[id] = true
-  local v = redis.call('HMGET', prefix .. 'job:' .. id, 'tok', 'state')
+  local v = read_job(id, {'tok', 'state'}) or {}
   if v[1] == ARGV[i + 1] and v[2] == 'running' then
     redis.call('ZADD', KEYS[1], deadline, id)
   else
@@ -30,17 +36,19 @@ local adopted = {}
 local ch = ARGV[3]
 if ch ~= '' then
   local hk = prefix .. 'handed:' .. ch
-  for _, id in ipairs(redis.call('SMEMBERS', hk)) do
+  local members = redis.pcall('SMEMBERS', hk)
+  if members['err'] then members = {} end  -- a key of another type: nothing to adopt
+  local fields = {'tok', 'state', 'hand', 'env', 'att', 'rec', 'enq'}
+  for _, id in ipairs(members) do
     if not held[id] then
-      local v = redis.call('HMGET', prefix .. 'job:' .. id, 'tok', 'state', 'hand', 'env', 'att',
-        'rec', 'enq')
+      local v = read_job(id, fields)
       -- Token 1: still the lease the handoff made (a job reclaimed and claimed again since
       -- has a later token, whoever holds it, even a runtime too old to clear 'hand').
-      if v[2] == 'running' and v[3] == ch and v[1] == '1' then
+      if v and not flaw(fields, v) and v[2] == 'running' and v[3] == ch and v[1] == '1' then
         redis.call('ZADD', KEYS[1], deadline, id)
         table.insert(adopted, {id, tonumber(v[1]), v[4], v[5], v[6], v[7]})
       else
-        redis.call('SREM', hk, id)
+        redis.pcall('SREM', hk, id)
       end
     end
   end

@@ -14,13 +14,23 @@
 -- Age is the time since the job was dead-lettered ('end'; 'enq' if it has none), by Redis time.
 -- Returns {consumed, matched, kept, stale, {reason, count, ...}, {id, reason, ...}}: the
 -- matched per reason, and the first few matched (a sample for the operator).
+-- An entry whose record cannot be read (see _records.lua: a key of another type, an id we
+-- never make) points at no dead job. Purging a corrupt_record entry kept under a derived id
+-- also deletes the key of another type it stands for (`raw_id`), never a hash.
 -- Safe to run twice: a replayed 'run' (same call record) returns its first reply unchanged.
-local prior = redis.call('GET', KEYS[3])
-if prior then return cjson.decode(prior) end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local SAMPLE = 10
 local prefix = ARGV[1]
+local now = 0
+--! records
+local bad_key = wrong_type({KEYS[1], 'list'})
+if bad_key then return redis.error_reply(bad_key) end
+local prior = redis.pcall('GET', KEYS[3])
+if type(prior) == 'string' then
+  local is_json, reply = pcall(cjson.decode, prior)
+  if is_json then return reply end
+end
+local t = redis.call('TIME')
+now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local SAMPLE = 10
 local batch = tonumber(ARGV[2])
 local is_run = ARGV[3] == 'run'
 local older_than = tonumber(ARGV[5])
@@ -39,7 +49,7 @@ end
 local matched, stale, kept, by_reason, sample = 0, 0, {}, {}, {}
 for _, id in ipairs(ids) do
   local jk = prefix .. 'job:' .. id
-  local v = redis.call('HMGET', jk, 'state', 'reason', 'end', 'enq')
+  local v = read_job(id, {'state', 'reason', 'end', 'enq', 'raw_id'}) or {}
   if v[1] == 'dead' then
     local at = tonumber(v[3] or v[4] or now) or now
     local reason = v[2] or ''
@@ -50,7 +60,11 @@ for _, id in ipairs(ids) do
         table.insert(sample, id)
         table.insert(sample, reason)
       end
-      if is_run then redis.call('DEL', jk, prefix .. 'done:' .. id) end
+      if is_run then
+        redis.call('DEL', jk, prefix .. 'done:' .. id)
+        local raw = v[5] and prefix .. 'job:' .. v[5]
+        if raw and key_type(raw) ~= 'hash' then redis.call('DEL', raw) end
+      end
     else
       table.insert(kept, id)
     end
@@ -64,7 +78,7 @@ end
 if is_run and #ids > 0 then
   redis.call('LTRIM', KEYS[1], #ids, -1)
   if #kept > 0 then redis.call('RPUSH', KEYS[1], unpack(kept)) end
-  if matched > 0 then redis.call('HINCRBY', KEYS[2], 'purged', matched) end
+  if matched > 0 then bump(KEYS[2], 'purged', matched) end
 end
 local counts = {}
 for reason, n in pairs(by_reason) do

@@ -19,10 +19,22 @@
 -- 'rotate' moves `batch` ids from the head to the tail untouched: a pass stopped by its limit
 -- finishes its cycle this way, so the DLQ keeps its order (no job is read).
 -- Returns {consumed, matched, kept, 0, {reason, count, ...}, {id, reason, ...}} like purge_dlq.
+-- A corrupt record (see _records.lua: a key of another type, an id we never make, a token
+-- that is not an integer) stays in the DLQ: requeued, it would only be dead-lettered again.
+-- A requeued job's counters are rewritten, so one dead-lettered corrupt_record for a bad
+-- att, rec, enq or due runs again with sound ones.
 -- Safe to run twice: a replayed 'run' or 'rotate' (same call record) returns its first reply
 -- unchanged.
-local prior = redis.call('GET', KEYS[3])
-if prior then return cjson.decode(prior) end
+local prefix = ARGV[1]
+local now = 0
+--! records
+local bad_key = wrong_type({KEYS[1], 'list', KEYS[4], 'list', KEYS[5], 'list', KEYS[6], 'list'})
+if bad_key then return redis.error_reply(bad_key) end
+local prior = redis.pcall('GET', KEYS[3])
+if type(prior) == 'string' then
+  local is_json, reply = pcall(cjson.decode, prior)
+  if is_json then return reply end
+end
 if ARGV[3] == 'rotate' then
   local ids = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
   if #ids > 0 then
@@ -34,9 +46,8 @@ if ARGV[3] == 'rotate' then
   return reply
 end
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local SAMPLE = 10
-local prefix = ARGV[1]
 local batch = tonumber(ARGV[2])
 local is_run = ARGV[3] == 'run'
 local older_than = tonumber(ARGV[5])
@@ -57,11 +68,12 @@ for _, id in ipairs(ids) do
   if matched >= limit then break end
   consumed = consumed + 1
   local jk = prefix .. 'job:' .. id
-  local v = redis.call('HMGET', jk, 'state', 'reason', 'end', 'enq', 'prio')
+  local v = read_job(id, {'state', 'reason', 'end', 'enq', 'prio', 'tok'}) or {}
   local at = tonumber(v[3] or v[4] or now) or now
   local reason = v[2] or ''
   if v[1] == 'dead' and (older_than == 0 or now - at >= older_than)
-      and (#ARGV == 8 or reasons[reason]) and redis.call('HEXISTS', jk, 'env') == 1 then
+      and (#ARGV == 8 or reasons[reason]) and not flaw({'tok'}, {v[6]})
+      and redis.call('HEXISTS', jk, 'env') == 1 then
     matched = matched + 1
     by_reason[reason] = (by_reason[reason] or 0) + 1
     if matched <= SAMPLE then
@@ -72,7 +84,7 @@ for _, id in ipairs(ids) do
       local lane = KEYS[5]
       if v[5] == 'high' then lane = KEYS[4] elseif v[5] == 'low' then lane = KEYS[6] end
       if v[4] then redis.call('HSETNX', jk, 'enq0', v[4]) end
-      redis.call('HDEL', jk, 'reason', 'err', 'end', 'start', 'res')
+      redis.call('HDEL', jk, 'reason', 'err', 'end', 'start', 'res', 'due')
       redis.call('HSET', jk, 'state', 'queued', 'att', 0, 'rec', 0, 'enq', now)
       redis.call('DEL', prefix .. 'done:' .. id)
       redis.call('RPUSH', lane, id)
@@ -86,7 +98,7 @@ if is_run and consumed > 0 then
   redis.call('LTRIM', KEYS[1], consumed, -1)
   if #kept > 0 then redis.call('RPUSH', KEYS[1], unpack(kept)) end
   if matched > 0 then
-    redis.call('HINCRBY', KEYS[2], 'requeued', matched)
+    bump(KEYS[2], 'requeued', matched)
     redis.call('PUBLISH', ARGV[7], ARGV[8])
   end
 end

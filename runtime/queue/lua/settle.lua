@@ -10,10 +10,19 @@
 --   L release        (graceful shutdown: back to the front of its lane, no counter changes)
 --   K worker crashed a=max_recoveries, b=error (a process child died holding the job)
 -- Returns one code per entry: 1 applied, 2 already applied (a retried script), 0 refused
--- because the token is no longer the holder's (the lease was reclaimed: fenced).
+-- because the token is no longer the holder's (the lease was reclaimed: fenced), 3 the
+-- holder's job, but its record is corrupt (a counter this outcome would bump is not an
+-- integer below 10^15): dead-lettered corrupt_record instead (see _records.lua).
+-- Each entry stands alone: a record that cannot be read (a key of another type) is refused
+-- (0) and left to the reclaimer, which dead-letters it when its lease expires; no entry can
+-- make the script raise, so one bad job never keeps the batch's others running.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix = ARGV[1]
+--! records
+local bad_key = wrong_type({KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'list', KEYS[5], 'list',
+  KEYS[6], 'list', KEYS[7], 'list'})
+if bad_key then return redis.error_reply(bad_key) end
 local keep = tonumber(ARGV[2])
 local codes = {}
 local n_done, n_dead, n_retry, n_stale = 0, 0, 0, 0
@@ -29,7 +38,7 @@ local function notify(jk, id, flag)
   if flag == '1' then
     local dk = prefix .. 'done:' .. id
     redis.call('PUBLISH', ARGV[5], id)  -- for waiters sharing one subscription (HTTP)
-    redis.call('RPUSH', dk, '1')
+    redis.pcall('RPUSH', dk, '1')  -- a marker key of another type: its waiters time out
     redis.call('EXPIRE', dk, keep)
   end
 end
@@ -41,14 +50,29 @@ local function dead(jk, id, reason, err, flag)
   n_dead = n_dead + 1
 end
 
+local FIELDS = {'tok', 'state', 'notify', 'prio', 'rec', 'hand', 'att'}
 for i = 6, #ARGV, 6 do
   local op, id, token = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local a, b, c = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local jk = prefix .. 'job:' .. id
-  local v = redis.call('HMGET', jk, 'tok', 'state', 'notify', 'prio', 'rec', 'hand')
-  if v[1] ~= token or v[2] ~= 'running' then
+  local v = read_job(id, FIELDS) or {}
+  -- The counter this outcome bumps must be sound before anything is written for the entry.
+  local why = nil
+  if (op == 'R' or (op == 'D' and c == '1')) then why = flaw({'att'}, {v[7]}) end
+  if op == 'K' then why = flaw({'rec'}, {v[5]}) end
+  if v[1] == token and v[2] == 'running' and why then
+    redis.call('ZREM', KEYS[1], id)
+    if v[6] then
+      redis.pcall('SREM', prefix .. 'handed:' .. v[6], id)
+      redis.call('HDEL', jk, 'hand')
+    end
+    bury(id, why, KEYS[3])
+    notify(jk, id, v[3])
+    n_dead = n_dead + 1
+    table.insert(codes, 3)
+  elseif v[1] ~= token or v[2] ~= 'running' then
     -- Same token but already moved on by this very batch run earlier: a retried script.
-    if v[1] == token and (v[2] == done_state[op] or (op == 'K' and v[2] == 'dead')) then
+    if v[1] == token and (v[2] == done_state[op] or ((op == 'K' or why) and v[2] == 'dead')) then
       table.insert(codes, 2)
     else
       table.insert(codes, 0)
@@ -57,7 +81,7 @@ for i = 6, #ARGV, 6 do
   else
     redis.call('ZREM', KEYS[1], id)
     if v[6] then  -- it came by handoff: no longer one to adopt (see enqueue.lua)
-      redis.call('SREM', prefix .. 'handed:' .. v[6], id)
+      redis.pcall('SREM', prefix .. 'handed:' .. v[6], id)
       redis.call('HDEL', jk, 'hand')
     end
     if op == 'C' then
@@ -90,18 +114,18 @@ for i = 6, #ARGV, 6 do
     table.insert(codes, 1)
   end
 end
-if n_done > 0 then redis.call('HINCRBY', KEYS[4], 'completed', n_done) end
-if n_dead > 0 then redis.call('HINCRBY', KEYS[4], 'dead', n_dead) end
-if n_retry > 0 then redis.call('HINCRBY', KEYS[4], 'retried', n_retry) end
+if n_done > 0 then bump(KEYS[4], 'completed', n_done) end
+if n_dead > 0 then bump(KEYS[4], 'dead', n_dead) end
+if n_retry > 0 then bump(KEYS[4], 'retried', n_retry) end
 -- The same applied counts, per minute of Redis time, for `runtime stats` rates. Only applied
 -- entries count, so a replayed batch (code 2) adds nothing here either.
 if n_done + n_dead + n_retry > 0 then
   local mk = prefix .. 'minute:' .. math.floor(now / 60000)
-  if n_done > 0 then redis.call('HINCRBY', mk, 'completed', n_done) end
-  if n_dead > 0 then redis.call('HINCRBY', mk, 'dead', n_dead) end
-  if n_retry > 0 then redis.call('HINCRBY', mk, 'retried', n_retry) end
+  if n_done > 0 then bump(mk, 'completed', n_done) end
+  if n_dead > 0 then bump(mk, 'dead', n_dead) end
+  if n_retry > 0 then bump(mk, 'retried', n_retry) end
   redis.call('EXPIRE', mk, 7200)  -- two hours: stats reads the last two minutes
 end
-if n_stale > 0 then redis.call('HINCRBY', KEYS[4], 'stale_acks', n_stale) end
+if n_stale > 0 then bump(KEYS[4], 'stale_acks', n_stale) end
 if wake then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return codes

@@ -2,7 +2,8 @@
 -- message arrives, its subscriber has received every handoff published before it.
 -- KEYS: 1 parked (zset), 2 park (hash). ARGV: 1 the worker's handoff channel.
 -- Returns 1. Safe to run twice: removals are idempotent; a second fence is ignored.
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
+-- A key of another type is skipped (pcall), so the fence is always sent.
+redis.pcall('ZREM', KEYS[1], ARGV[1])
+redis.pcall('HDEL', KEYS[2], ARGV[1])
 redis.call('PUBLISH', ARGV[1], '')
 return 1

@@ -9,9 +9,10 @@ import pytest
 
 from chaos.suite import __main__ as cli
 from chaos.suite.checker import Fault, Figures, crashes_explained, figures
-from chaos.suite.fleet import Fleet, ReadySample, ReadyWatch
+from chaos.suite.fleet import Fleet, LogLine, ReadySample, ReadyWatch
 from chaos.suite.report import ScenarioReport, table
 from chaos.suite.scenarios import SCENARIOS
+from chaos.suite.scenarios.redis_limits import flags_policy, policy_errors
 from chaos.suite.stage import Check
 from chaos.suite.witness import Run, Witness, handler_source
 from runtime.jobs.records import JobRecord
@@ -133,6 +134,26 @@ async def test_ready_since_waits_for_every_runtime_to_answer_200(tmp_path: Path)
     ]
     assert await watch.ready_since([1, 2], 10.0, 0) == 1.5
     assert await watch.ready_since([1, 2], 11.6, 0) is None
+
+
+def test_an_evicting_policy_counts_only_when_redis_config_fails_naming_it() -> None:
+    failing = {"ok": False, "error": "maxmemory-policy is allkeys-lru: jobs can be evicted"}
+    body = {"status": "unready", "checks": {"redis": {"ok": True}, "redis_config": failing}}
+    assert flags_policy(ReadySample(1.0, "rt0", 1, 503, body))
+    assert not flags_policy(ReadySample(1.0, "rt0", 1, 200, body))
+    other = {"checks": {"redis_config": {"ok": False, "error": "appendonly no"}}}
+    assert not flags_policy(ReadySample(1.0, "rt0", 1, 503, other))
+    assert not flags_policy(ReadySample(1.0, "rt0", 1, 503, {"checks": "not a dict"}))
+
+
+def test_policy_errors_are_error_lines_about_the_policy_in_any_case() -> None:
+    lines = [
+        LogLine(2.0, "error", "Redis maxmemory-policy is allkeys-lru; set noeviction"),
+        LogLine(2.0, "warning", "maxmemory-policy allkeys-lru accepted (allow_eviction)"),
+        LogLine(0.5, "ERROR", "maxmemory-policy allkeys-lru"),  # before `since`
+        LogLine(2.0, "error", "something else"),
+    ]
+    assert policy_errors(lines, 1.0) == [lines[0].message]
 
 
 def test_handler_source_writes_the_witness_path(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import re
 import time
 
 from chaos.suite.checker import Fault
-from chaos.suite.fleet import LEASE_S, ReadySample, ReadyWatch, Runtime
+from chaos.suite.fleet import LEASE_S, LogLine, ReadySample, ReadyWatch, Runtime
 from chaos.suite.scenarios.redis_faults import no_runtime_exited
 from chaos.suite.stage import Stage
 from runtime.errors import BrokerError
@@ -140,7 +140,8 @@ async def outage(stage: Stage) -> None:
     no_runtime_exited(stage)
 
 
-def _flags_policy(sample: ReadySample) -> bool:
+def flags_policy(sample: ReadySample) -> bool:
+    """A /readyz answer 503 whose failing ``redis_config`` check names allkeys-lru."""
     checks = sample.body.get("checks", {})
     check = checks.get("redis_config") if isinstance(checks, dict) else None
     return (
@@ -156,12 +157,12 @@ async def _policy_reported(stage: Stage, watch: ReadyWatch, since: float, when: 
     within DETECT_WITHIN_S of ``since``."""
     deadline = since + DETECT_WITHIN_S
     while time.time() < deadline:
-        if all(any(map(_flags_policy, watch.of(r.pid, since))) for r in stage.fleet.alive):
+        if all(any(map(flags_policy, watch.of(r.pid, since))) for r in stage.fleet.alive):
             break
         await asyncio.sleep(0.05)
     for runtime in stage.fleet.alive:
         samples = watch.of(runtime.pid, since, deadline)
-        flagged = [s for s in samples if _flags_policy(s)]
+        flagged = [s for s in samples if flags_policy(s)]
         last = samples[-1].body.get("checks") if samples else None
         stage.check(
             f"{runtime.slot}: /readyz 503, check redis_config names allkeys-lru ({when})",
@@ -173,13 +174,19 @@ async def _policy_reported(stage: Stage, watch: ReadyWatch, since: float, when: 
         )
 
 
-def _policy_lines(stage: Stage, runtime: Runtime, since: float) -> list[str]:
+def policy_errors(lines: list[LogLine], since: float) -> list[str]:
+    """ERROR (or worse) log lines about the eviction policy since ``since``. The runtime's
+    JSON logs spell levels in lower case."""
     return [
         line.message
-        for line in stage.fleet.log_lines(runtime)
-        if line.at >= since and line.level in ("ERROR", "CRITICAL")
+        for line in lines
+        if line.at >= since and line.level.upper() in ("ERROR", "CRITICAL")
         if POLICY_WORDS.search(line.message)
     ]
+
+
+def _policy_lines(stage: Stage, runtime: Runtime, since: float) -> list[str]:
+    return policy_errors(stage.fleet.log_lines(runtime), since)
 
 
 async def eviction_policy(stage: Stage) -> None:

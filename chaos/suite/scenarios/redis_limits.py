@@ -15,7 +15,7 @@ import json
 import re
 import time
 
-from chaos.suite.checker import Fault
+from chaos.suite.checker import Fault, Figures
 from chaos.suite.fleet import LEASE_S, LogLine, ReadySample, ReadyWatch, Runtime
 from chaos.suite.scenarios.redis_faults import no_runtime_exited
 from chaos.suite.stage import Stage
@@ -69,6 +69,15 @@ async def _http_accepts(stage: Stage, runtime: Runtime, healed: float) -> float 
 async def _after_heal(stage: Stage, watch: ReadyWatch, healed: float) -> None:
     await stage.ready_after(watch, healed, READY_WITHIN_S)
     stage.load(AFTER_JOBS, 2.0, seconds=LONG_S, prefix=f"s{stage.number}-after")
+
+    def one_rerun_at_most(_: Figures) -> tuple[bool, str]:
+        # The bound is a sum over jobs: a job run three times hides behind others that
+        # ran once. One fault may cost a job one re-run, never two (a stale heartbeat reply
+        # that cancels the newer run of the same job costs a second).
+        over = sorted(job for job, n in stage.witness.starts().items() if n > 2)
+        return not over, f"{len(over)} job(s) started 3 or more times {over[:5]}"
+
+    stage.expect("no job re-run more than once for the one fault", one_rerun_at_most)
 
 
 async def oom(stage: Stage) -> None:

@@ -12,6 +12,11 @@ Figures, per scenario:
 - **double completions**: the ``completed`` counters of the ``{ns:fn}:stats`` hashes against
   the job hashes in state ``completed``: a completion applied twice shows as a surplus.
 - **leftovers** in ready, leased and delayed;
+- **worker_crashed without a dead worker**: a job is dead-lettered ``worker_crashed`` only
+  when its worker stopped heartbeating ``max_recoveries + 1`` times; with no runtime
+  process dead in the scenario, any such job is a lease the runtime let expire while alive.
+- **ready after the heal**: from Redis recovering to every runtime's ``/readyz`` 200 again,
+  in the scenarios that measure it;
 - **recovery**: fault healed → completions flowing again (the first job completed after the
   heal); **hit done**: fault started → the last job in flight at it reached a terminal state
   (for a SIGKILL, about one lease plus one reclaim round); p50/p95 of enqueue → completion.
@@ -83,6 +88,8 @@ class Figures:
     p95_ms: float | None = None
     counters: dict[str, int] = field(default_factory=dict)
     faults: list[dict[str, Any]] = field(default_factory=list)
+    dead_runtimes: int = 0  # runtime processes that died (exit status not 0) in the scenario
+    ready_s: float | None = None  # Redis recovered -> every runtime /readyz 200, worst case
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -222,3 +229,10 @@ def figures(
     f.double_completions = counters["completed"] - completed_in_redis
     f.leftovers = leftovers(stats)
     return f
+
+
+def crashes_explained(f: Figures) -> tuple[bool, str]:
+    """No job dead-lettered ``worker_crashed`` unless a runtime process really died."""
+    crashed = f.dead.get("worker_crashed", 0)
+    ok = crashed == 0 or f.dead_runtimes > 0
+    return ok, f"{crashed} worker_crashed, {f.dead_runtimes} runtime process(es) died"

@@ -148,16 +148,20 @@ class Fleet:
         if runtime.is_alive:
             os.kill(runtime.pid, sig)
 
-    async def start(self, timeout_s: float = READY_TIMEOUT_S) -> None:
-        """Spawn one process per slot and wait until every one answers /readyz 200."""
+    async def start(self, timeout_s: float = READY_TIMEOUT_S, *, ready: bool = True) -> None:
+        """Spawn one process per slot and wait until every one answers /readyz 200 (or,
+        with ``ready`` False, answers it at all: a scenario that expects it unready)."""
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3.0))
         for name in self.slots:
             self.spawn(name)
-        await asyncio.gather(*(self.wait_ready(name, timeout_s) for name in self.slots))
+        await asyncio.gather(*(self.wait_ready(name, timeout_s, ready) for name in self.slots))
 
-    async def wait_ready(self, slot_name: str, timeout_s: float = READY_TIMEOUT_S) -> Runtime:
-        """Until the slot's process is ready; a process that dies starting (a port taken
-        between free_port() and its bind) is replaced, at most twice."""
+    async def wait_ready(
+        self, slot_name: str, timeout_s: float = READY_TIMEOUT_S, ready: bool = True
+    ) -> Runtime:
+        """Until the slot's process is ready (with ``ready`` False: until it answers); a
+        process that dies starting (a port taken between free_port() and its bind) is
+        replaced, at most twice."""
         deadline = time.monotonic() + timeout_s
         replaced = 0
         while time.monotonic() < deadline:
@@ -171,7 +175,7 @@ class Fleet:
                 await asyncio.sleep(SUPERVISE_EVERY_S)
                 continue
             status = await self.readyz(runtime)
-            if status is not None and status[0] == 200:
+            if status is not None and (status[0] == 200 or not ready):
                 return runtime
             await asyncio.sleep(0.05)
         raise RuntimeError(
@@ -187,6 +191,23 @@ class Fleet:
                 return response.status, body if isinstance(body, dict) else {}
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return None
+
+    async def enqueue_http(
+        self, runtime: Runtime, function: str, payload: Any
+    ) -> tuple[int, str | None] | None:
+        """POST /v1/functions/<function>/jobs: (status, the job id of a 202), or None when
+        the process does not answer."""
+        assert self._http is not None, "fleet not started"
+        url = f"http://127.0.0.1:{runtime.port}/v1/functions/{function}/jobs"
+        headers = {"Authorization": f"Bearer {TIMINGS['RUNTIME_HTTP__TOKEN']}"}
+        try:
+            async with self._http.post(url, json=payload, headers=headers) as response:
+                body = await response.json(content_type=None)
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        job_id = body.get("job_id") if isinstance(body, dict) else None
+        return status, job_id if isinstance(job_id, str) else None
 
     # -- supervision -------------------------------------------------------------------
 
@@ -305,6 +326,22 @@ class ReadyWatch:
 
     def of(self, pid: int, since: float, until: float = float("inf")) -> list[ReadySample]:
         return [s for s in self.samples if s.pid == pid and since <= s.at <= until]
+
+    async def ready_since(self, pids: list[int], since: float, timeout_s: float) -> float | None:
+        """Seconds from ``since`` (unix time) until every runtime of ``pids`` had answered
+        /readyz 200 at or after it, waiting up to ``timeout_s`` from now; None if not.
+        A runtime that never turned unready counts from its first sample after ``since``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            firsts = []
+            for pid in pids:
+                ready = [s.at for s in self.of(pid, since) if s.status == 200]
+                firsts.append(ready[0] if ready else None)
+            if all(at is not None for at in firsts):
+                return round(max(at - since for at in firsts if at is not None), 2)
+            if time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(0.05)
 
     async def until_ready(self, runtimes: list[Runtime], timeout_s: float) -> float | None:
         """Seconds until every one of ``runtimes`` answered 200 (from now), None if not."""

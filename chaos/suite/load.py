@@ -4,7 +4,8 @@ acknowledges them.
 A job is *accepted* once an enqueue call returned: Redis has acknowledged it, and from then
 on the runtime owes it a terminal state. An enqueue that fails is retried with the same id,
 as a careful caller would: enqueue is idempotent by job id, so a retry whose first try did
-reach Redis (reply lost) must not make a second job.
+reach Redis (reply lost) must not make a second job. A refusal for want of memory (Redis
+OOM, scenario 12) is retried the same way: nothing was written.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 
 from runtime.client import Client
 from runtime.config.schema import RedisSettings
-from runtime.errors import BrokerUnavailable
+from runtime.errors import BrokerUnavailable, RedisMemoryFull
 
 CLIENT_SETTINGS = RedisSettings(timeout_s=0.5, connect_timeout_s=0.5)
 GIVE_UP_S = 45.0  # per job: longer than any outage a scenario makes
@@ -77,7 +78,7 @@ class Load:
         while True:
             try:
                 _, created = await client.producer.enqueue(self.function, seconds, job_id=suffix)
-            except (BrokerUnavailable, TimeoutError):
+            except (BrokerUnavailable, RedisMemoryFull, TimeoutError):
                 if time.monotonic() > deadline:
                     self.unacknowledged.append(job_id)
                     return

@@ -2,7 +2,9 @@
 
 It is started, killed (any signal), paused (SIGSTOP) and resumed, and restarted on the same
 port and data folder, with its AOF (``appendfsync everysec``) or, for the "restarted empty"
-scenario, with no persistence and a wiped folder. Every process it starts is stopped by pid.
+scenario, with no persistence and a wiped folder; a scenario may add settings of its own
+(``maxmemory-policy allkeys-lru``), kept across restarts. Every process it starts is stopped
+by pid.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class RedisServer:
         self.is_paused = False
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.settings: dict[str, str] = {}  # extra `--name value` of every start
 
     @property
     def url(self) -> str:
@@ -74,6 +77,8 @@ class RedisServer:
         ]  # fmt: skip
         if self.bind_host != "127.0.0.1":
             args += ["--protected-mode", "no"]
+        for name, value in self.settings.items():
+            args += [f"--{name}", value]
         self.process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
         )

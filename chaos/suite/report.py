@@ -54,6 +54,7 @@ COLUMNS = (
     ("left", 4),
     ("recov s", 7),
     ("hit done s", 10),
+    ("ready s", 7),
     ("p95 ms", 6),
     ("wall s", 6),
     ("verdict", 9),
@@ -67,7 +68,7 @@ def _seconds(value: float | None) -> str:
 def _row(r: ScenarioReport) -> list[str]:
     f = r.figures
     if f is None:
-        return [str(r.number), r.title, *["-"] * 10, f"{r.wall_s:.1f}", r.verdict]
+        return [str(r.number), r.title, *["-"] * 11, f"{r.wall_s:.1f}", r.verdict]
     dead = ",".join(f"{n} {reason}" for reason, n in sorted(f.dead.items())) or "0"
     return [
         str(r.number),
@@ -81,6 +82,7 @@ def _row(r: ScenarioReport) -> list[str]:
         str(sum(f.leftovers.values())),
         _seconds(f.recovery_s),
         _seconds(f.hit_done_s),
+        _seconds(f.ready_s),
         "-" if f.p95_ms is None else f"{f.p95_ms:.0f}",
         f"{r.wall_s:.1f}",
         r.verdict,

@@ -19,7 +19,7 @@ from pathlib import Path
 from chaos.proxy.testing import Target
 from chaos.suite import checker
 from chaos.suite.checker import Fault, Figures
-from chaos.suite.fleet import Fleet, Runtime
+from chaos.suite.fleet import Fleet, ReadyWatch, Runtime
 from chaos.suite.load import CLIENT_SETTINGS, Load
 from chaos.suite.network import Link, Network
 from chaos.suite.redis_server import RedisServer
@@ -28,6 +28,7 @@ from runtime.client import Client
 from runtime.jobs.records import JobRecord
 
 QUIET_TIMEOUT_S = 30.0
+READY_WAIT_S = 15.0  # how long after a heal the time to ready is still measured
 Expectation = Callable[[Figures], tuple[bool, str]]
 
 
@@ -36,6 +37,19 @@ class Check:
     name: str
     ok: bool
     detail: str = ""
+
+
+def _unready(watch: ReadyWatch, pid: int, since: float, slot: str) -> str:
+    """What one runtime's /readyz said since ``since``: its statuses and failing checks."""
+    samples = watch.of(pid, since)
+    statuses = sorted({str(s.status) for s in samples})
+    checks = samples[-1].body.get("checks", {}) if samples else {}
+    failing = sorted(
+        str(name)
+        for name, c in (checks.items() if isinstance(checks, dict) else ())
+        if isinstance(c, dict) and c.get("ok") is False
+    )
+    return f"{slot}: statuses {statuses}, failing at the end {failing}"
 
 
 class Stage:
@@ -61,16 +75,28 @@ class Stage:
         self.carried: dict[str, JobRecord] = {}
         self._expectations: list[tuple[str, Expectation]] = []
         self._client: Client | None = None
+        self.extra_accepted: dict[str, float] = {}  # acknowledged outside a Load (HTTP)
+        self.ready_s: list[float | None] = []  # heal -> every runtime ready, per heal
 
     # -- building ----------------------------------------------------------------------
 
-    async def start(self, runtimes: int = 2, *, persistent: bool = True) -> None:
+    async def start(
+        self,
+        runtimes: int = 2,
+        *,
+        persistent: bool = True,
+        redis_settings: dict[str, str] | None = None,
+        ready: bool = True,
+    ) -> None:
+        """Start Redis (with ``redis_settings`` as ``--name value``), one proxy and one
+        runtime per slot, and wait for /readyz 200 (with ``ready`` False: any answer)."""
+        self.redis.settings.update(redis_settings or {})
         await asyncio.to_thread(self.redis.start, persistent=persistent)
         for i in range(runtimes):
             name = f"rt{i}"
             self.links[name] = await self.network.link(name, self.redis.port)
             self.fleet.add_slot(name, self.links[name].url)
-        await self.fleet.start()
+        await self.fleet.start(ready=ready)
 
     async def loader_link(self) -> Link:
         """A proxy for the load generator, for scenarios that cut the callers' link too."""
@@ -149,6 +175,25 @@ class Stage:
     def note(self, text: str) -> None:
         self.notes.append(text)
 
+    async def ready_after(self, watch: ReadyWatch, healed: float, within_s: float) -> float | None:
+        """Check that every live runtime answers /readyz 200 within ``within_s`` of Redis
+        recovering at ``healed``; the time is kept as the ``ready s`` figure (waited for up
+        to READY_WAIT_S, so a slow recovery is measured, not just failed)."""
+        alive = self.fleet.alive
+        taken = await watch.ready_since(
+            [r.pid for r in alive], healed, healed + READY_WAIT_S - time.time()
+        )
+        self.ready_s.append(taken)
+        detail = f"after {taken} s"
+        if taken is None or taken > within_s:
+            detail += "; " + "; ".join(_unready(watch, r.pid, healed, r.slot) for r in alive)
+        self.check(
+            f"every runtime /readyz 200 within {within_s:g} s of Redis recovering",
+            taken is not None and taken <= within_s,
+            detail,
+        )
+        return taken
+
     async def wait_loads(self) -> None:
         await asyncio.gather(*(load.wait() for load in self.loads))
 
@@ -156,7 +201,7 @@ class Stage:
 
     @property
     def accepted(self) -> dict[str, float]:
-        out: dict[str, float] = {}
+        out: dict[str, float] = dict(self.extra_accepted)
         for load in self.loads:
             out.update(load.accepted)
         return out
@@ -185,6 +230,10 @@ class Stage:
         figures.unacknowledged = sum(len(load.unacknowledged) for load in self.loads)
         figures.enqueue_retries = sum(load.retries for load in self.loads)
         figures.enqueue_replays = sum(load.replayed for load in self.loads)
+        figures.dead_runtimes = sum(r.process.poll() not in (None, 0) for r in self.fleet.everyone)
+        if self.ready_s:
+            known = [s for s in self.ready_s if s is not None]
+            figures.ready_s = max(known) if len(known) == len(self.ready_s) else None
         self._shared_checks(figures, quiet=quiet)
         for name, predicate in self._expectations:
             self.check(name, *predicate(figures))
@@ -204,6 +253,7 @@ class Stage:
             not f.unexplained,
             ", ".join(f.unexplained[:10]) or "none unexplained",
         )
+        self.check("no worker_crashed without a dead worker", *checker.crashes_explained(f))
         self.check(
             "no completion applied twice",
             f.double_completions == 0,

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from chaos.suite import __main__ as cli
-from chaos.suite.checker import Fault, figures
+from chaos.suite.checker import Fault, Figures, crashes_explained, figures
+from chaos.suite.fleet import Fleet, LogLine, ReadySample, ReadyWatch
 from chaos.suite.report import ScenarioReport, table
 from chaos.suite.scenarios import SCENARIOS
+from chaos.suite.scenarios.redis_limits import flags_policy, policy_errors
 from chaos.suite.stage import Check
 from chaos.suite.witness import Run, Witness, handler_source
 from runtime.jobs.records import JobRecord
@@ -112,6 +114,48 @@ def test_a_fault_that_promises_no_rerun_adds_nothing_to_the_bound(tmp_path: Path
     assert f.hit_done_s == 1.1
 
 
+@pytest.mark.parametrize(
+    ("dead", "died", "ok"),
+    [({}, 0, True), ({"worker_crashed": 2}, 1, True), ({"worker_crashed": 2}, 0, False),
+     ({"handler_error": 3}, 0, True)],
+)  # fmt: skip
+def test_worker_crashed_needs_a_dead_worker(dead: dict[str, int], died: int, ok: bool) -> None:
+    f = Figures(dead=dead, dead_runtimes=died)
+    assert crashes_explained(f)[0] is ok
+
+
+async def test_ready_since_waits_for_every_runtime_to_answer_200(tmp_path: Path) -> None:
+    watch = ReadyWatch(Fleet(tmp_path, tmp_path, tmp_path))
+    watch.samples += [
+        ReadySample(9.0, "rt0", 1, 200, {}),  # before the heal: does not count
+        ReadySample(10.2, "rt0", 1, 503, {}),
+        ReadySample(10.4, "rt1", 2, 200, {}),
+        ReadySample(11.5, "rt0", 1, 200, {}),
+    ]
+    assert await watch.ready_since([1, 2], 10.0, 0) == 1.5
+    assert await watch.ready_since([1, 2], 11.6, 0) is None
+
+
+def test_an_evicting_policy_counts_only_when_redis_config_fails_naming_it() -> None:
+    failing = {"ok": False, "error": "maxmemory-policy is allkeys-lru: jobs can be evicted"}
+    body = {"status": "unready", "checks": {"redis": {"ok": True}, "redis_config": failing}}
+    assert flags_policy(ReadySample(1.0, "rt0", 1, 503, body))
+    assert not flags_policy(ReadySample(1.0, "rt0", 1, 200, body))
+    other = {"checks": {"redis_config": {"ok": False, "error": "appendonly no"}}}
+    assert not flags_policy(ReadySample(1.0, "rt0", 1, 503, other))
+    assert not flags_policy(ReadySample(1.0, "rt0", 1, 503, {"checks": "not a dict"}))
+
+
+def test_policy_errors_are_error_lines_about_the_policy_in_any_case() -> None:
+    lines = [
+        LogLine(2.0, "error", "Redis maxmemory-policy is allkeys-lru; set noeviction"),
+        LogLine(2.0, "warning", "maxmemory-policy allkeys-lru accepted (allow_eviction)"),
+        LogLine(0.5, "ERROR", "maxmemory-policy allkeys-lru"),  # before `since`
+        LogLine(2.0, "error", "something else"),
+    ]
+    assert policy_errors(lines, 1.0) == [lines[0].message]
+
+
 def test_handler_source_writes_the_witness_path(tmp_path: Path) -> None:
     source = handler_source(tmp_path / "w.log")
     compile(source, "chaos_handlers.py", "exec")
@@ -125,9 +169,10 @@ def test_table_has_a_row_per_scenario_and_a_verdict() -> None:
     assert len(lines) == 4
     assert lines[2].split()[-1] == "FAIL"  # no figures: the scenario did not finish
     assert lines[3].endswith("KNOWN GAP")
+    assert "ready s" in lines[0]
 
 
-@pytest.mark.parametrize("argv", [["--only", "12"], ["--only", "x"], ["--only", "1", "--ci"]])
+@pytest.mark.parametrize("argv", [["--only", "99"], ["--only", "x"], ["--only", "1", "--ci"]])
 def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
@@ -136,4 +181,4 @@ def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str
 
 def test_list_names_every_scenario(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--list"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == len(SCENARIOS) == 11
+    assert len(capsys.readouterr().out.splitlines()) == len(SCENARIOS) == 14

@@ -1,11 +1,12 @@
-"""The catalogue: scenarios 1–10 of issue 7, what each proves, and which ones CI runs."""
+"""The catalogue: scenarios 1–11 of issue 7, 12–14 of issue 13, what each proves, and which
+ones CI runs."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from chaos.suite.scenarios import network_faults, processes, redis_faults
+from chaos.suite.scenarios import network_faults, processes, redis_faults, redis_limits
 from chaos.suite.stage import Stage
 
 
@@ -92,6 +93,31 @@ SCENARIOS: dict[int, Scenario] = {
             "a claim whose replies are all lost strands no job and charges no recovery: the "
             "worker retries it under the same claim id and the claim record replays it",
             network_faults.lost_claim_replies,
+        ),
+        Scenario(
+            12,
+            "Redis OOM 3 s",
+            "writes refused for want of memory (noeviction) while jobs longer than the lease "
+            "run break no loop: no worker_crashed, jobs started after the memory is freed run "
+            "once, every runtime ready and accepting HTTP enqueues within 2 s",
+            redis_limits.oom,
+            budget_s=75.0,
+        ),
+        Scenario(
+            13,
+            "Redis outage > lease",
+            "Redis cut off from every runtime for the lease + 3 s while long jobs run: "
+            "re-runs only of jobs in flight, no worker_crashed, ready within 2 s of the heal",
+            redis_limits.outage,
+            budget_s=75.0,
+        ),
+        Scenario(
+            14,
+            "allkeys-lru detection",
+            "an evicting maxmemory-policy is reported at start and at run time (/readyz 503 "
+            "redis_config, an ERROR line); ready within 2 s of noeviction",
+            redis_limits.eviction_policy,
+            budget_s=60.0,
         ),
     )
 }

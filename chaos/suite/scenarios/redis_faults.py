@@ -21,7 +21,7 @@ EMPTY_WORDS = re.compile(
 )
 
 
-def _no_exit(stage: Stage) -> None:
+def no_runtime_exited(stage: Stage) -> None:
     dead = [
         f"{r.slot} pid {r.pid} exit {r.process.returncode}"
         for r in stage.fleet.everyone
@@ -51,7 +51,7 @@ async def redis_kill(stage: Stage) -> None:
         await stage.wait_loads()
     finally:
         await watch.stop()
-    _no_exit(stage)
+    no_runtime_exited(stage)
 
 
 async def redis_stall(stage: Stage) -> None:
@@ -81,7 +81,7 @@ async def redis_stall(stage: Stage) -> None:
             f"statuses {sorted(set(map(str, during)))}",
         )
     stage.check("every runtime back to /readyz 200", back is not None, f"in {back} s after SIGCONT")
-    _no_exit(stage)
+    no_runtime_exited(stage)
 
 
 def _reports_empty(sample: ReadySample) -> bool:

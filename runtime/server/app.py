@@ -20,7 +20,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +102,10 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     url = settings.redis.url
     if not url:
         embedded = EmbeddedRedis(settings.redis.embedded_dir)
-        url = await asyncio.to_thread(embedded.start)
+        # On this thread, not a worker thread: the server dies with the thread that
+        # started it (embedded.py), and this one lives as long as the process. Nothing is
+        # served yet, so blocking the loop here delays no request.
+        url = embedded.start()
     client = connect(settings.redis, url)
     broker = RedisBroker(
         client,
@@ -360,8 +363,16 @@ def _event_loop_factory(choice: str) -> Any:
     return uvloop.new_event_loop
 
 
-def serve(settings: Settings, registry: Registry, *, mode: ServeMode = "local") -> None:
-    """Run until SIGTERM/SIGINT; aiohttp's runner then unwinds cleanup_ctx (the drain)."""
+def serve(
+    settings: Settings,
+    registry: Registry,
+    *,
+    mode: ServeMode = "local",
+    on_stop: Callable[[], None] | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT; aiohttp's runner then unwinds cleanup_ctx (the drain).
+    ``on_stop`` is called as the stop begins (the first thing the runner does after the
+    signal), e.g. to arm a watchdog."""
     from runtime.observe.tracing import build_provider
 
     provider = build_provider(settings.tracing)
@@ -370,6 +381,13 @@ def serve(settings: Settings, registry: Registry, *, mode: ServeMode = "local") 
 
         trace.set_tracer_provider(provider)  # so handlers' own spans nest under the job's
     app = build_app(settings, registry, tracing=Tracing(provider), mode=mode)
+    if on_stop is not None:
+        stop_hook = on_stop
+
+        async def stopping(app: web.Application) -> None:
+            stop_hook()
+
+        app.on_shutdown.insert(0, stopping)
     # Everything loaded so far lives as long as the process: keep it out of the garbage
     # collector's full passes (shorter pauses, a steadier latency tail).
     gc.collect()

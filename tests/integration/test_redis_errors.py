@@ -93,17 +93,17 @@ async def make_app(
 
 
 def fill(plain: sync_redis.Redis) -> None:
-    """maxmemory just above what is used now, then write until Redis refuses (OOM)."""
-    used = int(plain.info("memory")["used_memory"])
+    """1 MB of filler, then maxmemory below what is used: every write that may grow memory
+    is refused (OOM) until the filler is deleted (``free``)."""
     plain.config_set("maxmemory-policy", "noeviction")
-    plain.config_set("maxmemory", used + 2_000_000)
-    chunk = b"x" * 100_000
-    for i in range(1000):
-        try:
-            plain.rpush(FILLER, chunk)
-        except sync_redis.exceptions.OutOfMemoryError:
-            return
-        assert i < 999, "Redis never refused a write"
+    plain.rpush(FILLER, *[b"x" * 100_000] * 10)
+    used = int(plain.info("memory")["used_memory"])
+    plain.config_set("maxmemory", used - 200_000)
+    try:
+        plain.set("probe", b"x")
+    except sync_redis.exceptions.OutOfMemoryError:
+        return
+    raise AssertionError("Redis did not refuse a write")
 
 
 def free(plain: sync_redis.Redis) -> None:

@@ -49,6 +49,7 @@ from runtime.queue.epoch import EpochWatch
 from runtime.queue.instances import Instances
 from runtime.queue.waiter import ResultWaiter
 from runtime.server import middlewares, routes
+from runtime.server.admission import memory_ratio
 from runtime.server.appkeys import (
     BROKER_KEY,
     DISPATCHER_KEY,
@@ -102,9 +103,8 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     url = settings.redis.url
     if not url:
         embedded = EmbeddedRedis(settings.redis.embedded_dir)
-        # On this thread, not a worker thread: the server dies with the thread that
-        # started it (embedded.py), and this one lives as long as the process. Nothing is
-        # served yet, so blocking the loop here delays no request.
+        # On the loop's thread (it lives as long as the process): the server dies with
+        # the thread that started it (embedded.py). Nothing is served yet to block.
         url = embedded.start()
     client = connect(settings.redis, url)
     broker = RedisBroker(
@@ -182,18 +182,6 @@ async def refresh_once(app: web.Application) -> None:
         metrics.redis_data_loss.inc()
     window = max(3 * app[SETTINGS_KEY].metrics.refresh_s, 5.0)
     metrics.instances.set(await app[INSTANCES_KEY].beat(window))
-
-
-def memory_ratio(memory: object) -> float:
-    """used_memory / maxmemory from ``INFO memory`` (0.0 without a limit or a sane reply)."""
-    if not isinstance(memory, dict):
-        return 0.0
-    try:
-        maxmemory = int(memory.get("maxmemory", 0) or 0)
-        used = int(memory.get("used_memory", 0) or 0)
-    except (TypeError, ValueError):
-        return 0.0
-    return used / maxmemory if maxmemory > 0 else 0.0
 
 
 async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -27,7 +27,7 @@ from runtime.config.schema import (
 from runtime.server.app import build_app
 from runtime.server.appkeys import MEMORY_RATIO_KEY
 from tests.conftest import RedisServer
-from tests.integration.conftest import FAST_WORKER
+from tests.integration.conftest import FAST_WORKER, MakeHarness
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -193,3 +193,73 @@ async def test_other_redis_errors_are_a_503_not_a_500(
     body = await response.json()
     assert response.status == 503, body
     assert body["error"]["code"] == "redis_error"
+
+
+async def test_readyz_names_a_failing_task_only_while_it_is_down(
+    make_app: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refresher that raises (a bug, not Redis) is restarted; /readyz is 503 naming it
+    while it is down, and 200 again once it runs steadily."""
+    from runtime.server import app as app_module
+
+    failures = 3
+    real = app_module.refresh_once
+
+    async def flaky(app: web.Application) -> None:
+        nonlocal failures
+        if failures > 0:
+            failures -= 1
+            raise RuntimeError("refresher bug")
+        await real(app)
+
+    monkeypatch.setattr(app_module, "refresh_once", flaky)
+    client = await make_app()
+    seen: dict[str, Any] = {}
+
+    async def names_it() -> bool:
+        response = await client.get("/readyz")
+        body = await response.json()
+        seen.update(body["checks"]["tasks"])
+        return response.status == 503 and "refresher" in body["checks"]["tasks"].get("down", {})
+
+    await until(names_it, 10, "the refresher named down")
+    assert "RuntimeError: refresher bug" in seen["down"]["refresher"]
+
+    async def is_ready() -> bool:
+        return await _status(client, "/readyz") == 200
+
+    await until(is_ready, 10, "ready again once the refresher runs")
+    assert failures == 0
+
+
+async def test_a_failing_worker_loop_is_restarted_and_named_while_down(
+    make_harness: MakeHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtime.execution.claimer import Claimer
+
+    real = Claimer.run
+    failures = 2
+
+    async def flaky(self: Claimer) -> None:
+        nonlocal failures
+        if failures > 0:
+            failures -= 1
+            raise RuntimeError("claim loop bug")
+        await real(self)
+
+    monkeypatch.setattr(Claimer, "run", flaky)
+    harness = await make_harness(HANDLERS)
+    dispatcher = harness.dispatcher
+    assert dispatcher is not None
+    deadline = time.monotonic() + 10
+    while "claim:echo" not in dispatcher.down:
+        assert time.monotonic() < deadline, "the claim loop never reported down"
+        await asyncio.sleep(0.01)
+    assert not dispatcher.is_running
+    job_id = await harness.client.enqueue("echo", 4)
+    assert (await harness.client.wait(job_id, 10)).state == "completed"
+    deadline = time.monotonic() + 10
+    while not dispatcher.is_running:
+        assert time.monotonic() < deadline, dispatcher.down
+        await asyncio.sleep(0.01)
+    assert failures == 0 and dispatcher.down == {}

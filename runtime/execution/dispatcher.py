@@ -215,9 +215,9 @@ class Dispatcher:
                     self._fence_seen.clear()
                     await self._fence_seen.wait()
         except (TimeoutError, BrokerError) as exc:
-            raise_if_cancelled()
             # Parks expire by themselves; a job handed over meanwhile is released (stopping)
-            # or, if its message never arrives, reclaimed when its lease expires.
+            # or, if its message never arrives, reclaimed when its lease expires. (Not
+            # raise_if_cancelled(): a drain runs in aiohttp's main task, already cancelled.)
             log.warning("un-parking before the drain did not complete: %r", exc)
 
     def _handoff(self, channel: bytes, data: bytes) -> None:

@@ -45,7 +45,11 @@ Loop = Callable[[], Coroutine[Any, Any, None]]
 
 def raise_if_cancelled() -> None:
     """Raise ``CancelledError`` if the current task was asked to stop (its cancel request
-    is still pending even if a library swallowed the ``CancelledError`` that carried it)."""
+    is still pending even if a library swallowed the ``CancelledError`` that carried it).
+
+    For loops in tasks of their own (supervised ones): code that runs in a task already
+    cancelled on purpose, as aiohttp's cleanup runs in its cancelled main task, must not
+    call it."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError()

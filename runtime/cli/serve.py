@@ -3,12 +3,22 @@
 The code comes from the functions folder (``--functions DIR``, or no signing key), from
 snapshots of the folder hot-swapped on edits (``--reload``), or from the active deployment
 (plain ``runtime serve`` with a signing key), followed as versions are published.
+
+SIGTERM always ends the process: the drain is bounded by ``worker.shutdown_grace_s``, and
+behind it :class:`ShutdownWatchdog`, armed at the first SIGTERM/SIGINT, ends the process
+(an ERROR line, exit status 1) if it is still alive ``WATCHDOG_EXTRA_S`` after the grace,
+whatever its tasks do: a task that swallows its cancellation, a Redis call that never
+returns, an aiohttp cleanup that waits on either. Jobs it held are reclaimed when their
+leases expire, as after a crash.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,13 +30,59 @@ if TYPE_CHECKING:
     from runtime.deploy.watcher import ServeMode
 
 log = logging.getLogger("runtime.deploy")  # where deploy mode's warnings have always been
+shutdown_log = logging.getLogger("runtime.shutdown")
+
+WATCHDOG_EXTRA_S = 10.0  # beyond worker.shutdown_grace_s: the drain's own bounded steps
+
+
+class ShutdownWatchdog:
+    """The last resort behind a graceful stop: a daemon timer thread, started by ``arm``,
+    that ends the process with ``os._exit`` when it fires (it does not need the event
+    loop, which may be the thing that is stuck)."""
+
+    def __init__(self, limit_s: float, exit_status: int = 1) -> None:
+        self.limit_s = limit_s
+        self._exit_status = exit_status
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def arm(self) -> None:
+        """Start counting (idempotent: a second signal does not restart the count)."""
+        with self._lock:
+            if self._timer is not None:
+                return
+            self._timer = threading.Timer(self.limit_s, self._fire)
+            self._timer.name = "shutdown-watchdog"
+            self._timer.daemon = True
+            self._timer.start()
+
+    def disarm(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def _fire(self) -> None:
+        shutdown_log.error(
+            "shutdown did not finish within %gs of the stop signal; exiting now (jobs "
+            "still held are reclaimed when their leases expire)",
+            self.limit_s,
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        sys.stderr.flush()
+        os._exit(self._exit_status)
 
 
 def serve_main(args: argparse.Namespace, settings: Settings) -> ExitStatus:
     from runtime.server.app import serve
 
     mode = serve_mode(args, settings)
-    serve(settings, serve_registry(mode, settings), mode=mode)
+    registry = serve_registry(mode, settings)
+    watchdog = ShutdownWatchdog(settings.worker.shutdown_grace_s + WATCHDOG_EXTRA_S)
+    try:
+        serve(settings, registry, mode=mode, on_stop=watchdog.arm)
+    finally:
+        watchdog.disarm()
     return ExitStatus.OK
 
 

@@ -9,6 +9,10 @@ refused, under ``{ns}:deploy:status`` for ``runtime deployments``.
 
 Redis never holds the signing key: write access to Redis lets one choose among versions
 that a key holder signed (a rollback), never run new code.
+
+Nothing read here is trusted: a pointer or version id that is not a decimal number, or a
+key of the wrong Redis type, is a ``DeployError`` (a version: ``BundleRefused``) naming
+the key, never a ``ValueError`` or a raw Redis error escaping into the watcher.
 """
 
 from __future__ import annotations
@@ -32,13 +36,14 @@ from runtime.deploy.bundle import (
     verify_manifest,
     write_files,
 )
-from runtime.errors import BundleRefused, DeployError
+from runtime.errors import BrokerCommandError, BundleRefused, DeployError, RedisMemoryFull
 from runtime.queue import scripts
 from runtime.queue.connection import RedisClient
 from runtime.queue.keys import DeployKeys
 
 STATUS_ERROR_CHARS = 2000
 KEEP_LOCAL_VERSIONS = 5  # extracted copies kept on disk besides the ones in use
+MAX_VERSION_DIGITS = 18  # fits an int64, as INCR makes them
 
 
 class PublishResult(msgspec.Struct, frozen=True):
@@ -73,10 +78,29 @@ class InstanceStatus(msgspec.Struct, forbid_unknown_fields=True):
 _status_decoder = msgspec.json.Decoder(InstanceStatus)
 
 
-def _version_or_none(raw: Any) -> int | None:
-    if raw in (None, b"", ""):
+def parse_version(raw: Any) -> int | None:
+    """A version id as Redis holds it (decimal digits, or a script's integer reply); None
+    when absent; ValueError for anything else."""
+    if raw is None or raw in (b"", ""):
         return None
-    return int(raw)
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+        return raw
+    text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
+    is_digits = isinstance(text, str) and text.isascii() and text.isdigit()
+    if is_digits and len(text) <= MAX_VERSION_DIGITS:
+        return int(text)
+    raise ValueError(f"not a version number: {str(raw)[:60]}")
+
+
+def _version_or_none(raw: Any) -> int | None:
+    try:
+        return parse_version(raw)
+    except ValueError as exc:
+        raise DeployError(f"Redis answered {exc}") from None
+
+
+def _is_wrong_type(exc: BrokerCommandError) -> bool:
+    return not isinstance(exc, RedisMemoryFull) and "WRONGTYPE" in str(exc)
 
 
 class DeployStore:
@@ -122,22 +146,49 @@ class DeployStore:
         return _version_or_none(before)
 
     async def active(self) -> int | None:
-        return _version_or_none(await self.redis.get(self.keys.active))
+        """The active version; DeployError if the pointer is not a version number."""
+        key = self.keys.active
+        try:
+            raw = await self.redis.get(key)
+        except BrokerCommandError as exc:
+            if _is_wrong_type(exc):
+                raise DeployError(f"{key} is not a string key ({exc})") from None
+            raise
+        try:
+            return parse_version(raw)
+        except ValueError as exc:
+            raise DeployError(f"{key} holds {exc}") from None
 
     async def versions(self) -> list[int]:
-        """Stored version ids, newest first."""
+        """Stored version ids, newest first (a member that is not one is skipped)."""
         raw = cast("list[bytes]", await self.redis.zrevrange(self.keys.versions, 0, -1))
-        return [int(v) for v in raw]
+        out = []
+        for member in raw:
+            try:
+                version = parse_version(member)
+            except ValueError:
+                continue
+            if version is not None:
+                out.append(version)
+        return out
 
     async def stored(self, version: int) -> StoredVersion | None:
+        """The version as stored; BundleRefused if its key is not a hash of bytes."""
         key = self.keys.version(version)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hmget(key, ["manifest", "sig"])
         pipe.hstrlen(key, "files")
-        (manifest_json, signature), files_bytes = await pipe.execute()
+        try:
+            (manifest_json, signature), files_bytes = await pipe.execute()
+        except BrokerCommandError as exc:
+            if _is_wrong_type(exc):
+                raise BundleRefused(f"version {version}: {key} is not a hash ({exc})") from None
+            raise
         if manifest_json is None or signature is None:
             return None
-        return StoredVersion(version, manifest_json, signature, int(files_bytes))
+        if not isinstance(files_bytes, int):
+            raise BundleRefused(f"version {version}: {key} answered {files_bytes!r}")
+        return StoredVersion(version, manifest_json, signature, files_bytes)
 
     async def fetch(self, version: int, key: str, limits: BundleLimits) -> VerifiedBundle:
         """The version's files, verified; BundleRefused if it is missing or does not verify.

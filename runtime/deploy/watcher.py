@@ -40,10 +40,12 @@ from runtime.deploy.bundle import (
     file_entries,
     write_files,
 )
-from runtime.deploy.store import DeployStore, InstanceStatus, extract, prune_local
+from runtime.deploy.store import DeployStore, InstanceStatus, extract, parse_version, prune_local
 from runtime.deploy.validate import relabel, shown_path, validate
-from runtime.errors import BrokerUnavailable, BundleRefused, RegistryError
+from runtime.errors import BrokerError, BundleRefused, DeployError, RegistryError
 from runtime.execution.dispatcher import Dispatcher
+from runtime.observe import rejects
+from runtime.observe.supervisor import raise_if_cancelled
 from runtime.queue.connection import close_pubsub
 from runtime.queue.instances import Instances
 
@@ -63,24 +65,25 @@ class SwapState(msgspec.Struct):
     active: int | None = None  # deploy mode: the version Redis says should run
     is_checked: bool = False  # deploy mode: Redis was read at least once
     refused: dict[int, str] = {}  # version or generation -> why
-    error: str | None = None  # the watcher itself stopped (a bug): unready
+    # Deploy mode: why nothing new is applied (the active pointer is unreadable).
+    problem: str | None = None
 
     @property
     def is_ok(self) -> bool:
-        """Unready only if nothing runs while something should: a refused version is
-        reported, not fatal, as long as an older one serves."""
-        if self.error is not None:
-            return False
+        """Unready only if nothing runs while something should: a refused version (or an
+        unreadable pointer) is reported, not fatal, as long as an older one serves."""
         if self.mode != "deploy":
             return True
+        if self.problem is not None:
+            return self.loaded is not None
         return self.is_checked and (self.loaded is not None or self.active is None)
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"ok": self.is_ok, "mode": self.mode, "loaded": self.loaded}
         if self.mode == "deploy":
             out["active"] = self.active
-        if self.error is not None:
-            out["error"] = self.error
+        if self.problem is not None:
+            out["problem"] = self.problem
         if self.refused:
             out["refused"] = {str(v): why for v, why in self.refused.items()}
         return out
@@ -155,7 +158,11 @@ class HotSwap:
 
 
 class DeployWatcher:
-    """Follows the active deployment: pub/sub for speed, a periodic read for safety."""
+    """Follows the active deployment: pub/sub for speed, a periodic read for safety.
+
+    Any Redis error is retried (at most a second apart); an active pointer that is not a
+    version number is reported (``SwapState.problem``) while the loaded version serves,
+    and a notification that is not a version number is refused (``rejects``)."""
 
     def __init__(
         self, settings: Settings, store: DeployStore, swap: HotSwap, instances: Instances
@@ -184,21 +191,40 @@ class DeployWatcher:
                         timeout=self._settings.deploy.check_interval_s
                     )
                     if message is not None and message["type"] == "message":
-                        with contextlib.suppress(ValueError):
-                            # An explicit (re)activation: a version refused here gets
-                            # another try (the operator may have fixed this instance).
-                            self.state.refused.pop(int(message["data"]), None)
-            except (BrokerUnavailable, OSError) as exc:  # OSError: check() prunes on disk
+                        self._notified(message["data"])
+            except (BrokerError, OSError) as exc:  # OSError: check() prunes on disk
+                raise_if_cancelled()  # a stop that redis-py turned into a timeout
                 if time.monotonic() - self._last_error_log > 5:
                     self._last_error_log = time.monotonic()
-                    log.warning("deployments: Redis unavailable (%s); retrying", exc)
+                    log.warning("deployments: Redis failed (%s); retrying", exc)
                 await asyncio.sleep(retry_s)
-                retry_s = min(retry_s * 2, 2.0)
+                retry_s = min(retry_s * 2, 1.0)
             finally:
                 await close_pubsub(pubsub)
 
+    def _notified(self, data: object) -> None:
+        """An explicit (re)activation: a version refused here gets another try (the
+        operator may have fixed this instance)."""
+        try:
+            version = parse_version(data)
+        except ValueError as exc:
+            rejects.reject("deploy_notification", str(exc))
+            return
+        if version is not None:
+            self.state.refused.pop(version, None)
+
     async def check(self) -> None:
-        active = await self._store.active()
+        try:
+            active = await self._store.active()
+        except DeployError as exc:
+            why = f"nothing new is applied: {exc}"[:300]
+            if why != self.state.problem:
+                log.error("deployments: %s; the loaded version keeps serving", why)
+            rejects.reject("deploy_pointer", str(exc))
+            self.state.problem = why
+            self.state.is_checked = True
+            return
+        self.state.problem = None
         self.state.active = active
         self.state.is_checked = True
         if active is not None and active != self.state.loaded and active not in self.state.refused:
@@ -253,7 +279,7 @@ class DeployWatcher:
         self._is_reported = True
 
     async def leave(self) -> None:
-        with contextlib.suppress(BrokerUnavailable, TimeoutError):
+        with contextlib.suppress(BrokerError, TimeoutError):
             async with asyncio.timeout(1.0):
                 await self._store.forget(self._status.instance)
 

@@ -16,6 +16,12 @@ channels, one per worker. A worker whose claim finds nothing is parked on its ch
 as a claimed one. A drain un-parks every worker and waits for the fence message that
 follows each unpark, so no handed-off job arrives unseen. docs/architecture.md lists how
 each lost, late or unrunnable handoff ends.
+
+The listener runs under the dispatcher's supervisor (``wake-listener``), each worker's
+loops under the worker's own: a task that fails is restarted, and ``down`` names what is
+down now for ``/readyz``. Any Redis error is a lost subscription (reconnect, wake every
+worker); a message that is not a function name or a handoff is refused (``rejects``) and
+skipped.
 """
 
 from __future__ import annotations
@@ -29,19 +35,24 @@ from collections.abc import Mapping
 
 from runtime.config.registry import Registry
 from runtime.config.schema import Settings
-from runtime.errors import BrokerUnavailable
+from runtime.errors import BrokerError
 from runtime.execution.quarantine import Quarantine
 from runtime.execution.worker import FunctionWorker
 from runtime.function import FunctionSpec
 from runtime.jobs.records import ClaimedJob, parse_handoff
 from runtime.jobs.settle import Release
+from runtime.observe import rejects
 from runtime.observe.metrics import Metrics
+from runtime.observe.supervisor import Supervisor, raise_if_cancelled
 from runtime.observe.tracing import Tracing
 from runtime.queue.broker import RedisBroker
 from runtime.queue.connection import close_pubsub
 from runtime.queue.keys import handoff_channel, handoff_pattern
 
 log = logging.getLogger("runtime.dispatcher")
+
+LISTENER = "wake-listener"
+MAX_WAKE_BYTES = 1000
 
 
 class Dispatcher:
@@ -72,8 +83,7 @@ class Dispatcher:
         # Workers of a replaced registry, finishing the jobs they had (see swap).
         self.retiring: set[FunctionWorker] = set()
         self._retirements: set[asyncio.Task[None]] = set()
-        self._listener: asyncio.Task[None] | None = None
-        self._closing = False
+        self._supervisor = Supervisor("dispatcher")
         self.is_subscribed = False
         self._fences = 0  # fence messages received (one follows each unpark)
         self._fence_seen = asyncio.Event()
@@ -99,12 +109,21 @@ class Dispatcher:
     def start(self) -> None:
         for worker in self.workers.values():
             worker.start()
-        self._listener = asyncio.create_task(self._listen(), name="wake-listener")
+        self._supervisor.spawn(LISTENER, self._listen)
 
     @property
     def is_running(self) -> bool:
-        listening = self._listener is not None and not self._listener.done()
+        """The listener and every worker's loops run, none down (restarting)."""
+        listening = self._supervisor.is_running(LISTENER)
         return listening and all(w.is_alive for w in self.workers.values())
+
+    @property
+    def down(self) -> dict[str, str]:
+        """The tasks down now (the listener's, the current workers'): name -> error."""
+        found = self._supervisor.down
+        for worker in self.workers.values():
+            found.update(worker.down)
+        return found
 
     @property
     def running_jobs(self) -> int:
@@ -168,10 +187,7 @@ class Dispatcher:
         await self._unpark(list(self.workers.values()))
         await asyncio.gather(*(w.drain(grace_s) for w in workers))
         await asyncio.gather(*self._retirements, return_exceptions=True)
-        if self._listener is not None:
-            self._closing = True  # ends the loop even if a cancellation is swallowed
-            self._listener.cancel()
-            await asyncio.wait({self._listener}, timeout=2.0)
+        await self._supervisor.stop(timeout_s=2.0)
 
     def _wake_all(self) -> None:
         for worker in self.workers.values():
@@ -198,9 +214,10 @@ class Dispatcher:
                 while self._fences < target:
                     self._fence_seen.clear()
                     await self._fence_seen.wait()
-        except (TimeoutError, BrokerUnavailable) as exc:
+        except (TimeoutError, BrokerError) as exc:
             # Parks expire by themselves; a job handed over meanwhile is released (stopping)
-            # or, if its message never arrives, reclaimed when its lease expires.
+            # or, if its message never arrives, reclaimed when its lease expires. (Not
+            # raise_if_cancelled(): a drain runs in aiohttp's main task, already cancelled.)
             log.warning("un-parking before the drain did not complete: %r", exc)
 
     def _handoff(self, channel: bytes, data: bytes) -> None:
@@ -210,7 +227,8 @@ class Dispatcher:
             return
         parsed = parse_handoff(data)
         if parsed is None:
-            log.error("malformed handoff message ignored (its lease will expire): %r", data[:80])
+            # Not from enqueue.lua: if a job was leased to us with it, its lease expires.
+            rejects.reject("handoff_message", rejects.sample(data))
             return
         function, job, now_ms = parsed
         worker = self._by_channel.get(channel)
@@ -225,13 +243,27 @@ class Dispatcher:
         """A job handed over for a function no longer served here: back to its lane."""
         try:
             await self._broker.settle(function, [Release(job.id, job.token)])
-        except BrokerUnavailable as exc:
+        except BrokerError as exc:
             log.warning("releasing job %s failed (its lease will expire): %s", job.id, exc)
+
+    def _wake(self, data: object) -> None:
+        """A wake message: the function whose lane went from empty to non-empty."""
+        if not isinstance(data, bytes) or len(data) > MAX_WAKE_BYTES:
+            rejects.reject("wake_channel", f"not a function name: {rejects.sample(data)}")
+            return
+        try:
+            name = data.decode()
+        except UnicodeDecodeError:
+            rejects.reject("wake_channel", f"not UTF-8: {rejects.sample(data)}")
+            return
+        worker = self.workers.get(name)
+        if worker is not None:
+            worker.wake()
 
     async def _listen(self) -> None:
         retry_s = 0.1
         poll_s = min(1.0, self._settings.redis.timeout_s / 2)
-        while not self._closing:
+        while True:
             pubsub = self._broker.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._broker.wake_channel)
@@ -239,24 +271,25 @@ class Dispatcher:
                 self._set_parking(True)
                 retry_s = 0.1
                 self._wake_all()  # messages may have been missed while unsubscribed
-                while not self._closing:
+                while True:
                     message = await pubsub.get_message(timeout=poll_s)
                     if message is None:
                         continue
                     if message["type"] == "pmessage":
-                        self._handoff(message["channel"], message["data"])
-                        continue
-                    if message["type"] != "message":
-                        continue
-                    worker = self.workers.get(message["data"].decode())
-                    if worker is not None:
-                        worker.wake()
-            except BrokerUnavailable as exc:
+                        channel, data = message["channel"], message["data"]
+                        if isinstance(channel, bytes) and isinstance(data, bytes):
+                            self._handoff(channel, data)
+                        else:
+                            rejects.reject("handoff_message", rejects.sample(data))
+                    elif message["type"] == "message":
+                        self._wake(message["data"])
+            except BrokerError as exc:
+                raise_if_cancelled()  # a stop that redis-py turned into a timeout
                 if self.is_subscribed:
                     log.warning("wake channel lost (%s); reconnecting", exc)
                 self._set_parking(False)
                 await asyncio.sleep(retry_s)
-                retry_s = min(retry_s * 2, 2.0)
+                retry_s = min(retry_s * 2, 1.0)
             finally:
                 self._set_parking(False)
                 await close_pubsub(pubsub)

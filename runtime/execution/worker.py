@@ -24,7 +24,6 @@ can touch.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -45,6 +44,7 @@ from runtime.execution.settler import Settler
 from runtime.function import FunctionSpec
 from runtime.jobs.records import ClaimedJob
 from runtime.observe.metrics import FunctionMetrics
+from runtime.observe.supervisor import Supervisor
 from runtime.observe.tracing import Tracing
 from runtime.queue.broker import RedisBroker
 
@@ -71,8 +71,9 @@ class FunctionWorker:
         self._metrics = metrics
         self._tracing = tracing or Tracing()
         self._held = HeldLeases()  # from claim until settled
-        self._loops: list[asyncio.Task[None]] = []
         self._events = ClaimEvents()
+        # The claim, heartbeat and reclaim loops, restarted if they fail (set by start()).
+        self._supervisor: Supervisor | None = None
         outages = OutageLog(self.name)
         self._breaker = BreakerKeeper(
             self.name, opts.breaker, broker, metrics=metrics, outages=outages
@@ -164,15 +165,22 @@ class FunctionWorker:
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        self._loops = [
-            asyncio.create_task(self._claimer.run(), name=f"claim:{self.name}"),
-            asyncio.create_task(self._heartbeat.run(), name=f"heartbeat:{self.name}"),
-            asyncio.create_task(self._reclaimer.run(), name=f"reclaim:{self.name}"),
-        ]
+        self._supervisor = supervisor = Supervisor(f"worker {self.name}")
+        supervisor.spawn(f"claim:{self.name}", self._claimer.run)
+        supervisor.spawn(f"heartbeat:{self.name}", self._heartbeat.run)
+        supervisor.spawn(f"reclaim:{self.name}", self._reclaimer.run)
 
     @property
     def is_alive(self) -> bool:
-        return bool(self._loops) and not any(t.done() for t in self._loops)
+        """Started, its three loops running, none of them down (restarting)."""
+        sup = self._supervisor
+        loops = (f"claim:{self.name}", f"heartbeat:{self.name}", f"reclaim:{self.name}")
+        return sup is not None and all(sup.is_running(name) for name in loops)
+
+    @property
+    def down(self) -> dict[str, str]:
+        """This worker's loops that are down now: task name -> error."""
+        return self._supervisor.down if self._supervisor is not None else {}
 
     @property
     def running(self) -> int:
@@ -190,18 +198,17 @@ class FunctionWorker:
         self._events.stop.set()
         self._events.wake.set()
         self._events.slot_freed.set()
-        claim_loop = self._loops[0] if self._loops else None
-        if claim_loop is not None:
-            await asyncio.wait({claim_loop}, timeout=self._settings.lease_s)
+        sup = self._supervisor
+        if sup is not None:  # the claim loop ends at stop; a claim on the wire completes
+            await sup.join(f"claim:{self.name}", timeout_s=self._settings.lease_s)
         await self._runs.drain(grace_s)
         await self._settler.flushed(3 * self._settings.lease_s)
         # The loops also end on close(): a cancellation swallowed inside a Redis call
         # (seen with redis-py under load) must not keep them, or this drain, alive.
         self._heartbeat.close()
         self._reclaimer.close()
-        for task in self._loops:
-            task.cancel()
-        await asyncio.wait(self._loops, timeout=max(2.0, self._settings.heartbeat_s))
+        if sup is not None:  # bounded, whatever the loops do with their cancellation
+            await sup.stop(timeout_s=max(2.0, self._settings.heartbeat_s))
         await self._attempts.close()
         if self._held:
             log.warning(

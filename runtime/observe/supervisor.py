@@ -13,6 +13,12 @@ library or a handler) is a failure like any other; one it asked for ends the tas
 
 ``stop()`` is bounded whatever the tasks do: a task that swallows its cancellation is
 cancelled again every 0.1 s until the deadline, then left behind (and named in the log).
+
+A loop that catches errors to retry calls :func:`raise_if_cancelled` in its handler: a
+library may turn a cancellation into its own error (redis-py under load turns it into a
+timeout, which the runtime sees as ``BrokerUnavailable``), and a loop that retried on it
+would survive its own stop. The task's pending cancel request (``Task.cancelling()``) is
+the runtime's own flag, whatever exception carried it.
 """
 
 from __future__ import annotations
@@ -35,6 +41,18 @@ RECANCEL_S = 0.1
 FAILURES: Counter[str] = Counter()
 
 Loop = Callable[[], Coroutine[Any, Any, None]]
+
+
+def raise_if_cancelled() -> None:
+    """Raise ``CancelledError`` if the current task was asked to stop (its cancel request
+    is still pending even if a library swallowed the ``CancelledError`` that carried it).
+
+    For loops in tasks of their own (supervised ones): code that runs in a task already
+    cancelled on purpose, as aiohttp's cleanup runs in its cancelled main task, must not
+    call it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
 
 
 def task_kind(name: str) -> str:
@@ -72,6 +90,17 @@ class Supervisor:
     def is_running(self, name: str) -> bool:
         task = self._tasks.get(name)
         return task is not None and not task.done() and name not in self._down
+
+    async def join(self, name: str, timeout_s: float) -> bool:
+        """Wait at most ``timeout_s`` for the task ``name`` to end by itself (a loop told to
+        stop by its owner), restarts included; True if it ended."""
+        deadline = time.monotonic() + timeout_s
+        while (task := self._tasks.get(name)) is not None and not task.done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            await asyncio.wait({task}, timeout=left)
+        return True
 
     async def stop(self, timeout_s: float = 2.0, names: list[str] | None = None) -> list[str]:
         """Cancel the tasks (all, or ``names``) and wait at most ``timeout_s``; returns the

@@ -10,6 +10,10 @@ the listener resolves that id's futures. A waiter registers before it reads the 
 an end between the two cannot be missed; a lost subscription wakes every waiter to read
 its job again. The subscription is made on the first wait, not at start-up: a runtime
 nobody waits on (workers only) does not receive every waited-for job's end for nothing.
+
+The listener runs under a supervisor (``result-waiter``); any Redis error is a lost
+subscription (every waiter reads its job again) and a message that is not a job id is
+refused (``rejects``, source ``done_channel``) and skipped.
 """
 
 from __future__ import annotations
@@ -19,32 +23,49 @@ import contextlib
 import logging
 import time
 
-from runtime.errors import BrokerUnavailable
+from runtime.errors import BrokerError
 from runtime.jobs.records import JobRecord
+from runtime.observe import rejects
+from runtime.observe.supervisor import Supervisor, raise_if_cancelled
 from runtime.queue.broker import RedisBroker
 from runtime.queue.connection import close_pubsub
 
 log = logging.getLogger("runtime.waiter")
 
+TASK = "result-waiter"
+MAX_JOB_ID_BYTES = 1000
+
+
+def parse_done(data: object) -> str | None:
+    """The job id a done message carries, or None (refused: counted, logged, skipped)."""
+    if not isinstance(data, bytes) or not 0 < len(data) <= MAX_JOB_ID_BYTES:
+        rejects.reject("done_channel", f"not a job id: {rejects.sample(data)}")
+        return None
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        rejects.reject("done_channel", f"not UTF-8: {rejects.sample(data)}")
+        return None
+
 
 class ResultWaiter:
-    def __init__(self, broker: RedisBroker) -> None:
+    def __init__(self, broker: RedisBroker, supervisor: Supervisor | None = None) -> None:
         self._broker = broker
+        self._supervisor = supervisor or Supervisor("waiter")
         self._waiting: dict[str, set[asyncio.Future[None]]] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._is_started = False
+        self._is_closed = False
         self.is_subscribed = asyncio.Event()
 
     def start(self) -> None:
         """Listen from now on (``wait`` starts it too, on first use)."""
-        if self._task is None and not self._closing:
-            self._task = asyncio.create_task(self._listen(), name="result-waiter")
+        if not self._is_started and not self._is_closed:
+            self._is_started = True
+            self._supervisor.spawn(TASK, self._listen)
 
     async def close(self) -> None:
-        self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait({self._task}, timeout=2.0)
+        self._is_closed = True
+        await self._supervisor.stop(timeout_s=2.0, names=[TASK])
         self._wake_all()
 
     async def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
@@ -85,23 +106,31 @@ class ResultWaiter:
 
     async def _listen(self) -> None:
         retry_s = 0.1
-        while not self._closing:
-            pubsub = self._broker.redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self._broker.done_channel)
-                self.is_subscribed.set()
-                retry_s = 0.1
-                self._wake_all()  # an end may have been published while unsubscribed
-                while not self._closing:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None and message["type"] == "message":
-                        self._resolve(message["data"].decode())
-            except BrokerUnavailable as exc:
-                if self.is_subscribed.is_set():
-                    log.warning("result channel lost (%s); reconnecting", exc)
-                self.is_subscribed.clear()
-                self._wake_all()
-                await asyncio.sleep(retry_s)
-                retry_s = min(retry_s * 2, 2.0)
-            finally:
-                await close_pubsub(pubsub)
+        try:
+            while True:
+                pubsub = self._broker.redis.pubsub(ignore_subscribe_messages=True)
+                try:
+                    await pubsub.subscribe(self._broker.done_channel)
+                    self.is_subscribed.set()
+                    retry_s = 0.1
+                    self._wake_all()  # an end may have been published while unsubscribed
+                    while True:
+                        message = await pubsub.get_message(timeout=1.0)
+                        if message is not None and message["type"] == "message":
+                            job_id = parse_done(message["data"])
+                            if job_id is not None:
+                                self._resolve(job_id)
+                except BrokerError as exc:
+                    raise_if_cancelled()
+                    if self.is_subscribed.is_set():
+                        log.warning("result channel lost (%s); reconnecting", exc)
+                    self.is_subscribed.clear()
+                    self._wake_all()
+                    await asyncio.sleep(retry_s)
+                    retry_s = min(retry_s * 2, 1.0)
+                finally:
+                    await close_pubsub(pubsub)
+        finally:
+            # Stopped or failed: nobody listens, so every waiter reads its job again now.
+            self.is_subscribed.clear()
+            self._wake_all()

@@ -104,3 +104,16 @@ async def admit(request: web.Request, spec: FunctionSpec, idempotency_key: str |
                 f"{settings.max_backlog}",
                 headers=retry,
             )
+
+
+def memory_ratio(memory: object) -> float:
+    """used_memory / maxmemory from ``INFO memory``, as the refresher stores it for
+    ``admit`` (0.0 without a limit, or for a reply that does not say)."""
+    if not isinstance(memory, dict):
+        return 0.0
+    try:
+        maxmemory = int(memory.get("maxmemory", 0) or 0)
+        used = int(memory.get("used_memory", 0) or 0)
+    except (TypeError, ValueError):
+        return 0.0
+    return used / maxmemory if maxmemory > 0 else 0.0

@@ -3,6 +3,12 @@ dispatcher on one event loop. ``cleanup_ctx`` owns every long-lived resource, in
 Redis (embedded or external) → broker → refresher → dispatcher → the hot-swap watcher
 (deploy mode, ``--reload``). Nothing here needs Redis to be up: the runtime starts,
 reports 503 on /readyz, and becomes ready when Redis answers.
+
+Every long-lived task runs under a supervisor (the app's: refresher, result waiter,
+watcher; the dispatcher's and each worker's): one that fails is logged, counted,
+restarted within a second, and ``/readyz`` names it while it is down. Loops treat any
+Redis error (unreachable, OOM, READONLY, NOPERM, ...) as weather: log, retry, recover by
+themselves when Redis does.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +36,12 @@ from runtime.deploy.watcher import (
     HotSwap,
     Reloader,
     ServeMode,
-    SwapState,
     retire_snapshot,
 )
-from runtime.errors import BrokerUnavailable, ConfigError
+from runtime.errors import BrokerError, BrokerUnavailable, ConfigError
 from runtime.execution.dispatcher import Dispatcher
 from runtime.observe.metrics import CONTENT_TYPE_LATEST, Metrics
+from runtime.observe.supervisor import Supervisor, raise_if_cancelled
 from runtime.observe.tracing import Tracing
 from runtime.queue.broker import RedisBroker
 from runtime.queue.connection import connect
@@ -43,6 +49,7 @@ from runtime.queue.epoch import EpochWatch
 from runtime.queue.instances import Instances
 from runtime.queue.waiter import ResultWaiter
 from runtime.server import middlewares, routes
+from runtime.server.admission import memory_ratio
 from runtime.server.appkeys import (
     BROKER_KEY,
     DISPATCHER_KEY,
@@ -55,6 +62,7 @@ from runtime.server.appkeys import (
     REGISTRY_KEY,
     SETTINGS_KEY,
     SHUTDOWN_KEY,
+    SUPERVISOR_KEY,
     SWAP_STATE_KEY,
     TOKEN_KEY,
     TRACING_KEY,
@@ -66,6 +74,7 @@ log = logging.getLogger("runtime.app")
 
 READY_PING_TIMEOUT_S = 1.0
 TOKEN_FILE = "http-token"
+TASK_STOP_S = 2.0  # a task that swallows its cancellation is left behind after this
 
 __all__ = ["BROKER_KEY", "DISPATCHER_KEY", "build_app", "serve", "token_path"]
 
@@ -94,7 +103,9 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     url = settings.redis.url
     if not url:
         embedded = EmbeddedRedis(settings.redis.embedded_dir)
-        url = await asyncio.to_thread(embedded.start)
+        # On the loop's thread (it lives as long as the process): the server dies with
+        # the thread that started it (embedded.py). Nothing is served yet to block.
+        url = embedded.start()
     client = connect(settings.redis, url)
     broker = RedisBroker(
         client,
@@ -108,13 +119,14 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[INSTANCES_KEY] = Instances(client, settings.namespace, app[REGISTRY_KEY].names)
     app[EPOCH_KEY] = EpochWatch(client, settings.namespace)
-    app[WAITER_KEY] = waiter = ResultWaiter(broker)  # subscribes on its first wait
+    # It subscribes on its first wait.
+    app[WAITER_KEY] = waiter = ResultWaiter(broker, app[SUPERVISOR_KEY])
     log.info("using Redis at %s", redact_url(url))
     try:
         yield
     finally:
         await waiter.close()
-        with contextlib.suppress(BrokerUnavailable, TimeoutError):
+        with contextlib.suppress(BrokerError, TimeoutError):
             async with asyncio.timeout(1.0):
                 await app[INSTANCES_KEY].leave()
         await client.aclose()
@@ -126,50 +138,48 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 async def refresher_ctx(app: web.Application) -> AsyncIterator[None]:
     """Queue gauges, Redis latency and memory, and this instance's fleet heartbeat, every
     ``metrics.refresh_s`` in the background (a scrape never waits on Redis)."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(_refresh_loop(app, stop), name="refresher")
+    supervisor = app[SUPERVISOR_KEY]
+    supervisor.spawn("refresher", lambda: _refresh_loop(app))
     yield
-    stop.set()  # the loop ends even if a cancellation is swallowed inside a Redis call
-    task.cancel()
-    await asyncio.wait({task}, timeout=2.0)
+    await supervisor.stop(TASK_STOP_S, names=["refresher"])
 
 
-async def _refresh_loop(app: web.Application, stop: asyncio.Event) -> None:
+async def _refresh_loop(app: web.Application) -> None:
     settings = app[SETTINGS_KEY]
     interval = settings.metrics.refresh_s
     metrics = app[METRICS_KEY]
     last_error = 0.0
-    while not stop.is_set():
+    while True:
         try:
             # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation
             # that races the inner call's completion, and this loop would never stop.
             async with asyncio.timeout(max(interval, 1.0)):
                 await refresh_once(app)
-        except (BrokerUnavailable, TimeoutError) as exc:
-            metrics.redis_up.set(0)
+        except (BrokerError, TimeoutError) as exc:
+            raise_if_cancelled()  # a stop that redis-py turned into a timeout
+            if isinstance(exc, (BrokerUnavailable, TimeoutError)):
+                metrics.redis_up.set(0)
             if time.monotonic() - last_error > 5:
                 last_error = time.monotonic()
-                log.warning("metrics refresh: Redis unavailable: %s", exc)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(interval):
-                await stop.wait()
+                why = exc.describe() if isinstance(exc, BrokerError) else repr(exc)
+                log.warning("metrics refresh failed (retrying every %gs): %s", interval, why)
+        await asyncio.sleep(interval)
 
 
 async def refresh_once(app: web.Application) -> None:
+    """Reads first, writes last: a Redis refusing writes (OOM, READONLY) still updates the
+    gauges and the memory ratio admission decides on, so both recover with Redis."""
     metrics = app[METRICS_KEY]
     broker = app[BROKER_KEY]
     started = time.perf_counter()
     await broker.ping()
     metrics.redis_latency.observe(time.perf_counter() - started)
     metrics.redis_up.set(1)
-    if await app[EPOCH_KEY].check():
-        metrics.redis_data_loss.inc()
+    app[MEMORY_RATIO_KEY][0] = memory_ratio(await broker.redis.info("memory"))
     for name in app[REGISTRY_KEY].names:
         metrics.set_queue(name, await broker.stats(name))
-    memory = await broker.redis.info("memory")
-    maxmemory = int(memory.get("maxmemory", 0) or 0)
-    used = int(memory.get("used_memory", 0) or 0)
-    app[MEMORY_RATIO_KEY][0] = used / maxmemory if maxmemory else 0.0
+    if await app[EPOCH_KEY].check():
+        metrics.redis_data_loss.inc()
     window = max(3 * app[SETTINGS_KEY].metrics.refresh_s, 5.0)
     metrics.instances.set(await app[INSTANCES_KEY].beat(window))
 
@@ -216,20 +226,14 @@ async def swap_ctx(app: web.Application) -> AsyncIterator[None]:
         )
         log.info("deploy mode: running the active deployment of namespace %r", settings.namespace)
     app[SWAP_STATE_KEY] = watcher.state
-    task = asyncio.create_task(watcher.run(), name=f"{mode}-watcher")
-    task.add_done_callback(lambda t: _watcher_ended(t, watcher.state))
+    supervisor = app[SUPERVISOR_KEY]
+    name = f"{mode}-watcher"
+    supervisor.spawn(name, watcher.run)
     yield
-    task.cancel()
     # Bounded: a cancellation swallowed inside a Redis call must not hang the shutdown.
-    await asyncio.wait({task}, timeout=2.0)
+    await supervisor.stop(TASK_STOP_S, names=[name])
     if isinstance(watcher, DeployWatcher):
         await watcher.leave()
-
-
-def _watcher_ended(task: asyncio.Task[None], state: SwapState) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        state.error = f"the watcher stopped: {task.exception()!r}"[:300]
-        log.error("%s", state.error, exc_info=task.exception())
 
 
 async def _on_shutdown(app: web.Application) -> None:
@@ -263,6 +267,8 @@ async def readyz(request: web.Request) -> web.Response:
     checks["dispatcher"] = {"ok": running}
     if dispatcher is not None:
         checks["dispatcher"]["running_jobs"] = dispatcher.running_jobs
+        if down := dispatcher.down:  # restarting now: named, with the error
+            checks["dispatcher"]["down"] = down
         # An open breaker is a function's trouble, not the instance's: reported, still ready.
         breakers = {
             name: w.breaker_state
@@ -271,6 +277,8 @@ async def readyz(request: web.Request) -> web.Response:
         }
         if breakers:
             checks["dispatcher"]["circuit_breakers"] = breakers
+    down = app[SUPERVISOR_KEY].down  # the refresher, the result waiter, the watcher
+    checks["tasks"] = {"ok": not down, **({"down": down} if down else {})}
     swap_state = app.get(SWAP_STATE_KEY)
     if swap_state is not None:
         # A refused version is reported here but is not unready: the older one serves.
@@ -310,6 +318,7 @@ def build_app(
     app[TRACING_KEY] = tracing or Tracing()
     app[TOKEN_KEY] = _token(settings)
     app[SHUTDOWN_KEY] = asyncio.Event()
+    app[SUPERVISOR_KEY] = Supervisor("app")
     app[MEMORY_RATIO_KEY] = [0.0]
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(refresher_ctx)
@@ -342,8 +351,16 @@ def _event_loop_factory(choice: str) -> Any:
     return uvloop.new_event_loop
 
 
-def serve(settings: Settings, registry: Registry, *, mode: ServeMode = "local") -> None:
-    """Run until SIGTERM/SIGINT; aiohttp's runner then unwinds cleanup_ctx (the drain)."""
+def serve(
+    settings: Settings,
+    registry: Registry,
+    *,
+    mode: ServeMode = "local",
+    on_stop: Callable[[], None] | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT; aiohttp's runner then unwinds cleanup_ctx (the drain).
+    ``on_stop`` is called as the stop begins (the first thing the runner does after the
+    signal), e.g. to arm a watchdog."""
     from runtime.observe.tracing import build_provider
 
     provider = build_provider(settings.tracing)
@@ -352,6 +369,13 @@ def serve(settings: Settings, registry: Registry, *, mode: ServeMode = "local") 
 
         trace.set_tracer_provider(provider)  # so handlers' own spans nest under the job's
     app = build_app(settings, registry, tracing=Tracing(provider), mode=mode)
+    if on_stop is not None:
+        stop_hook = on_stop
+
+        async def stopping(app: web.Application) -> None:
+            stop_hook()
+
+        app.on_shutdown.insert(0, stopping)
     # Everything loaded so far lives as long as the process: keep it out of the garbage
     # collector's full passes (shorter pauses, a steadier latency tail).
     gc.collect()

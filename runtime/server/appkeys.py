@@ -12,6 +12,7 @@ from runtime.config.schema import Settings
 from runtime.deploy.watcher import ServeMode, SwapState
 from runtime.execution.dispatcher import Dispatcher
 from runtime.observe.metrics import Metrics
+from runtime.observe.supervisor import Supervisor
 from runtime.observe.tracing import Tracing
 from runtime.queue.broker import RedisBroker
 from runtime.queue.epoch import EpochWatch
@@ -30,6 +31,9 @@ TOKEN_KEY = web.AppKey("token", str)
 EPOCH_KEY = web.AppKey("epoch", EpochWatch)
 WAITER_KEY = web.AppKey("waiter", ResultWaiter)
 SHUTDOWN_KEY = web.AppKey("shutdown", asyncio.Event)
+# The app's own long-lived tasks: the refresher, the result waiter, the hot-swap watcher
+# (the dispatcher and each worker have their own).
+SUPERVISOR_KEY = web.AppKey("supervisor", Supervisor)
 # [used_memory / maxmemory] as last seen by the refresher (a list so it can be updated)
 MEMORY_RATIO_KEY = web.AppKey("memory_ratio", list[float])
 MODE_KEY: web.AppKey[ServeMode] = web.AppKey("mode")

@@ -5,17 +5,28 @@ socket there (or a free loopback port when the socket path would be too long), a
 is written to ``redis.url`` in that folder so that ``runtime invoke`` and friends on the same
 machine find it. A second ``runtime serve`` in the same folder shares the running server
 instead of starting another; only the process that started it stops it.
+
+The server never outlives the runtime that started it, even one that is SIGKILLed: on
+Linux it is started with a parent-death signal (``prctl(PR_SET_PDEATHSIG, SIGTERM)``,
+SIGTERM so that it still flushes its AOF). The signal follows the *thread* that started
+it, so ``start()`` must run on a thread that lives as long as the process (the app calls
+it on the event loop's thread, before serving). A runtime sharing that server loses it
+when its owner dies, and reports Redis unavailable until a new one is started.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from runtime.errors import EmbeddedRedisError
@@ -23,6 +34,7 @@ from runtime.errors import EmbeddedRedisError
 log = logging.getLogger("runtime.embedded")
 URL_FILE = "redis.url"
 MAX_UNIX_PATH = 100
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 INSTALL_HINT = (
     "install one (Debian/Ubuntu: `sudo apt-get install redis-server`), or point the runtime "
     "at an existing Redis with --redis URL or RUNTIME_REDIS__URL=redis://host:6379/0"
@@ -52,6 +64,25 @@ def _answers(url: str, timeout_s: float = 0.5) -> bool:
             return sock.recv(16).startswith(b"+PONG")
     except (OSError, ValueError):
         return False
+
+
+def _dies_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGTERM when its parent dies (Linux);
+    None elsewhere (there, a SIGKILLed runtime leaves its server running)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def set_parent_death_signal() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: nobody would signal
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return set_parent_death_signal
 
 
 def discover(data_dir: str | Path) -> str | None:
@@ -104,7 +135,9 @@ class EmbeddedRedis:
             args += ["--port", str(port), "--bind", "127.0.0.1"]
             self.url = f"redis://127.0.0.1:{port}"
         try:
-            self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+            self._process = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, preexec_fn=_dies_with_parent()
+            )
         except OSError as exc:
             raise EmbeddedRedisError(f"cannot start {binary}: {exc}; {INSTALL_HINT}") from None
         deadline = time.monotonic() + self._start_timeout_s

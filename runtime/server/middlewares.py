@@ -1,6 +1,9 @@
 """The middlewares of the HTTP surface: errors, bearer token, tracing.
 
-Every failure becomes a JSON answer (Redis unreachable is a 503, never a 500). Every
+Every failure becomes a JSON answer, and no Redis error is a 500: Redis unreachable is
+``503 redis_unavailable``, Redis out of memory (a write refused: OOM) is
+``507 redis_memory_full``, any other error Redis answers (READONLY, NOPERM, MASTERDOWN,
+a key of the wrong type, ...) is ``503 redis_error``; each with ``Retry-After``. Every
 ``/v1`` route needs ``Authorization: Bearer <http.token>`` (compared in constant time);
 ``/healthz`` and ``/readyz`` stay open, ``/metrics`` too unless
 ``http.metrics_need_token``. Each authenticated ``/v1`` call is one server span when
@@ -11,18 +14,21 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from runtime.errors import BrokerUnavailable
+from runtime.errors import BrokerError, BrokerUnavailable, RedisMemoryFull
 from runtime.server.answers import ApiError, error_response
 from runtime.server.appkeys import SETTINGS_KEY, TOKEN_KEY, TRACING_KEY
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("runtime.http")
+QUIET_S = 5.0
+_last_logged: dict[str, float] = {}  # error code -> when it was last logged
 
 
 @web.middleware
@@ -50,22 +56,36 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
                 k: v for k, v in exc.headers.items() if k.lower() == "allow"
             })
         )  # fmt: skip
-    except (BrokerUnavailable, OSError) as exc:  # OSError: kept from before the seam
-        log.warning("Redis unavailable during %s %s: %s", request.method, request.path, exc)
-        return error_response(
-            ApiError(
-                503,
-                "redis_unavailable",
-                "Redis is unreachable; retry later",
-                headers={"Retry-After": "1"},
-            )
-        )
+    except (BrokerError, OSError) as exc:  # OSError: kept from before the seam
+        return error_response(_redis_error(request, exc))
     except Exception as exc:
         log.exception("unexpected error in %s %s", request.method, request.path)
         extra: dict[str, Any] = {}
         if request.app[SETTINGS_KEY].http.debug:
             extra["traceback"] = traceback.format_exception(exc)
         return error_response(ApiError(500, "internal", "internal error", **extra))
+
+
+def _redis_error(request: web.Request, exc: BrokerError | OSError) -> ApiError:
+    """The answer to a Redis failure; logged at most once every ``QUIET_S`` per kind."""
+    retry = {"Retry-After": "1"}
+    if isinstance(exc, RedisMemoryFull):
+        err = ApiError(
+            507,
+            "redis_memory_full",
+            "Redis is out of memory (maxmemory reached) and refused the write; retry later",
+            headers={"Retry-After": str(request.app[SETTINGS_KEY].admission.retry_after_s)},
+        )
+    elif isinstance(exc, BrokerUnavailable | OSError):
+        err = ApiError(503, "redis_unavailable", "Redis is unreachable; retry later", headers=retry)
+    else:
+        err = ApiError(503, "redis_error", f"Redis refused the call: {exc}"[:300], headers=retry)
+    now = time.monotonic()
+    if now - _last_logged.get(err.code, -QUIET_S) >= QUIET_S:
+        _last_logged[err.code] = now
+        why = exc.describe() if isinstance(exc, BrokerError) else repr(exc)
+        log.warning("Redis failed %s %s (%s): %s", request.method, request.path, err.code, why)
+    return err
 
 
 def _needs_token(request: web.Request) -> bool:

@@ -23,7 +23,7 @@ from runtime.cli.serve import WATCHDOG_EXTRA_S
 from runtime.client import Client
 from tests.conftest import RedisServer, free_port
 from tests.integration.serving import FAST, ServeProcesses
-from tests.integration.test_redis_errors import fill
+from tests.integration.test_redis_errors_app import fill
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -30,7 +30,12 @@ may send a write twice, and only a write that lands the same way twice may be re
   sequence, where a lost or doubled number only leaves a gap).
 
 ``once()`` turns the retry off for everything awaited inside it, for a caller who knows
-better than the table.
+better than the table. The writes the runtime sends outside a script, audited against
+the rule: ``HSET``+``EXPIRE`` of a breaker report (broker.py; same field, same value),
+``SET NX`` of the epoch (epoch.py; only the first lands), ``ZREM``+``HDEL`` of a leaving
+instance (instances.py), ``HSET``/``HDEL`` of a deploy status (deploy/store.py; the same
+value), ``BLMOVE`` of a done list onto itself (queries.py; a rotation of one element),
+and ``INCR`` of the deploy sequence (deploy/store.py; sent once by the table).
 
 **The pool is fair.** ``FairConnectionPool`` hands connections out first come, first
 served, and a caller that waits too long gets ``BrokerUnavailable`` naming

@@ -41,6 +41,7 @@ from runtime.queue.broker import RedisBroker
 from runtime.queue.connection import connect
 from runtime.queue.epoch import EpochWatch
 from runtime.queue.instances import Instances
+from runtime.queue.redis_config import RedisConfigWatch
 from runtime.queue.waiter import ResultWaiter
 from runtime.server import middlewares, routes
 from runtime.server.appkeys import (
@@ -52,6 +53,7 @@ from runtime.server.appkeys import (
     METRICS_KEY,
     MODE_KEY,
     PRODUCER_KEY,
+    REDIS_CONFIG_KEY,
     REGISTRY_KEY,
     SETTINGS_KEY,
     SHUTDOWN_KEY,
@@ -108,6 +110,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[INSTANCES_KEY] = Instances(client, settings.namespace, app[REGISTRY_KEY].names)
     app[EPOCH_KEY] = EpochWatch(client, settings.namespace)
+    app[REDIS_CONFIG_KEY] = RedisConfigWatch(client, allow_eviction=settings.redis.allow_eviction)
     app[WAITER_KEY] = waiter = ResultWaiter(broker)  # subscribes on its first wait
     log.info("using Redis at %s", redact_url(url))
     try:
@@ -162,6 +165,7 @@ async def refresh_once(app: web.Application) -> None:
     await broker.ping()
     metrics.redis_latency.observe(time.perf_counter() - started)
     metrics.redis_up.set(1)
+    metrics.redis_eviction_policy_ok.set((await app[REDIS_CONFIG_KEY].refresh()).gauge)
     if await app[EPOCH_KEY].check():
         metrics.redis_data_loss.inc()
     for name in app[REGISTRY_KEY].names:
@@ -256,6 +260,9 @@ async def readyz(request: web.Request) -> web.Response:
     lost = app[EPOCH_KEY].problem
     if lost is not None:
         checks["redis_data"] = {"ok": False, "error": lost}
+    redis_config = app[REDIS_CONFIG_KEY].verdict  # None until the first refresh read it
+    if redis_config is not None:
+        checks["redis_config"] = redis_config.body()
     registry = app[REGISTRY_KEY]
     checks["registry"] = {"ok": True, "functions": len(registry)}
     dispatcher = app.get(DISPATCHER_KEY)

@@ -16,6 +16,7 @@ from runtime.observe.tracing import Tracing
 from runtime.queue.broker import RedisBroker
 from runtime.queue.epoch import EpochWatch
 from runtime.queue.instances import Instances
+from runtime.queue.redis_config import RedisConfigWatch
 from runtime.queue.waiter import ResultWaiter
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
@@ -28,6 +29,7 @@ TRACING_KEY = web.AppKey("tracing", Tracing)
 INSTANCES_KEY = web.AppKey("instances", Instances)
 TOKEN_KEY = web.AppKey("token", str)
 EPOCH_KEY = web.AppKey("epoch", EpochWatch)
+REDIS_CONFIG_KEY = web.AppKey("redis_config", RedisConfigWatch)
 WAITER_KEY = web.AppKey("waiter", ResultWaiter)
 SHUTDOWN_KEY = web.AppKey("shutdown", asyncio.Event)
 # [used_memory / maxmemory] as last seen by the refresher (a list so it can be updated)

@@ -38,10 +38,11 @@ value), ``BLMOVE`` of a done list onto itself (queries.py; a rotation of one ele
 and ``INCR`` of the deploy sequence (deploy/store.py; sent once by the table).
 
 **The pool is fair.** ``FairConnectionPool`` hands connections out first come, first
-served, and a caller that waits too long gets ``BrokerUnavailable`` naming
-``redis.max_connections`` (redis-py's ``BlockingConnectionPool`` let a newcomer take the
-connection a waiter was woken for, so under load one waiter could starve until its wait
-ran out; its error did not say what to change).
+served, and a caller that waits while no connection comes back for ``redis.timeout_s``
+gets ``BrokerUnavailable`` naming ``redis.max_connections``. (redis-py's
+``BlockingConnectionPool`` let a newcomer take the connection a waiter was woken for, so
+under load one waiter could starve until its wait ran out; its error did not say what to
+change.)
 """
 
 from __future__ import annotations
@@ -117,9 +118,12 @@ class FairConnectionPool(aioredis.ConnectionPool):
     """A connection pool whose waiters are served in arrival order (a FIFO semaphore in
     front of redis-py's pool, one permit per connection).
 
-    A waiter gives up after ``wait_s`` scaled by the queue ahead of it: each of
-    ``max_connections`` connections serves the queue in turn, so the n-th waiter needs
-    about n / max_connections turns of at most one call each.
+    A waiter gives up only when no connection has come back to the pool for ``wait_s``
+    while it waited: a pool that keeps moving serves it in its turn, at most
+    (callers ahead + 1) / ``max_connections`` rounds later, however busy the event loop
+    is; a pool whose every connection is stuck (Redis paused, calls that never end)
+    fails it after ``wait_s``. A fixed bound per wait failed healthy callers on a loaded
+    machine, where the loop itself was slow to hand connections back.
     """
 
     def __init__(self, *, wait_s: float, **kwargs: Any) -> None:
@@ -128,23 +132,13 @@ class FairConnectionPool(aioredis.ConnectionPool):
         self._permits = asyncio.Semaphore(self.max_connections)
         self._holders: set[object] = set()  # connections handed out with a permit
         self._waiting = 0
+        self.returned_at = 0.0  # loop time a connection last came back
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        ahead = self._waiting
-        bound_s = self.wait_s * (1 + ahead / self.max_connections)
-        self._waiting += 1
-        try:
-            async with asyncio.timeout(bound_s):
-                await self._permits.acquire()
-        except TimeoutError:
-            raise PoolExhausted(
-                f"no Redis connection came free in {bound_s:.3g}s: all "
-                f"redis.max_connections = {self.max_connections} are busy and {ahead} "
-                "callers were waiting ahead; raise redis.max_connections "
-                "(RUNTIME_REDIS__MAX_CONNECTIONS), or make fewer calls at once"
-            ) from None
-        finally:
-            self._waiting -= 1
+        if self._permits.locked():
+            await self._wait_for_permit()
+        else:
+            await self._permits.acquire()  # free now: does not wait
         try:
             connection = await super().get_connection()  # type: ignore[no-untyped-call]
         except BaseException:
@@ -153,6 +147,27 @@ class FairConnectionPool(aioredis.ConnectionPool):
         self._holders.add(connection)
         return connection
 
+    async def _wait_for_permit(self) -> None:
+        loop = asyncio.get_running_loop()
+        ahead, started = self._waiting, loop.time()
+        self._waiting += 1
+        try:
+            async with asyncio.timeout(None) as timeout:
+                watch = _Watchdog(self, timeout, started)
+                try:
+                    await self._permits.acquire()  # FIFO; a cancelled wait passes its permit on
+                finally:
+                    watch.stop()
+        except TimeoutError:
+            raise PoolExhausted(
+                f"no Redis connection came back to the pool in {self.wait_s:g}s: all "
+                f"redis.max_connections = {self.max_connections} are busy and {ahead} "
+                "callers were waiting ahead; raise redis.max_connections "
+                "(RUNTIME_REDIS__MAX_CONNECTIONS), or make fewer calls at once"
+            ) from None
+        finally:
+            self._waiting -= 1
+
     async def release(self, connection: Any) -> None:
         try:
             await super().release(connection)
@@ -160,7 +175,29 @@ class FairConnectionPool(aioredis.ConnectionPool):
             # After the connection is back: a woken waiter must find it available.
             if connection in self._holders:
                 self._holders.discard(connection)
+                self.returned_at = asyncio.get_running_loop().time()
                 self._permits.release()
+
+
+class _Watchdog:
+    """Expires a waiter's timeout once no connection has come back for ``wait_s`` since
+    it began waiting; re-arms itself while connections keep coming back (one timer a
+    waiter, no task)."""
+
+    def __init__(self, pool: FairConnectionPool, timeout: asyncio.Timeout, started: float):
+        self._pool, self._timeout, self._started = pool, timeout, started
+        self._loop = asyncio.get_running_loop()
+        self._handle = self._loop.call_at(started + pool.wait_s, self._check)
+
+    def _check(self) -> None:
+        since = max(self._started, self._pool.returned_at)
+        if self._loop.time() - since >= self._pool.wait_s:
+            self._timeout.reschedule(self._loop.time())  # expires now: the wait is cancelled
+        else:
+            self._handle = self._loop.call_at(since + self._pool.wait_s, self._check)
+
+    def stop(self) -> None:
+        self._handle.cancel()
 
 
 def translated(exc: BaseException) -> BrokerError:

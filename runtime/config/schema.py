@@ -19,6 +19,9 @@ class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     connect_timeout_s: Annotated[float, Meta(gt=0, le=300)] = 2.0
     embedded_dir: str = ".runtime/redis"
     max_connections: Annotated[int, Meta(ge=2, le=10_000)] = 64
+    # Accept a maxmemory-policy other than noeviction (Redis may then delete jobs):
+    # a WARNING instead of an ERROR and a failing /readyz check `redis_config`.
+    allow_eviction: bool = False
 
     @property
     def block_s(self) -> float:

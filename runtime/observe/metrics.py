@@ -94,6 +94,11 @@ class Metrics:
             registry=r,
         )
         self.redis_up = Gauge("redis_up", "1 when the last Redis check answered", registry=r)
+        self.redis_eviction_policy_ok = Gauge(
+            "redis_eviction_policy_ok",
+            "1 when Redis' maxmemory-policy is noeviction, 0 when Redis may evict jobs, -1 unread",
+            registry=r,
+        )
         self.redis_data_loss = Counter(
             "redis_data_loss",
             "Times Redis was found to have lost its data (restarted empty or flushed)",

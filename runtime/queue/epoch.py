@@ -37,6 +37,7 @@ class EpochWatch:
         value = await self._redis.get(self.key)
         lost = ""
         if value is None:
+            # Safe to retry (connection.py's rule): NX, so only the first landing sets it.
             await self._redis.set(self.key, os.urandom(8).hex(), nx=True)
             value = await self._redis.get(self.key)
             if self.known is not None:

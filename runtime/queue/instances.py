@@ -98,7 +98,7 @@ class Instances:
 
     async def leave(self) -> None:
         """Remove this instance at a clean shutdown (a crashed one ages out)."""
-        pipe = self._redis.pipeline(transaction=True)
+        pipe = self._redis.pipeline(transaction=True)  # removals: safe to retry
         pipe.zrem(self.zset, self.info.id)
         pipe.hdel(self.info_key, self.info.id)
         await pipe.execute()

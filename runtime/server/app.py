@@ -40,15 +40,16 @@ from runtime.deploy.watcher import (
 )
 from runtime.errors import BrokerError, BrokerUnavailable, ConfigError
 from runtime.execution.dispatcher import Dispatcher
-from runtime.observe.metrics import CONTENT_TYPE_LATEST, Metrics
+from runtime.observe.metrics import Metrics
 from runtime.observe.supervisor import Supervisor, raise_if_cancelled
 from runtime.observe.tracing import Tracing
 from runtime.queue.broker import RedisBroker
 from runtime.queue.connection import connect
 from runtime.queue.epoch import EpochWatch
 from runtime.queue.instances import Instances
+from runtime.queue.redis_config import RedisConfigWatch
 from runtime.queue.waiter import ResultWaiter
-from runtime.server import middlewares, routes
+from runtime.server import health, middlewares, routes
 from runtime.server.admission import memory_ratio
 from runtime.server.appkeys import (
     BROKER_KEY,
@@ -59,6 +60,7 @@ from runtime.server.appkeys import (
     METRICS_KEY,
     MODE_KEY,
     PRODUCER_KEY,
+    REDIS_CONFIG_KEY,
     REGISTRY_KEY,
     SETTINGS_KEY,
     SHUTDOWN_KEY,
@@ -72,7 +74,6 @@ from runtime.server.embedded import EmbeddedRedis
 
 log = logging.getLogger("runtime.app")
 
-READY_PING_TIMEOUT_S = 1.0
 TOKEN_FILE = "http-token"
 TASK_STOP_S = 2.0  # a task that swallows its cancellation is left behind after this
 
@@ -119,6 +120,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[INSTANCES_KEY] = Instances(client, settings.namespace, app[REGISTRY_KEY].names)
     app[EPOCH_KEY] = EpochWatch(client, settings.namespace)
+    app[REDIS_CONFIG_KEY] = RedisConfigWatch(client, allow_eviction=settings.redis.allow_eviction)
     # It subscribes on its first wait.
     app[WAITER_KEY] = waiter = ResultWaiter(broker, app[SUPERVISOR_KEY])
     log.info("using Redis at %s", redact_url(url))
@@ -175,6 +177,7 @@ async def refresh_once(app: web.Application) -> None:
     await broker.ping()
     metrics.redis_latency.observe(time.perf_counter() - started)
     metrics.redis_up.set(1)
+    metrics.redis_eviction_policy_ok.set((await app[REDIS_CONFIG_KEY].refresh()).gauge)
     app[MEMORY_RATIO_KEY][0] = memory_ratio(await broker.redis.info("memory"))
     for name in app[REGISTRY_KEY].names:
         metrics.set_queue(name, await broker.stats(name))
@@ -240,61 +243,6 @@ async def _on_shutdown(app: web.Application) -> None:
     app[SHUTDOWN_KEY].set()  # waiting invokes answer 503 with their job id at once
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    app = request.app
-    checks: dict[str, dict[str, Any]] = {}
-    started = time.perf_counter()
-    try:
-        async with asyncio.timeout(READY_PING_TIMEOUT_S):
-            await app[BROKER_KEY].ping()
-        latency_ms = round((time.perf_counter() - started) * 1e3, 2)
-        checks["redis"] = {"ok": True, "latency_ms": latency_ms}
-    except BrokerUnavailable as exc:
-        checks["redis"] = {"ok": False, "error": exc.describe()[:300]}
-    except TimeoutError as exc:
-        checks["redis"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
-    lost = app[EPOCH_KEY].problem
-    if lost is not None:
-        checks["redis_data"] = {"ok": False, "error": lost}
-    registry = app[REGISTRY_KEY]
-    checks["registry"] = {"ok": True, "functions": len(registry)}
-    dispatcher = app.get(DISPATCHER_KEY)
-    running = dispatcher is not None and dispatcher.is_running
-    checks["dispatcher"] = {"ok": running}
-    if dispatcher is not None:
-        checks["dispatcher"]["running_jobs"] = dispatcher.running_jobs
-        if down := dispatcher.down:  # restarting now: named, with the error
-            checks["dispatcher"]["down"] = down
-        # An open breaker is a function's trouble, not the instance's: reported, still ready.
-        breakers = {
-            name: w.breaker_state
-            for name, w in dispatcher.workers.items()
-            if w.breaker_state is not None
-        }
-        if breakers:
-            checks["dispatcher"]["circuit_breakers"] = breakers
-    down = app[SUPERVISOR_KEY].down  # the refresher, the result waiter, the watcher
-    checks["tasks"] = {"ok": not down, **({"down": down} if down else {})}
-    swap_state = app.get(SWAP_STATE_KEY)
-    if swap_state is not None:
-        # A refused version is reported here but is not unready: the older one serves.
-        checks["deployment"] = swap_state.body()
-    ready = all(c["ok"] for c in checks.values())
-    body = {"status": "ready" if ready else "unready", "checks": checks}
-    return web.json_response(body, status=200 if ready else 503)
-
-
-async def metrics_route(request: web.Request) -> web.Response:
-    body = request.app[METRICS_KEY].exposition()
-    response = web.Response(body=body)
-    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-    return response
-
-
 def build_app(
     settings: Settings,
     registry: Registry,
@@ -325,9 +273,9 @@ def build_app(
     app.cleanup_ctx.append(dispatcher_ctx)
     app.cleanup_ctx.append(swap_ctx)
     app.on_shutdown.append(_on_shutdown)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_route)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/metrics", health.metrics_route)
     routes.add_routes(app)
     return app
 

@@ -17,6 +17,7 @@ from runtime.observe.tracing import Tracing
 from runtime.queue.broker import RedisBroker
 from runtime.queue.epoch import EpochWatch
 from runtime.queue.instances import Instances
+from runtime.queue.redis_config import RedisConfigWatch
 from runtime.queue.waiter import ResultWaiter
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
@@ -29,6 +30,7 @@ TRACING_KEY = web.AppKey("tracing", Tracing)
 INSTANCES_KEY = web.AppKey("instances", Instances)
 TOKEN_KEY = web.AppKey("token", str)
 EPOCH_KEY = web.AppKey("epoch", EpochWatch)
+REDIS_CONFIG_KEY = web.AppKey("redis_config", RedisConfigWatch)
 WAITER_KEY = web.AppKey("waiter", ResultWaiter)
 SHUTDOWN_KEY = web.AppKey("shutdown", asyncio.Event)
 # The app's own long-lived tasks: the refresher, the result waiter, the hot-swap watcher

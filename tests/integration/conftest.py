@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 import pytest
+import redis.asyncio as aioredis
 
 from runtime.client import Client
 from runtime.config.registry import Registry, load_registry
@@ -36,6 +37,9 @@ class Harness:
             self.redis, settings.namespace, keep_result_s=settings.worker.keep_result_s, block_s=0.4
         )
         self.client = Client.from_settings(settings, settings.redis.url, registry)
+        # For a test's own set-up writes: no retry that could send a push twice, and a
+        # timeout long enough for a loaded machine (the runtime's client has 0.5 s).
+        self.setup = aioredis.Redis.from_url(settings.redis.url, socket_timeout=60)
         self.dispatcher: Dispatcher | None = None
 
     def start(self) -> Dispatcher:
@@ -53,6 +57,7 @@ class Harness:
         await self.stop()
         await self.client.close()
         await self.redis.aclose()
+        await self.setup.aclose()
 
 
 MakeHarness = Callable[..., Awaitable[Harness]]

@@ -230,7 +230,7 @@ async def test_stats_on_a_million_dead_jobs_answers_fast(
     h, cli = await harness_and_cli(make_harness, capsys, config_dir, start=False)
     k = FunctionKeys("rt", "doomed")
     chunk = [f"doomed.x{i}" for i in range(10_000)]
-    pipe = h.redis.pipeline(transaction=False)
+    pipe = h.setup.pipeline(transaction=False)  # set-up: never the retrying client
     for _ in range(100):
         pipe.rpush(k.dlq, *chunk)
     pipe.rpush(k.ready["default"], *chunk)
@@ -359,7 +359,7 @@ async def test_peek_survives_garbage(
     ext = msgspec.msgpack.encode(msgspec.msgpack.Ext(5, b"raw"))
     env = envelope.encode(envelope.Envelope(1, "hello.ext", "hello", ext))
     await h.redis.hset(k.job("hello.ext"), mapping={"env": env, "state": "queued"})
-    await h.redis.rpush(k.ready["default"], "hello.bad", "hello.ghost", "hello.ext")
+    await h.setup.rpush(k.ready["default"], "hello.bad", "hello.ghost", "hello.ext")
     data = await cli.json("peek", "hello")
     errors = [j["payload_error"] for j in data["jobs"]]
     assert errors[0].startswith("undecodable envelope")
@@ -473,7 +473,7 @@ async def test_purge_never_deletes_a_job_that_is_not_dead(
     k = FunctionKeys("rt", "hello")
     # Someone requeued it behind our back, leaving its DLQ entry (an old tool, a hand fix).
     await h.redis.hset(k.job(job.id), "state", "queued")
-    await h.redis.rpush(k.ready["default"], job.id)
+    await h.setup.rpush(k.ready["default"], job.id)
 
     report = (await cli.json("purge-dlq", "hello", "--reason", "rejected", "--yes"))[0]
     assert (report["matched"], report["kept"]) == (0, 1)
@@ -509,7 +509,7 @@ async def test_purge_of_twenty_thousand_goes_in_small_batches(
     h, cli = await harness_and_cli(make_harness, capsys, config_dir)  # a live runtime
     k = FunctionKeys("rt", "doomed")
     sec, _ = await h.redis.time()
-    pipe = h.redis.pipeline(transaction=False)
+    pipe = h.setup.pipeline(transaction=False)
     for i in range(20_000):
         job_id = f"doomed.bulk{i}"
         env = envelope.encode(envelope.Envelope(1, job_id, "doomed", msgspec.msgpack.encode(i)))
@@ -596,7 +596,7 @@ async def test_requeue_limit_reason_and_rate(
                            "prio": "high" if i % 3 == 0 else "default", "att": 5, "rec": 2,
                            "tok": 7, "enq": sec * 1000, "end": sec * 1000,
                            "reason": "timeout" if i < 25 else "rejected"})  # fmt: skip
-        await h.redis.rpush(k.dlq, job_id)
+        await h.setup.rpush(k.dlq, job_id)
 
     code, out, _ = await cli("requeue-dlq", "doomed", "--reason", "rejected", "--limit", "2")
     assert code == 0 and out.startswith("doomed: requeued 2 dead jobs (rejected 2)")

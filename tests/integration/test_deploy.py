@@ -38,6 +38,7 @@ HANDLERS = """\
     from _tag import VERSION
 
     WITNESS = {witness!r}
+    GATE = WITNESS + ".open"
     if os.environ.get("DEPLOY_TEST_BREAK") == VERSION:  # a module this host lacks
         raise ImportError("No module named 'only_on_some_hosts'")
 
@@ -51,7 +52,11 @@ HANDLERS = """\
     @function(concurrency=8, timeout_s=20)
     async def work(seconds: float, ctx: Context) -> str:
         note(f"start {{ctx.job_id}} {{VERSION}} {{os.getpid()}}")
-        await asyncio.sleep(seconds)
+        if seconds < 0:  # held until the test opens the gate: a condition, not a clock
+            while not os.path.exists(GATE):
+                await asyncio.sleep(0.02)
+        else:
+            await asyncio.sleep(seconds)
         note(f"finish {{ctx.job_id}} {{VERSION}} {{os.getpid()}}")
         return VERSION
 """
@@ -112,6 +117,10 @@ class Fleet(ServeProcesses):
         )
         return time.monotonic() - started
 
+    def open_gate(self) -> None:
+        """Let the jobs held by the gate (``work(-1)``) finish."""
+        Path(str(self.witness) + ".open").touch()
+
     def witness_lines(self) -> list[list[str]]:
         if not self.witness.exists():
             return []
@@ -144,13 +153,14 @@ async def test_deploy_while_long_jobs_run_loses_and_duplicates_nothing(
     assert fleet.deploy("v1", extra=True) == 1
     runtime = fleet.spawn()
     await fleet.wait_loaded(1, runtime)
-    long = [await client.enqueue("work", 3.0) for _ in range(6)]
+    long = [await client.enqueue("work", -1.0) for _ in range(6)]  # held until the gate opens
     await wait_until(lambda: len(fleet.witness_lines()) == 6, 10, fleet.logs)
 
     assert fleet.deploy("v2") == 2  # `extra` is gone in v2
     await fleet.wait_loaded(2, runtime)
-    assert not [p for p in fleet.witness_lines() if p[0] == "finish"], "v2 came too late"
+    assert not [p for p in fleet.witness_lines() if p[0] == "finish"]
     short = [await client.enqueue("work", 0.05) for _ in range(10)]
+    fleet.open_gate()
     results = {job: await client.result(job, 20) for job in [*long, *short]}
     assert {results[j] for j in long} == {"v1"} and {results[j] for j in short} == {"v2"}
 

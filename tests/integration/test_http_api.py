@@ -481,9 +481,11 @@ async def test_redis_that_lost_its_data_is_reported_within_a_refresh(make_client
     while (await client.get("/readyz")).status != 200:
         assert asyncio.get_running_loop().time() < deadline
         await asyncio.sleep(0.05)
-    from runtime.server.appkeys import BROKER_KEY
+    from runtime.server.appkeys import BROKER_KEY, EPOCH_KEY
 
-    await asyncio.sleep(0.3)  # at least one refresh has read the epoch
+    while client.app[EPOCH_KEY].known is None:  # until a refresh has read the epoch
+        assert asyncio.get_running_loop().time() < deadline + 5
+        await asyncio.sleep(0.05)
     await client.app[BROKER_KEY].redis.flushall()
     deadline = asyncio.get_running_loop().time() + 5
     while True:

@@ -280,7 +280,7 @@ async def test_garbage_written_straight_into_redis_is_dead_lettered(
     }
     for job_id, env in cases.items():
         await h.broker.enqueue("hello", job_id, env)
-    await h.redis.rpush("{rt:hello}:ready:default", "hello.ghost")
+    await h.setup.rpush("{rt:hello}:ready:default", "hello.ghost")
     good = await h.client.enqueue("hello", {"name": "ok"})
     h.start()
     assert await h.client.result(good, 5) == {"greeting": "Hello, ok"}

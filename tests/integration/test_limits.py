@@ -26,7 +26,7 @@ LIMITED = """
     @function(
         concurrency=1,
         max_attempts=1,
-        breaker=Breaker(failure_ratio=0.5, min_samples=4, window_s=30, cooldown_s=0.6),
+        breaker=Breaker(failure_ratio=0.5, min_samples=4, window_s=30, cooldown_s=1.5),
     )
     async def broken(x: int) -> None:
         CALLS.append(time.monotonic())
@@ -91,12 +91,16 @@ async def test_breaker_opens_stops_claiming_then_probes(make_harness: MakeHarnes
         await asyncio.sleep(0.01)
     assert h.dispatcher is not None
     worker = h.dispatcher.workers["broken"]
-    await asyncio.sleep(0.3)  # within the cooldown: nothing more is claimed
-    assert len(calls) == 4
     assert worker.breaker_state == "open"
-    await asyncio.sleep(0.6)  # cooldown over: one probe, which fails: open again
-    assert len(calls) == 5
-    assert worker.breaker_state == "open"
+    # Waited for as a condition, then timed by the handler's own clock: nothing is claimed
+    # within the cooldown; then one probe, which fails: open again (for another 1.5 s).
+    deadline = time.monotonic() + 10
+    while len(calls) < 5 and time.monotonic() < deadline:  # noqa: ASYNC110 (polls a list)
+        await asyncio.sleep(0.01)
+    assert len(calls) == 5 and calls[4] - calls[3] >= 1.5
+    while worker.breaker_state != "open" and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    assert worker.breaker_state == "open" and len(calls) == 5
     stats = await h.broker.stats("broken")
     assert stats["ready_default"] == 25  # the rest wait in Redis with their attempts intact
     breaker = await h.redis.hgetall("{rt:broken}:breaker")

@@ -592,3 +592,52 @@ async def test_waiting_invokes_hold_no_redis_connection(make_client: Make) -> No
 
     statuses = await asyncio.gather(*(one(i) for i in range(40)))
     assert statuses == [200] * 40
+
+
+_DEEP_JSON = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("enq", b"not a number"),
+        ("att", b"\xff\xfe"),
+        ("rec", b"99999999999999999999999999"),
+        ("end", b"-1e400"),
+        ("state", b"bogus"),
+        ("res", _DEEP_JSON),
+        ("res", b"\xff not json"),
+        ("err", b"\xff\xfe invalid utf-8"),
+    ],
+)
+async def test_a_corrupt_job_record_is_shown_never_a_500(
+    make_client: Make, field: str, value: bytes
+) -> None:
+    """GET /v1/jobs/{id} of a record whose field is garbage answers 200 with the record
+    marked ``corrupt`` (or the field left out), never a 500."""
+    from runtime.queue.keys import FunctionKeys
+    from runtime.server.appkeys import BROKER_KEY, SETTINGS_KEY
+
+    client = await make_client()
+    response = await client.post("/v1/functions/hello/invoke", json={"name": "Ada"}, headers=AUTH)
+    assert response.status == 200
+    job_id = response.headers["X-Job-Id"]
+    keys = FunctionKeys(client.app[SETTINGS_KEY].namespace, "hello")
+    await client.app[BROKER_KEY].redis.hset(keys.job(job_id), field, value)
+    response = await client.get(f"/v1/jobs/{job_id}", headers=AUTH)
+    assert response.status == 200, await response.text()
+    body = await response.json()
+    assert body["id"] == job_id
+
+
+async def test_a_job_key_of_the_wrong_type_is_shown_never_a_500(make_client: Make) -> None:
+    from runtime.queue.keys import FunctionKeys
+    from runtime.server.appkeys import BROKER_KEY, SETTINGS_KEY
+
+    client = await make_client()
+    keys = FunctionKeys(client.app[SETTINGS_KEY].namespace, "hello")
+    await client.app[BROKER_KEY].redis.rpush(keys.job("hello.listkey"), "x")
+    response = await client.get("/v1/jobs/hello.listkey", headers=AUTH)
+    assert response.status in (200, 404), await response.text()
+    if response.status == 200:
+        assert "corrupt" in await response.json()

@@ -290,3 +290,31 @@ def test_the_reason_is_in_the_vocabulary() -> None:
 
     assert "corrupt_record" in get_args(Reason)
     assert msgspec.json.encode("corrupt_record")
+
+
+@pytest.mark.parametrize(("key", "delay_s"), [("ready:default", 0.0), ("delayed", 5.0)])
+async def test_an_enqueue_into_a_key_of_the_wrong_type_writes_nothing(
+    make_harness: MakeHarness, key: str, delay_s: float
+) -> None:
+    """A lane (or delayed set) of another type fails the enqueue with an error naming it,
+    before the job's record exists: no record in no place."""
+    from runtime.errors import BrokerCommandError
+
+    h = await make_harness(HELLO, start=False)
+    await h.redis.set(P + key, "not a list")
+    with pytest.raises(BrokerCommandError, match="WRONGTYPE"):
+        await h.client.enqueue("hello", "a", job_id="hello.a", delay_s=delay_s)
+    assert await h.redis.exists(P + "job:hello.a") == 0
+
+
+async def test_a_park_key_of_the_wrong_type_leaves_the_job_to_its_lane(
+    make_harness: MakeHarness,
+) -> None:
+    h = await make_harness(HELLO, start=False)
+    await h.redis.set(P + "park", "not a hash")
+    await h.redis.zadd(P + "parked", {"some-channel": time.time() * 1000 + 60_000})
+    job_id = await h.client.enqueue("hello", "a", job_id="hello.a")
+    assert await h.redis.lrange(P + "ready:default", 0, -1) == [job_id.encode()]
+    await h.redis.delete(P + "park", P + "parked")
+    h.start()
+    assert await h.client.result(job_id, 10) == "Hello, a"

@@ -13,16 +13,17 @@
 -- disconnected runtime) is un-parked and the job takes its lane as usual. A message lost
 -- after delivery counted it is found by that worker's next heartbeat (extend.lua); if the
 -- runtime died, the lease expires and is reclaimed, as for any job a dead worker held.
--- Every key this script writes is checked for its type before the first write (an error
--- reply then, nothing written); a job key of another type counts as an existing job (left
--- as found: readers show it as corrupt). A park spec that does not parse drops that park.
+-- Nothing is written before every check passed: the reads come first (a key of another
+-- type fails them with an error reply, nothing written), and the first write is the one to
+-- the lane or the delayed set, so a lane of another type fails the call before the job's
+-- record exists. A job key of another type counts as an existing job (left as found:
+-- readers show it as corrupt). The handoff path, taken only while a worker is parked,
+-- checks its keys' types first and leaves the job to its lane if one is wrong; a park spec
+-- that does not parse drops that park.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix = ARGV[10]
 --! records
-local bad_key = wrong_type({KEYS[2], 'list', KEYS[3], 'zset', KEYS[4], 'string', KEYS[5], 'zset',
-  KEYS[6], 'hash', KEYS[7], 'zset', KEYS[8], 'list', KEYS[9], 'list', KEYS[10], 'list'})
-if bad_key then return redis.error_reply(bad_key) end
 if ARGV[5] == '1' then
   local existing = redis.call('GET', KEYS[4])
   if existing then
@@ -35,12 +36,22 @@ if job_type ~= 'none' then
   return {ARGV[1], 0}
 end
 
+-- The job's record, in `state`, with `extra` fields (the handoff's lease).
+local function record(state, ...)
+  redis.call('HSET', KEYS[1], 'env', ARGV[2], 'state', state, 'prio', ARGV[3], 'att', 0,
+    'rec', 0, 'tok', 0, 'enq', now, 'notify', ARGV[7], ...)
+end
+
 local function unpark(ch)
   redis.call('ZREM', KEYS[5], ch)
   redis.call('HDEL', KEYS[6], ch)
 end
 
 local function handoff()
+  if wrong_type({KEYS[5], 'zset', KEYS[6], 'hash', KEYS[7], 'zset', KEYS[8], 'list', KEYS[9],
+    'list', KEYS[10], 'list'}) then
+    return false  -- a corrupt key: the job takes its lane (which the caller then checks)
+  end
   if redis.call('LLEN', KEYS[8]) + redis.call('LLEN', KEYS[9]) + redis.call('LLEN', KEYS[10]) > 0
   then
     return false  -- strict priority: jobs already waiting go first
@@ -60,8 +71,8 @@ local function handoff()
       end
       if redis.call('PUBLISH', ch, ARGV[9] .. '\n' .. ARGV[1] .. '\n' .. now .. '\n' .. ARGV[2]) > 0
       then
-        redis.call('HSET', KEYS[1], 'state', 'running', 'tok', 1, 'start', now, 'hand', ch)
         redis.call('ZADD', KEYS[7], now + lease_ms, ARGV[1])
+        record('running', 'tok', 1, 'start', now, 'hand', ch)
         -- Until settled, the job is listed as handed to ch: if the message is lost (the
         -- subscriber's connection broke), that worker's next heartbeat adopts it (extend.lua).
         local hk = prefix .. 'handed:' .. ch
@@ -81,19 +92,16 @@ local function handoff()
 end
 
 local delay = tonumber(ARGV[4])
-local state = 'queued'
-if delay > 0 then state = 'delayed' end
-redis.call('HSET', KEYS[1], 'env', ARGV[2], 'state', state, 'prio', ARGV[3], 'att', 0,
-  'rec', 0, 'tok', 0, 'enq', now, 'notify', ARGV[7])
 if delay > 0 then
-  redis.call('ZADD', KEYS[3], now + delay, ARGV[1])
-else
+  redis.call('ZADD', KEYS[3], now + delay, ARGV[1])  -- the first write (see the header)
+  record('delayed')
+elseif not (redis.call('EXISTS', KEYS[5]) == 1 and handoff()) then
   -- Idle workers sleep until told: wake them only when a lane goes from empty to not empty;
   -- busy workers keep claiming until the lanes are empty.
-  if not (redis.call('EXISTS', KEYS[5]) == 1 and handoff()) then
-    if redis.call('RPUSH', KEYS[2], ARGV[1]) == 1 then
-      redis.call('PUBLISH', ARGV[8], ARGV[9])
-    end
+  local n = redis.call('RPUSH', KEYS[2], ARGV[1])  -- the first write (see the header)
+  record('queued')
+  if n == 1 then
+    redis.call('PUBLISH', ARGV[8], ARGV[9])
   end
 end
 if ARGV[5] == '1' then

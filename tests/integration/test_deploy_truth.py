@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from runtime.deploy.store import DeployStore
+from runtime.errors import DeployError
 from tests.integration.serving import wait_until
 from tests.integration.test_deploy import KEY, Fleet
 
@@ -122,7 +124,7 @@ async def test_an_instance_that_does_not_answer_in_time_is_named(fleet: Fleet) -
 
 
 async def test_a_huge_manifest_is_refused_without_being_fetched(
-    fleet: Fleet, redis: aioredis.Redis
+    fleet: Fleet, redis: aioredis.Redis, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fleet.deploy("v1")
     runtime = fleet.spawn()
@@ -142,10 +144,25 @@ async def test_a_huge_manifest_is_refused_without_being_fetched(
     for _ in range(3):  # a few more periodic checks of the refused version
         await redis.publish("{rt}:deploy", "2")
     await wait_until(lambda: fleet.logs().count("refused") >= 1, 5, fleet.logs)
+    listing = json.loads(fleet.cli("deployments", "--json").stdout)  # lists it, unfetched
+    v2 = next(v for v in listing["versions"] if v["version"] == 2)
+    assert v2["signature"] == "INVALID" and "not fetched" in v2["message"]
     sent = int((await redis.info("stats"))["total_net_output_bytes"]) - sent_before
+    with capsys.disabled():
+        print(f"\nbytes Redis sent while a runtime refused a 200 MB manifest: {sent}")
     assert sent < 1_000_000, sent  # far below the 200 MB manifest
     assert fleet.logs().count("deployment 2 refused") == 1, fleet.logs()
     assert fleet.ready(runtime)[0] == 200  # version 1 keeps serving
+
+
+async def test_a_huge_active_pointer_is_refused_by_its_length(redis: aioredis.Redis) -> None:
+    store = DeployStore(redis, "rt", keep_versions=3)
+    await redis.set("{rt}:deploy:active", b"1" * (20 * 1024 * 1024))
+    sent_before = int((await redis.info("stats"))["total_net_output_bytes"])
+    with pytest.raises(DeployError, match="holds a 20971520-byte value, not a version number"):
+        await store.active()
+    sent = int((await redis.info("stats"))["total_net_output_bytes"]) - sent_before
+    assert sent < 100_000, sent
 
 
 async def test_a_refused_version_is_not_fetched_again_on_every_notification(

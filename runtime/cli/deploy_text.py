@@ -94,7 +94,10 @@ def fleet_text(answer: FleetAnswer) -> str:
             f"no live instance follows deployments: nobody confirmed version {answer.version} "
             "(`runtime serve` with deploy.signing_key set and no --functions follows them)"
         )
-    lines = [f"{len(answer.accepted)} of {answer.asked} accepted version {answer.version}"]
+    lines = [
+        f"{len(answer.accepted)} of {answer.asked} accepted version {answer.version} "
+        f"(answers in {answer.elapsed_s:.2f} s)"
+    ]
     for instance, why in sorted(answer.refused.items()):
         lines.append(f"  {instance} refused: {why}")
     if answer.pending:

@@ -36,6 +36,7 @@ class FleetAnswer(msgspec.Struct):
     pending: list[str] = []  # live, following deployments, no answer within the wait
     left: list[str] = []  # left the registry (stopped, crashed) before answering
     wait_s: float = 0.0
+    elapsed_s: float = 0.0  # from the start of the wait to the last answer (or the deadline)
 
     @property
     def asked(self) -> int:
@@ -65,7 +66,8 @@ async def await_fleet(
     """Poll until every instance that follows deployments answered this activation, or
     ``wait_s`` passed. An instance that joins during the wait is asked too; one that
     leaves before answering is reported as such and not waited for."""
-    deadline = time.monotonic() + wait_s
+    started = time.monotonic()
+    deadline = started + wait_s
     answer = FleetAnswer(version, wait_s=wait_s)
     asked: set[str] = set()
     is_first = True
@@ -90,6 +92,7 @@ async def await_fleet(
         unanswered = sorted(asked - {*answer.accepted, *answer.refused, *answer.left})
         if not unanswered or time.monotonic() >= deadline:
             answer.pending = unanswered
+            answer.elapsed_s = round(time.monotonic() - started, 3)
             return answer
         await asyncio.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
 

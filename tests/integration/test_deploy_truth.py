@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from runtime.config.schema import RedisSettings
 from runtime.deploy.store import DeployStore
 from runtime.errors import DeployError
+from runtime.queue.connection import connect
 from tests.integration.serving import wait_until
 from tests.integration.test_deploy import KEY, Fleet
 
@@ -155,13 +157,17 @@ async def test_a_huge_manifest_is_refused_without_being_fetched(
     assert fleet.ready(runtime)[0] == 200  # version 1 keeps serving
 
 
-async def test_a_huge_active_pointer_is_refused_by_its_length(redis: aioredis.Redis) -> None:
-    store = DeployStore(redis, "rt", keep_versions=3)
+async def test_a_huge_active_pointer_is_refused_by_its_length(
+    redis: aioredis.Redis, redis_url: str
+) -> None:
+    client = connect(RedisSettings(url=redis_url, timeout_s=30), redis_url)
+    store = DeployStore(client, "rt", keep_versions=3)
     await redis.set("{rt}:deploy:active", b"1" * (20 * 1024 * 1024))
     sent_before = int((await redis.info("stats"))["total_net_output_bytes"])
     with pytest.raises(DeployError, match="holds a 20971520-byte value, not a version number"):
         await store.active()
     sent = int((await redis.info("stats"))["total_net_output_bytes"]) - sent_before
+    await client.aclose()
     assert sent < 100_000, sent
 
 

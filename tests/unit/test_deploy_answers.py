@@ -22,10 +22,15 @@ def test_an_old_refusal_of_the_same_version_is_not_an_answer_to_a_new_activation
 
 def test_the_fleet_answer_names_who_refused_and_who_did_not_answer() -> None:
     answer = FleetAnswer(
-        7, accepted=["a"], refused={"b": "signature does not verify"}, pending=["c"], wait_s=10
+        7,
+        accepted=["a"],
+        refused={"b": "signature does not verify"},
+        pending=["c"],
+        wait_s=10,
+        elapsed_s=10.004,
     )
     text = fleet_text(answer)
-    assert text.splitlines()[0] == "1 of 3 accepted version 7"
+    assert text.splitlines()[0] == "1 of 3 accepted version 7 (answers in 10.00 s)"
     assert "  b refused: signature does not verify" in text
     assert "did not answer within 10 s" in text and text.endswith(": c")
     assert not answer.is_accepted

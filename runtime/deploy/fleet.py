@@ -123,8 +123,11 @@ async def confirm(
     done = Confirmation(answer)
     if not answer.refused:
         return done
-    if previous is None or previous == version:
+    if previous is None:
         done.note = f"version {version} stays active: there is no earlier version to go back to"
+        return done
+    if previous == version:
+        done.note = f"version {version} stays active: it was active before this command"
         return done
     try:
         put_back = await store.activate(previous, if_active=version)

@@ -6,6 +6,12 @@
 copy exactly as ``runtime check`` would (in a child process; errors name the user's
 ``file:line``), and only then asks Redis for a version id and publishes: what was
 validated is, byte for byte, what is signed and stored.
+
+``deploy`` and ``rollback`` then wait (``--wait S``, default 10 s; ``--no-wait``) for every
+live instance that follows deployments to answer (``runtime.deploy.fleet``), print who
+accepted, who refused and why, and who did not answer, and exit 1 unless all accepted. A
+version that any instance refused does not stay active: the version active before is put
+back, atomically and only if the pointer still names the refused one.
 """
 
 from __future__ import annotations
@@ -21,7 +27,13 @@ from typing import cast
 
 import msgspec
 
-from runtime.cli.deploy_text import VersionRow, deployments_text, functions_table
+from runtime.cli.deploy_text import (
+    VersionRow,
+    confirmation_text,
+    deployments_text,
+    functions_table,
+    progress_line,
+)
 from runtime.cli.exits import ExitStatus
 from runtime.config.schema import Settings
 from runtime.deploy.bundle import (
@@ -40,6 +52,7 @@ from runtime.deploy.bundle import (
     verify_manifest,
     write_files,
 )
+from runtime.deploy.fleet import Confirmation, Event, confirm
 from runtime.deploy.store import DeployStore, InstanceStatus
 from runtime.deploy.validate import relabel, shown_path, validate_sync
 from runtime.errors import BundleRefused, ConfigError, DeployError, RegistryError
@@ -48,6 +61,28 @@ from runtime.queue.instances import live_instances, registry_keys
 
 DEPLOY_COMMANDS = frozenset({"deploy", "deployments", "rollback"})
 STATUS_STALE_MS = 60_000  # a status whose instance is gone is pruned after this
+
+
+def _progress(event: Event, who: str, detail: str) -> None:
+    print(progress_line(event, who, detail), file=sys.stderr, flush=True)
+
+
+async def _confirm(
+    store: DeployStore,
+    settings: Settings,
+    version: int,
+    activation: int,
+    previous: int | None,
+    wait_s: float,
+) -> Confirmation:
+    window_s = max(3 * settings.metrics.refresh_s, 5.0)  # as a runtime counts live ones
+    return await confirm(
+        store, version, activation, previous, wait_s=wait_s, window_s=window_s, on_event=_progress
+    )
+
+
+def _wait_s(args: argparse.Namespace) -> float | None:
+    return None if args.no_wait else float(args.wait)
 
 
 def _key(settings: Settings) -> str:
@@ -113,6 +148,7 @@ async def _deploy(
     key = _key(settings)
     digest = content_digest(file_entries(files))
     redis = connect(settings.redis, url)
+    confirmed: Confirmation | None = None
     try:
         store = DeployStore(redis, settings.namespace, keep_versions=settings.deploy.keep_versions)
         if not args.force:
@@ -131,21 +167,37 @@ async def _deploy(
         result = await store.publish(
             version, manifest_json, sign(key, manifest_json), encode_files(files)
         )
+        if not result.is_stored:
+            raise DeployError(f"version id {version} already holds another bundle; deploy again")
+        is_active = result.is_active(version)
+        if not args.json:
+            print(functions_table(manifest.functions))
+            was = result.active_before if result.active_before is not None else "none"
+            print(
+                f"\npublished version {version} ({digest[:12]}, {len(files)} files, "
+                f"{manifest.size_bytes} bytes)" + (f", active (was {was})" if is_active else ""),
+                flush=True,
+            )
+        wait_s = _wait_s(args)
+        if is_active and wait_s is not None:
+            confirmed = await _confirm(store, settings, version, 1, result.active_before, wait_s)
     finally:
         await redis.aclose()
-    if not result.is_stored:
-        raise DeployError(f"version id {version} already holds another bundle; deploy again")
-    is_active = result.is_active(version)
+    if confirmed is not None and confirmed.reverted_to is not None:
+        is_active = False
     if args.json:
-        body = {"version": version, "active": is_active, "manifest": manifest}
+        body = {
+            "version": version,
+            "active": is_active,
+            "manifest": manifest,
+            "fleet": confirmed.fleet if confirmed else None,
+            "reverted_to": confirmed.reverted_to if confirmed else None,
+        }
         print(msgspec.json.encode(body).decode())
-    else:
-        print(functions_table(manifest.functions))
-        was = result.active_before if result.active_before is not None else "none"
-        print(
-            f"\npublished version {version} ({digest[:12]}, {len(files)} files, "
-            f"{manifest.size_bytes} bytes)" + (f", active (was {was})" if is_active else "")
-        )
+    elif confirmed is not None:
+        print(confirmation_text(confirmed))
+    if confirmed is not None and not confirmed.fleet.is_accepted:
+        return ExitStatus.FAILED
     if not is_active:
         print(
             f"warning: version {version} is stored but not active: version "
@@ -159,7 +211,10 @@ async def _deploy(
 
 async def _active_manifest(store: DeployStore, key: str) -> Manifest | None:
     active = await store.active()
-    stored = await store.stored(active) if active is not None else None
+    try:
+        stored = await store.stored(active) if active is not None else None
+    except BundleRefused:
+        return None  # not trusted: never "unchanged"
     if active is None or stored is None:
         return None
     try:
@@ -180,7 +235,11 @@ async def _deployments(args: argparse.Namespace, settings: Settings, url: str) -
         statuses = await _live_statuses(store, settings.namespace)
         rows = []
         for version in versions:
-            stored = await store.stored(version)
+            try:
+                stored = await store.stored(version)
+            except BundleRefused as exc:  # e.g. a huge manifest: listed, never fetched
+                rows.append(_refused_row(version, version == active, statuses, str(exc)))
+                continue
             if stored is None:
                 continue
             manifest = peek_manifest(stored.manifest_json)
@@ -224,6 +283,23 @@ async def _deployments(args: argparse.Namespace, settings: Settings, url: str) -
     return ExitStatus.OK
 
 
+def _refused_row(
+    version: int, is_active: bool, statuses: list[InstanceStatus], why: str
+) -> VersionRow:
+    return VersionRow(
+        version=version,
+        is_active=is_active,
+        signature="INVALID",
+        digest=None,
+        created_by=None,
+        created_at_ms=None,
+        message=why,
+        functions=[],
+        running_on=[s.instance for s in statuses if s.loaded == version],
+        refused_by={s.instance: s.refused[version] for s in statuses if version in s.refused},
+    )
+
+
 async def _live_statuses(store: DeployStore, namespace: str) -> list[InstanceStatus]:
     """Statuses of live instances; those of instances gone for a while are pruned."""
     live = {i["id"] for i in await live_instances(store.redis, namespace, 30.0)}
@@ -255,11 +331,11 @@ async def _rollback(args: argparse.Namespace, settings: Settings, url: str) -> E
                     raise DeployError("no deployment is active yet; nothing to roll back")
                 raise DeployError(f"no version older than {active} is stored; nothing to roll back")
             target = older[0]
-        stored = await store.stored(target)
-        if stored is None:
-            listed = ", ".join(map(str, versions)) or "none"
-            raise DeployError(f"version {target} is not stored (stored: {listed})")
         try:
+            stored = await store.stored(target)
+            if stored is None:
+                listed = ", ".join(map(str, versions)) or "none"
+                raise DeployError(f"version {target} is not stored (stored: {listed})")
             verify_manifest(
                 key,
                 stored.manifest_json,
@@ -269,14 +345,34 @@ async def _rollback(args: argparse.Namespace, settings: Settings, url: str) -> E
             )
         except BundleRefused as exc:
             raise BundleRefused(f"refusing to activate version {target}: {exc}") from None
-        before = await store.activate(target)
+        activated = await store.activate(target)
+        before = activated.before
+        if not args.json:
+            if before == target:
+                # Activating it again is not useless: instances that refused it try again.
+                print(f"version {target} was already active; runtimes that refused it retry now")
+            else:
+                print(f"version {target} is active again (was {before})", flush=True)
+        wait_s = _wait_s(args)
+        confirmed = None
+        if wait_s is not None:
+            confirmed = await _confirm(
+                store, settings, target, activated.activation, before, wait_s
+            )
     finally:
         await redis.aclose()
     if args.json:
-        print(msgspec.json.encode({"active": target, "was": before}).decode())
-    elif before == target:
-        # Activating it again is not useless: instances that refused it try once more.
-        print(f"version {target} was already active; runtimes that refused it retry now")
+        body = {
+            "active": target if confirmed is None or confirmed.reverted_to is None else before,
+            "was": before,
+            "fleet": confirmed.fleet if confirmed else None,
+            "reverted_to": confirmed.reverted_to if confirmed else None,
+        }
+        print(msgspec.json.encode(body).decode())
+    elif confirmed is None:
+        print("runtimes switch within ~2 s (--no-wait: not confirmed)")
     else:
-        print(f"version {target} is active again (was {before}); runtimes switch within ~2 s")
+        print(confirmation_text(confirmed))
+    if confirmed is not None and not confirmed.fleet.is_accepted:
+        return ExitStatus.FAILED
     return ExitStatus.OK

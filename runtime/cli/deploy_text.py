@@ -1,5 +1,6 @@
-"""How the deployment commands print for a person: the functions ``deploy`` published and
-the versions ``deployments`` lists. Pure functions of the manifest's entries and of
+"""How the deployment commands print for a person: the functions ``deploy`` published,
+the fleet's answer to it (and to ``rollback``), and the versions ``deployments`` lists.
+Pure functions of the manifest's entries, of :class:`FleetAnswer` and of
 :class:`VersionRow` (the ``--json`` output is those as they are), testable without Redis.
 """
 
@@ -12,6 +13,7 @@ import msgspec
 
 from runtime.cli.table import table_text
 from runtime.deploy.bundle import FunctionEntry
+from runtime.deploy.fleet import Confirmation, Event, FleetAnswer
 
 
 class VersionRow(msgspec.Struct):
@@ -74,3 +76,49 @@ def deployments_text(rows: Sequence[VersionRow], *, has_key: bool) -> str:
     if not has_key:
         text += "\n\n(no deploy.signing_key here: signatures not checked)"
     return text
+
+
+def progress_line(event: Event, who: str, detail: str) -> str:
+    """One line on stderr while ``deploy``/``rollback`` waits for the fleet."""
+    if event == "waiting":
+        return f"waiting up to {detail} s for {who} instance(s) to load it ..."
+    if event == "refused":
+        return f"  {who}: refused: {detail.splitlines()[0] if detail else '?'}"
+    return f"  {who}: {event}"
+
+
+def fleet_text(answer: FleetAnswer) -> str:
+    """``2 of 2 accepted``, or who refused and why, who did not answer, who left."""
+    if answer.asked == 0:
+        return (
+            f"no live instance follows deployments: nobody confirmed version {answer.version} "
+            "(`runtime serve` with deploy.signing_key set and no --functions follows them)"
+        )
+    lines = [
+        f"{len(answer.accepted)} of {answer.asked} accepted version {answer.version} "
+        f"(answers in {answer.elapsed_s:.2f} s)"
+    ]
+    for instance, why in sorted(answer.refused.items()):
+        lines.append(f"  {instance} refused: {why}")
+    if answer.pending:
+        lines.append(
+            f"did not answer within {answer.wait_s:g} s (still loading, or stuck? "
+            f"`runtime deployments` shows it later): {', '.join(answer.pending)}"
+        )
+    if answer.left:
+        lines.append(f"left the fleet before answering: {', '.join(answer.left)}")
+    return "\n".join(lines)
+
+
+def confirmation_text(confirmed: Confirmation) -> str:
+    """The fleet's answer, then the version put back (or why none was)."""
+    out = fleet_text(confirmed.fleet)
+    version = confirmed.fleet.version
+    if confirmed.reverted_to is not None:
+        out += (
+            f"\nversion {version} was refused: version {confirmed.reverted_to} is active again "
+            f"(runtimes that loaded {version} switch back)"
+        )
+    elif confirmed.note:
+        out += f"\n{confirmed.note}"
+    return out

@@ -20,6 +20,7 @@ from runtime.cli.argtypes import (
 from runtime.queue.dlq import MAX_BATCH
 
 DEFAULT_REQUEUE_RATE = "100/s"
+DEFAULT_DEPLOY_WAIT_S = 10
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,12 +159,30 @@ def _add_deploy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     d.add_argument("dir", nargs="?", help="handler folder (default: functions_dir)")
     d.add_argument("-m", "--message", default="", help="a note kept with the version")
     d.add_argument("--force", action="store_true", help="publish even if nothing changed")
+    _add_wait_flags(d)
 
     ls = sub.add_parser("deployments", parents=[common], help="list the published versions")
     ls.add_argument("-n", "--limit", type=int, default=20, metavar="N", help="newest N (20)")
 
     rb = sub.add_parser("rollback", parents=[common], help="make an earlier version active again")
     rb.add_argument("version", nargs="?", type=int, help="default: the one before the active")
+    _add_wait_flags(rb)
+
+
+def _add_wait_flags(command: argparse.ArgumentParser) -> None:
+    """``deploy`` and ``rollback`` wait for the fleet's answer (docs/deploying.md)."""
+    wait = command.add_mutually_exclusive_group()
+    wait.add_argument(
+        "--wait",
+        type=argparse_type(whole_number_in(1, 3600)),
+        default=DEFAULT_DEPLOY_WAIT_S,
+        metavar="S",
+        help="wait up to S seconds for every instance to load it or refuse it "
+        f"(default {DEFAULT_DEPLOY_WAIT_S}); exit 1 unless all loaded it",
+    )
+    wait.add_argument(
+        "--no-wait", action="store_true", help="do not wait: nothing checks the fleet's answer"
+    )
 
 
 def _add_tool_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

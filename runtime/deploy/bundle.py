@@ -37,6 +37,7 @@ from runtime.function import Executor, FunctionOptions
 
 FORMAT = 1
 MAX_MANIFEST_BYTES = 1_048_576
+SIGNATURE_CHARS = 64  # a hex HMAC-SHA256
 # msgpack framing of the file list: a few bytes a file on top of names and contents.
 _FRAMING_BYTES_PER_FILE = 128
 # A plain module file name: no path separator, no "..", no leading dot, no second dot.

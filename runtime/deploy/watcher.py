@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 import sys
 import time
@@ -33,14 +32,23 @@ import msgspec
 
 from runtime.config.registry import LiveRegistry, Registry, forget_folder, load_registry
 from runtime.config.schema import Settings
-from runtime.deploy.bundle import (
-    BundleLimits,
-    collect_files,
-    content_digest,
-    file_entries,
-    write_files,
+from runtime.deploy.bundle import BundleLimits, collect_files, write_files
+from runtime.deploy.snapshots import (
+    digest,
+    load_snapshot,
+    retire_snapshot,
+    shown_as,
+    snapshot_root,
+    stamps,
 )
-from runtime.deploy.store import DeployStore, InstanceStatus, extract, parse_version, prune_local
+from runtime.deploy.store import (
+    Attempt,
+    DeployStore,
+    InstanceStatus,
+    extract,
+    parse_version,
+    prune_local,
+)
 from runtime.deploy.validate import relabel, shown_path, validate
 from runtime.errors import BrokerError, BundleRefused, DeployError, RegistryError
 from runtime.execution.dispatcher import Dispatcher
@@ -50,6 +58,10 @@ from runtime.queue.connection import close_pubsub
 from runtime.queue.instances import Instances
 
 log = logging.getLogger("runtime.watcher")
+
+# load_snapshot and retire_snapshot (snapshots.py) are served from here too.
+__all__ = ["DeployWatcher", "HotSwap", "Reloader", "ServeMode", "SwapState", "load_snapshot",
+           "retire_snapshot"]  # fmt: skip
 
 ServeMode = Literal["local", "reload", "deploy"]
 RELOAD_POLL_S = 0.5
@@ -162,7 +174,11 @@ class DeployWatcher:
 
     Any Redis error is retried (at most a second apart); an active pointer that is not a
     version number is reported (``SwapState.problem``) while the loaded version serves,
-    and a notification that is not a version number is refused (``rejects``)."""
+    and a notification that is not a version number is refused (``rejects``). A refused
+    version is remembered with its :class:`Attempt` and tried again only when that
+    changes (an explicit activation, new content): a notification alone fetches nothing.
+    The status is reported at the first check, so ``runtime deploy`` knows this instance
+    follows deployments and waits for its answer."""
 
     def __init__(
         self, settings: Settings, store: DeployStore, swap: HotSwap, instances: Instances
@@ -175,7 +191,8 @@ class DeployWatcher:
         self._limits = BundleLimits.of(settings.deploy)
         info = instances.info
         self._status = InstanceStatus(info.id, info.host, info.pid)
-        self._is_reported = True
+        self._is_reported = False
+        self._tried: dict[int, Attempt] = {}  # refused versions, as they stood when tried
         self._last_error_log = 0.0
 
     async def run(self) -> None:
@@ -203,15 +220,12 @@ class DeployWatcher:
                 await close_pubsub(pubsub)
 
     def _notified(self, data: object) -> None:
-        """An explicit (re)activation: a version refused here gets another try (the
-        operator may have fixed this instance)."""
+        """A notification only wakes the loop (``check`` reads the pointer): one that is
+        not a version number is counted and logged as a rejected input."""
         try:
-            version = parse_version(data)
+            parse_version(data)
         except ValueError as exc:
             rejects.reject("deploy_notification", str(exc))
-            return
-        if version is not None:
-            self.state.refused.pop(version, None)
 
     async def check(self) -> None:
         try:
@@ -227,12 +241,14 @@ class DeployWatcher:
         self.state.problem = None
         self.state.active = active
         self.state.is_checked = True
-        if active is not None and active != self.state.loaded and active not in self.state.refused:
-            await self._load(active)
+        if active is not None and active != self.state.loaded:
+            attempt = await self._store.attempt(active)  # sizes and a signature: cheap
+            if self._tried.get(active) != attempt:
+                await self._load(active, attempt)
         if not self._is_reported:
             await self._report()
 
-    async def _load(self, version: int) -> None:
+    async def _load(self, version: int, attempt: Attempt) -> None:
         noticed = time.monotonic()
         key = self._settings.deploy.signing_key
         try:
@@ -242,12 +258,14 @@ class DeployWatcher:
                 folder, bundle.manifest.overrides, expected=bundle.manifest.function_names
             )
         except (BundleRefused, RegistryError) as exc:
-            self._refuse(version, str(exc))
+            self._refuse(version, attempt, str(exc))
             return
         except OSError as exc:  # the disk, not Redis: extracting failed
-            self._refuse(version, f"cannot extract into {self._root}: {exc}")
+            self._refuse(version, attempt, f"cannot extract into {self._root}: {exc}")
             return
         previous = self.state.loaded
+        self.state.refused.pop(version, None)  # refused before, accepted now
+        self._tried.pop(version, None)
         self._swap.swap(registry)
         self.state.loaded = version
         self._status.loaded = version
@@ -261,7 +279,7 @@ class DeployWatcher:
         )
         await asyncio.to_thread(prune_local, self._root, {version, previous or version})
 
-    def _refuse(self, version: int, why: str) -> None:
+    def _refuse(self, version: int, attempt: Attempt, why: str) -> None:
         running = self.state.loaded
         log.error(
             "deployment %d refused on this instance, %s: %s",
@@ -270,11 +288,13 @@ class DeployWatcher:
             why,
         )
         self.state.refuse(version, why)
-        self._status.refused = dict(self.state.refused)
+        self._tried[version] = attempt
+        self._tried = {v: a for v, a in self._tried.items() if v in self.state.refused}
         self._is_reported = False
 
     async def _report(self) -> None:
         self._status.refused = dict(self.state.refused)
+        self._status.refused_activation = {v: a.activation for v, a in self._tried.items()}
         await self._store.report(self._status)
         self._is_reported = True
 
@@ -296,19 +316,19 @@ class Reloader:
         self._limits = BundleLimits.of(settings.deploy)
         self._root = snapshot_root(settings)
         self._generation = 1
-        self._loaded_digest = _digest(collect_files(live.folder, self._limits))
-        self._stamps = _stamps(folder)
+        self._loaded_digest = digest(collect_files(live.folder, self._limits))
+        self._stamps = stamps(folder)
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(RELOAD_POLL_S)
-            stamps = _stamps(self._folder)
-            if stamps == self._stamps:
+            now = stamps(self._folder)
+            if now == self._stamps:
                 continue
             await asyncio.sleep(RELOAD_SETTLE_S)
-            if _stamps(self._folder) != stamps:
+            if stamps(self._folder) != now:
                 continue  # still being written: next poll
-            self._stamps = stamps
+            self._stamps = now
             await self.reload()
 
     async def reload(self) -> None:
@@ -317,8 +337,8 @@ class Reloader:
         folder = self._root / str(generation)
         try:
             files = collect_files(self._folder, self._limits)
-            digest = _digest(files)
-            if digest == self._loaded_digest:
+            content = digest(files)
+            if content == self._loaded_digest:
                 self.state.refused.clear()  # touched, or an edit undone: what runs is current
                 return
             self._generation = generation
@@ -331,68 +351,8 @@ class Reloader:
             log.error("reload refused, the running code stays: %s", why)
             self.state.refuse(generation, why)
             return
-        self._swap.swap(_shown_as(registry, folder, shown))
-        self._loaded_digest = digest
+        self._swap.swap(shown_as(registry, folder, shown))
+        self._loaded_digest = content
         self.state.loaded = generation
         self.state.refused.clear()
         log.info("reloaded %s (functions: %s)", shown, ", ".join(registry.names) or "none")
-
-
-def _stamps(folder: Path) -> dict[str, tuple[int, int]]:
-    try:
-        paths = [p for p in folder.iterdir() if p.suffix == ".py"]
-        return {p.name: (st.st_mtime_ns, st.st_size) for p in paths for st in [p.stat()]}
-    except OSError:
-        return {}
-
-
-def _digest(files: list[Any]) -> str:
-    return content_digest(file_entries(files))
-
-
-def _shown_as(registry: Registry, private: Path, shown: str) -> Registry:
-    """The snapshot's registry, its sources named after the user's folder."""
-    specs = {
-        spec.name: msgspec.structs.replace(spec, source=relabel(spec.source, private, shown))
-        for spec in registry
-    }
-    return Registry(registry.folder, specs)
-
-
-def snapshot_root(settings: Settings) -> Path:
-    """This process's private snapshots: ``<deploy.dir>/../reload/<pid>/``."""
-    return Path(settings.deploy.dir).parent / "reload" / str(os.getpid())
-
-
-def _is_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def load_snapshot(settings: Settings) -> Registry:
-    """``--reload``'s first load, before serving: generation 1 of a fresh snapshot folder,
-    imported here (a broken folder stops start-up with file:line, like ``runtime serve``)."""
-    source = Path(settings.functions_dir)
-    files = collect_files(source, BundleLimits.of(settings.deploy))
-    root = snapshot_root(settings)
-    for stale in root.parent.glob("*"):
-        if stale.name.isdigit() and (stale == root or not _is_alive(int(stale.name))):
-            shutil.rmtree(stale, ignore_errors=True)
-    folder = root / "1"
-    folder.mkdir(parents=True, mode=0o700)
-    write_files(files, folder)
-    shown = shown_path(source)
-    try:
-        registry = load_registry(folder, settings.functions)
-    except RegistryError as exc:
-        raise RegistryError([relabel(p, folder, shown) for p in exc.problems]) from None
-    return _shown_as(registry, folder, shown)
-
-
-def retire_snapshot(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)

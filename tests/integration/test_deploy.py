@@ -92,9 +92,9 @@ class Fleet(ServeProcesses):
         assert proc.returncode == expect, (proc.returncode, proc.stdout, proc.stderr)
         return proc
 
-    def deploy(self, version: str, *, extra: bool = False) -> int:
+    def deploy(self, version: str, *args: str, extra: bool = False) -> int:
         self.write(version, extra=extra)
-        out = self.cli("deploy", "src", "--json").stdout
+        out = self.cli("deploy", "src", "--json", *args).stdout
         body = json.loads(out)
         assert body["active"] is True
         return int(body["version"])
@@ -189,9 +189,11 @@ async def test_two_runtimes_switch_within_two_seconds(
     a, b = fleet.spawn(), fleet.spawn()
     await fleet.wait_loaded(1, a, b)
     measured = {}
-    fleet.deploy("v2")  # pub/sub: notified at once
+    # --no-wait: the command returns at once, so this measures the swap itself (waiting,
+    # deploy prints it: "2 of 2 accepted version 2 (answers in 0.21 s)").
+    fleet.deploy("v2", "--no-wait")  # pub/sub: notified at once
     measured["deploy"] = await fleet.wait_loaded(2, a, b, timeout_s=SWITCH_LIMIT_S)
-    fleet.cli("rollback", "1")
+    fleet.cli("rollback", "1", "--no-wait")
     measured["rollback"] = await fleet.wait_loaded(1, a, b, timeout_s=SWITCH_LIMIT_S)
     # No notification at all (a lost message): the periodic check (deploy.check_interval_s,
     # 1 s) notices it, then the load takes what it takes; on a busy 2-core CI box that can
@@ -281,7 +283,9 @@ async def test_a_version_failing_on_one_instance_keeps_its_old_version(
     fleet.deploy("v1")
     healthy, lacking = fleet.spawn(), fleet.spawn(DEPLOY_TEST_BREAK="v2")
     await fleet.wait_loaded(1, healthy, lacking)
-    fleet.deploy("v2")  # validated on the deployer, where the module is "installed"
+    # Validated on the deployer, where the module is "installed". --no-wait: published
+    # without asking the fleet, so nothing puts version 1 back (test_deploy_truth.py).
+    fleet.deploy("v2", "--no-wait")
     await fleet.wait_loaded(2, healthy)
     await wait_until(lambda: "2" in fleet.deployment(lacking).get("refused", {}), 5, fleet.logs)
     status, body = fleet.ready(lacking)

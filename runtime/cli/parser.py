@@ -70,8 +70,8 @@ def _add_function_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     s = sub.add_parser("serve", help="run the HTTP app and the dispatcher")
     s.add_argument("--functions", metavar="DIR", help="handler folder (default: functions)")
     s.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
-    s.add_argument("--port", type=argparse_type(whole_number_in(0, 65_535)),
-                   help="HTTP port (default 8080)")  # fmt: skip
+    # Its range is checked with the settings (http.port), naming the command line as source.
+    s.add_argument("--port", type=int, help="HTTP port (default 8080)")
     s.add_argument("--redis", metavar="URL", help="Redis URL (default: embedded redis-server)")
     s.add_argument("--reload", action="store_true", help="hot-swap the folder's edits")
 

@@ -34,7 +34,7 @@ BAD_ARGUMENTS = (
     # Every numeric flag is checked (issue 14): a negative, zero or out-of-range value is
     # refused by name.
     "invoke f --timeout -5", "invoke f --timeout 0", "invoke f --timeout nan",
-    "invoke f --delay -1", "serve --port 70000", "serve --port -1", "job", "job f.1 --wait -1",
+    "invoke f --delay -1", "job", "job f.1 --wait -1",
     "bench --count 0", "bench --payload-size 0", "bench --timeout -1", "deployments -n 0",
 )  # fmt: skip
 MINIMAL_ARGUMENTS = (

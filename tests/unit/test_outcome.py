@@ -360,3 +360,15 @@ def test_the_text_log_puts_the_traceback_after_the_job_fields() -> None:
     first, *rest = TextFormatter().format(record).splitlines()
     assert first.endswith("f: failed [function=f job_id=f.1 attempt=2]")
     assert rest == ["Traceback (most recent call last):", "  ...", "ValueError: x"]
+
+
+def test_the_json_log_carries_the_traceback_as_a_field() -> None:
+    import json
+
+    from runtime.observe.logs import JsonFormatter
+
+    record = logging.LogRecord("runtime.worker", logging.WARNING, "", 0, "f: failed", None, None)
+    record.job_id, record.traceback = "f.1", "Traceback (most recent call last):\nValueError: x"
+    out = json.loads(JsonFormatter().format(record))
+    assert (out["msg"], out["job_id"]) == ("f: failed", "f.1")
+    assert out["traceback"] == "Traceback (most recent call last):\nValueError: x"

@@ -17,7 +17,13 @@ from collections.abc import Sequence
 
 import msgspec
 
-from runtime.cli.admin_text import filter_text, peek_text, report_text, stats_text
+from runtime.cli.admin_text import (
+    filter_text,
+    peek_text,
+    report_text,
+    stats_text,
+    tracebacks_text,
+)
 from runtime.cli.exits import ExitStatus
 from runtime.config.registry import Registry, load_registry
 from runtime.config.schema import Settings
@@ -133,11 +139,15 @@ async def _stats(admin: Admin, args: argparse.Namespace, registry: Registry | No
 
 async def _peek(admin: Admin, args: argparse.Namespace, registry: Registry | None) -> ExitStatus:
     _warn_unknown(registry, args.function)
-    peek = await admin.peek(args.function, is_dlq=args.dlq, count=args.count)
+    peek = await admin.peek(
+        args.function, is_dlq=args.dlq, count=args.count, with_traceback=args.traceback
+    )
     if args.json:
         print(msgspec.json.encode(peek).decode())
     else:
         print(peek_text(peek, args.width or shutil.get_terminal_size().columns))
+        if args.traceback:
+            print(tracebacks_text(peek))
     return ExitStatus.OK
 
 

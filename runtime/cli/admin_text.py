@@ -137,6 +137,16 @@ def peek_text(peek: Peek, width: int) -> str:
     return "\n".join(out)
 
 
+def tracebacks_text(peek: Peek) -> str:
+    """``peek --traceback``: after the table, each job's last traceback, whole (indented)."""
+    out: list[str] = []
+    for j in peek.jobs:
+        if j.traceback:
+            out.append(f"\ntraceback of {j.id} ({j.reason or 'last failure'}):")
+            out += ["  " + line for line in j.traceback.rstrip().splitlines()]
+    return "\n".join(out) if out else "\n(no tracebacks: none of these jobs raised)"
+
+
 def _reasons(report: DlqReport) -> str:
     if not report.by_reason:
         return ""

@@ -1,5 +1,6 @@
-"""The values the command's flags take beyond plain numbers and words: durations
-(``--older-than 2h``), rates (``--rate 50/s``), bounded whole numbers and a refresh period.
+"""The values the command's flags take beyond plain words: durations (``--older-than 2h``),
+rates (``--rate 50/s``), bounded whole numbers, seconds (above zero, or from zero) and a
+refresh period. Every numeric flag takes one of these, so ``--timeout -5`` is refused.
 
 Each is a parser raising ValueError that names the value and the accepted forms;
 :func:`argparse_type` makes it an argparse ``type=``, so a bad value is an argparse error
@@ -46,6 +47,37 @@ def parse_interval(text: str) -> float:
         value = 0.0
     if not value >= MIN_INTERVAL_S:  # also refuses nan
         raise ValueError(f"{text!r} must be a number of seconds, at least {MIN_INTERVAL_S}")
+    return value
+
+
+MAX_SECONDS = 10**9  # about 31 years: anything longer is a typo, and asyncio cannot wait it
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value == value else None  # nan compares unequal to itself: refused
+
+
+def positive_seconds(text: str) -> float:
+    """A number of seconds above zero (``--timeout``)."""
+    return _checked_seconds(text, above_zero=True)
+
+
+def seconds_from_zero(text: str) -> float:
+    """A number of seconds, 0 or more (``--delay``, ``--wait``)."""
+    return _checked_seconds(text, above_zero=False)
+
+
+def _checked_seconds(text: str, *, above_zero: bool) -> float:
+    value = _seconds(text)
+    if value is not None and value > MAX_SECONDS:
+        raise ValueError(f"{text!r} is too long: at most {MAX_SECONDS} seconds")
+    if value is None or value < 0 or (above_zero and value == 0):
+        rule = "above 0" if above_zero else "0 or more"
+        raise ValueError(f"{text!r} must be a number of seconds, {rule}")
     return value
 
 

@@ -48,9 +48,6 @@ def _bench_files(count: int, size: int) -> Path:
 async def bench(
     args: argparse.Namespace, broker: RedisBroker, producer: Producer, registry: Registry
 ) -> ExitStatus:
-    if args.count < 1:
-        print("error: --count must be at least 1", file=sys.stderr)
-        return ExitStatus.USAGE
     files: list[str] = []
     folder: Path | None = None
     if args.payload is not None:

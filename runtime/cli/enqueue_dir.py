@@ -3,7 +3,13 @@ with a priority by extension, paced to a rate, with a progress line.
 
 Its job ids are digests of (path, size, mtime), so running it again on an unchanged tree
 enqueues nothing new (as long as the earlier jobs are still known to Redis: completed ones
-for ``worker.keep_result_s``).
+for ``worker.keep_result_s``); the summary then says how many of those known jobs are
+dead-lettered, since enqueueing them again does not run them again.
+
+A function that only accepts files under a root reads it from ``[params.<function>] root``
+(``functions/file_stats.py`` does). When that parameter is set in the configuration this
+command reads, a tree outside the root is refused up front, before anything is enqueued:
+the handler would reject every one of its files.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from runtime.cli.pacing import Pacer, Progress
 from runtime.client import Producer
 from runtime.config.registry import Registry
 from runtime.function import Priority
+from runtime.queue.queries import JobQueries
+
+STATE_BATCH = 1000  # ids of already-known jobs whose state one pipeline reads
 
 
 class FileJob(msgspec.Struct):
@@ -76,12 +85,45 @@ def file_job_id(job: FileJob) -> str:
     return "f" + hashlib.sha256(key).hexdigest()[:40]
 
 
+def outside_root(tree: Path, function: str, params: dict[str, object]) -> str | None:
+    """Why the function would reject every file of ``tree`` (None: it would not, or this
+    cannot be told): the tree is not under the function's ``root`` parameter."""
+    allowed = params.get("root")
+    if not isinstance(allowed, str) or not allowed:
+        return None
+    root, resolved = Path(allowed).resolve(), tree.resolve()
+    if resolved.is_relative_to(root):
+        return None
+    return (
+        f"{tree}: {resolved} is outside the allowed root of {function}, {root} "
+        f"([params.{function}] root = {allowed!r}): its handler would reject every file; "
+        "enqueue a folder under that root, or change the root in the configuration the "
+        "servers and this command read (RUNTIME_PARAMS__" + function.upper() + "__ROOT)"
+    )
+
+
+async def _dead_among(queries: JobQueries, function: str, ids: list[str]) -> int:
+    dead = 0
+    for start in range(0, len(ids), STATE_BATCH):
+        states = await queries.states(function, ids[start : start + STATE_BATCH])
+        dead += sum(1 for state in states if state == "dead")
+    return dead
+
+
 async def enqueue_dir(
-    args: argparse.Namespace, producer: Producer, registry: Registry
+    args: argparse.Namespace,
+    producer: Producer,
+    registry: Registry,
+    queries: JobQueries,
+    params: dict[str, object],
 ) -> ExitStatus:
     root = Path(args.tree)
     if not os.path.isdir(root):  # noqa: ASYNC240 (a single stat, before any work)
         print(f"error: {args.tree}: not a folder", file=sys.stderr)
+        return ExitStatus.USAGE
+    refused = outside_root(root, args.function, params)
+    if refused is not None:
+        print(f"error: {refused}", file=sys.stderr)
         return ExitStatus.USAGE
     spec = registry.get(args.function)
 
@@ -106,24 +148,28 @@ async def enqueue_dir(
         return ExitStatus.OK
     pacer = Pacer(args.rate)
     progress = Progress("enqueue", len(jobs))
-    created = existing = 0
+    created = 0
+    known: list[str] = []
     started = time.monotonic()
     try:
         for n, job in enumerate(jobs, start=1):
             await pacer.wait()
             payload = {"path": job.path, "size": job.size, "mtime": job.mtime}
-            _, is_new = await producer.enqueue(
+            job_id, is_new = await producer.enqueue(
                 args.function, payload, job_id=file_job_id(job), priority=job.priority
             )
             created += is_new
-            existing += not is_new
-            progress.update(n, f"new {created}, already queued {existing}")
+            if not is_new:
+                known.append(job_id)
+            progress.update(n, f"new {created}, already queued {len(known)}")
     finally:
         progress.close()
+    dead = await _dead_among(queries, args.function, known) if known else 0
     summary = {
         "files": len(jobs),
         "enqueued": created,
-        "already_known": existing,
+        "already_known": len(known),
+        "already_dead": dead,
         "by_priority": by_lane,
         "elapsed_s": round(time.monotonic() - started, 3),
     }
@@ -131,8 +177,14 @@ async def enqueue_dir(
         print(json.dumps(summary))
     else:
         print(
-            f"{len(jobs)} file(s): {created} enqueued, {existing} already known "
+            f"{len(jobs)} file(s): {created} enqueued, {len(known)} already known "
             f"(high {by_lane['high']}, default {by_lane['default']}, low {by_lane['low']}) "
             f"in {summary['elapsed_s']} s"
         )
+        if dead:
+            print(
+                f"{dead} of the {len(known)} already known are dead-lettered, and enqueueing "
+                f"them again does not run them: see why with `runtime peek {args.function} "
+                f"--dlq --traceback`, then fix and `runtime requeue-dlq {args.function}`"
+            )
     return ExitStatus.OK

@@ -10,25 +10,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import select
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from runtime.cli.admin import ADMIN_COMMANDS, admin_main
 from runtime.cli.deploy import DEPLOY_COMMANDS, deploy_main
-from runtime.cli.exits import KNOWN_ERRORS, ExitStatus, status_of
+from runtime.cli.exits import KNOWN_ERRORS, ExitStatus, error_line, status_of
 from runtime.cli.functions import FUNCTION_COMMANDS, functions_main
+from runtime.cli.job import JOB_COMMANDS, job_main
 from runtime.cli.parser import build_parser
 from runtime.cli.serve import serve_main
 from runtime.cli.tools import TOOL_COMMANDS, tools_main
 from runtime.config.redaction import settings_to_dict
 from runtime.config.schema import Settings
 from runtime.config.settings import load_settings
-from runtime.errors import BrokerUnavailable, EmbeddedRedisError
+from runtime.errors import EmbeddedRedisError
 
 
 def main() -> None:
-    sys.exit(run())
+    status = run()
+    try:
+        sys.stdout.flush()  # what is still buffered, while a closed pipe can be told apart
+    except BrokenPipeError:
+        status = _quiet_broken_pipe()
+    sys.exit(status)
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -36,15 +44,40 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(_dispatch(args))
-    except (BrokerUnavailable, OSError) as exc:  # before KNOWN_ERRORS: it is a RuntimeFailure
-        print(f"error: Redis unreachable: {exc}", file=sys.stderr)
-        return int(ExitStatus.REDIS)
+    except BrokenPipeError as exc:  # an OSError: told apart before them
+        if _is_stdout_closed():
+            return _quiet_broken_pipe()
+        print(error_line(exc), file=sys.stderr)
+        return int(ExitStatus.FAILED)
     except KNOWN_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return int(status_of(exc))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return int(ExitStatus.INTERRUPTED)
+
+
+def _is_stdout_closed() -> bool:
+    """Whether standard output's reader has gone (a broken pipe on stdout, not on another
+    pipe or socket): a pipe or socket with no reader polls as an error (POLLERR)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # no descriptor (a test's capture), or closed
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _quiet_broken_pipe() -> int:
+    """Exit quietly when stdout's reader has gone (``| head``): the rest of the output is
+    sent nowhere, so the interpreter's last flush does not fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a descriptor (a test's capture)
+        pass
+    return int(ExitStatus.BROKEN_PIPE)
 
 
 def _dispatch(args: argparse.Namespace) -> ExitStatus:
@@ -60,6 +93,8 @@ def _dispatch(args: argparse.Namespace) -> ExitStatus:
     setup_logging(settings.log.level, settings.log.format)
     if args.command in ADMIN_COMMANDS:
         return asyncio.run(admin_main(args, settings, _redis_url(settings)))
+    if args.command in JOB_COMMANDS:
+        return asyncio.run(job_main(args, settings, _redis_url(settings)))
     if args.command in TOOL_COMMANDS:
         return asyncio.run(tools_main(args, settings, _redis_url(settings)))
     if args.command in DEPLOY_COMMANDS:

@@ -15,6 +15,8 @@ from runtime.cli.argtypes import (
     parse_duration,
     parse_interval,
     parse_rate,
+    positive_seconds,
+    seconds_from_zero,
     whole_number_in,
 )
 from runtime.queue.dlq import MAX_BATCH
@@ -23,8 +25,38 @@ DEFAULT_REQUEUE_RATE = "100/s"
 DEFAULT_DEPLOY_WAIT_S = 10
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the installed package's version (pyproject.toml is its one source),
+    looked up only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(
+            option_strings,
+            argparse.SUPPRESS,  # nothing stored: the parsed arguments stay as they were
+            default=argparse.SUPPRESS,
+            nargs=0,
+            help="print the version and exit",
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version(DISTRIBUTION)
+        except PackageNotFoundError:
+            text = f"unknown ({DISTRIBUTION} is not installed; pip install -e .)"
+        print(f"runtime {text}")  # to stdout, as argparse's own version action does
+        parser.exit()
+
+
+DISTRIBUTION = "redis-function-runtime"  # [project] name in pyproject.toml
+SECONDS = argparse_type(seconds_from_zero)
+POSITIVE_SECONDS = argparse_type(positive_seconds)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="runtime", description="Serverless-style functions on Redis")
+    p.add_argument("--version", action=_VersionAction)
     p.add_argument("--config", metavar="DIR", help="config folder (default: ./config)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_function_commands(sub)
@@ -35,10 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_function_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``serve``, ``check``, ``functions``, ``invoke`` and ``config``."""
+    """``serve``, ``check``, ``functions``, ``invoke``, ``job`` and ``config``."""
     s = sub.add_parser("serve", help="run the HTTP app and the dispatcher")
     s.add_argument("--functions", metavar="DIR", help="handler folder (default: functions)")
     s.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
+    # Its range is checked with the settings (http.port), naming the command line as source.
     s.add_argument("--port", type=int, help="HTTP port (default 8080)")
     s.add_argument("--redis", metavar="URL", help="Redis URL (default: embedded redis-server)")
     s.add_argument("--reload", action="store_true", help="hot-swap the folder's edits")
@@ -53,13 +86,19 @@ def _add_function_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     i.add_argument("name")
     i.add_argument("payload", nargs="?", default="null", help="JSON payload (default: null)")
     i.add_argument("--async", dest="is_async", action="store_true", help="print the job id")
-    i.add_argument("--timeout", type=float, default=None, metavar="S", help="wait at most S")
+    i.add_argument("--timeout", type=POSITIVE_SECONDS, metavar="S", help="wait at most S")
     i.add_argument("--priority", choices=["high", "default", "low"])
-    i.add_argument("--delay", type=float, metavar="S", help="start no earlier than S from now")
+    i.add_argument("--delay", type=SECONDS, metavar="S", help="start no earlier than S from now")
     i.add_argument("--job-id", help="your own job id (idempotent)")
     i.add_argument("--idempotency-key", help="the same key twice gives the same job")
     i.add_argument("--functions", metavar="DIR", help="handler folder (for validation)")
     i.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded one)")
+
+    j = sub.add_parser("job", help="show a job by id: state, attempts, result or error")
+    j.add_argument("job_id", metavar="ID", help="the id `invoke --async` printed")
+    j.add_argument("--wait", type=SECONDS, metavar="S", help="wait up to S for it to finish")
+    j.add_argument("--json", action="store_true", help="print the job as JSON")
+    j.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded one)")
 
     cfg = sub.add_parser("config", help="show or check the effective configuration")
     cfg.add_argument("action", choices=["show", "check"])
@@ -114,6 +153,9 @@ def _add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     pk.add_argument("--json", action="store_true", help="print the jobs as JSON")
     pk.add_argument(
+        "--traceback", action="store_true", help="with each job, its last failure's traceback"
+    )
+    pk.add_argument(
         "--width",
         type=argparse_type(whole_number_in(20, 10_000)),
         metavar="COLUMNS",
@@ -162,7 +204,8 @@ def _add_deploy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     _add_wait_flags(d)
 
     ls = sub.add_parser("deployments", parents=[common], help="list the published versions")
-    ls.add_argument("-n", "--limit", type=int, default=20, metavar="N", help="newest N (20)")
+    ls.add_argument("-n", "--limit", type=argparse_type(whole_number_in(1, 10_000)), default=20,
+                    metavar="N", help="newest N (20)")  # fmt: skip
 
     rb = sub.add_parser("rollback", parents=[common], help="make an earlier version active again")
     rb.add_argument("version", nargs="?", type=int, help="default: the one before the active")
@@ -206,13 +249,14 @@ def _add_tool_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
     b = sub.add_parser("bench", help="enqueue at a steady rate and measure latency")
     b.add_argument("--function", default="file_stats", help="function to run (default file_stats)")
-    b.add_argument("--count", type=int, default=1000, help="jobs to send (default 1000)")
+    b.add_argument("--count", type=argparse_type(whole_number_in(1, 10**9)), default=1000,
+                   help="jobs to send (default 1000)")  # fmt: skip
     b.add_argument("--rate", type=rate, default=parse_rate("100/s"), metavar="R",
                    help=f"send rate, {RATE_FORMS} (default 100/s)")  # fmt: skip
     b.add_argument("--payload", metavar="JSON", help="the payload of every job")
-    b.add_argument("--payload-size", type=int, metavar="BYTES",
+    b.add_argument("--payload-size", type=argparse_type(whole_number_in(1, 2**30)), metavar="BYTES",
                    help="size of the file each file_stats job reads (default 1024)")  # fmt: skip
-    b.add_argument("--timeout", type=float, default=120.0, metavar="S",
+    b.add_argument("--timeout", type=POSITIVE_SECONDS, default=120.0, metavar="S",
                    help="give up waiting after S seconds (default 120)")  # fmt: skip
     b.add_argument("--json", action="store_true", help="print the figures as JSON")
     _add_tool_connection(b)

@@ -36,7 +36,8 @@ async def tools_main(args: argparse.Namespace, settings: Settings, redis_url: st
         )
         producer = Producer(broker, registry)
         if args.command == "enqueue-dir":
-            return await enqueue_dir(args, producer, registry)
+            params = dict(settings.params.get(args.function, {}))
+            return await enqueue_dir(args, producer, registry, broker, params)
         return await bench(args, broker, producer, registry)
     finally:
         await redis.aclose()

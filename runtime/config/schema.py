@@ -72,6 +72,9 @@ class WorkerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     claim_batch: Annotated[int, Meta(ge=1, le=1000)] = 100
     keep_result_s: Annotated[int, Meta(ge=1)] = 86_400
     max_envelope_bytes: Annotated[int, Meta(ge=1024)] = 16_777_216
+    # Each failed attempt logs one WARNING; with this on, the handler's traceback follows it
+    # (the last one is stored on the job either way, bounded to 8 KiB).
+    log_tracebacks: bool = True
 
     @property
     def lease_ms(self) -> int:

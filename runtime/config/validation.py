@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import re
 import typing
+import urllib.parse
 from typing import Any
 
 import msgspec
@@ -64,19 +65,7 @@ def validate(leaves: dict[Key, Leaf], problems: list[str]) -> Settings | None:
             except msgspec.ValidationError as exc:
                 problems.append(_problem(key, value, source, _rule(str(exc), SCHEMA[key])))
                 continue
-            if (
-                key == ("redis", "url")
-                and checked
-                and checked.split("://")[0]
-                not in (
-                    "redis",
-                    "rediss",
-                    "unix",
-                )
-            ):
-                rule = (
-                    "must be empty (embedded redis-server) or a redis://, rediss:// or unix:// URL"
-                )
+            if key == ("redis", "url") and checked and (rule := redis_url_problem(checked)):
                 problems.append(_problem(key, value, source, rule))
                 continue
             if key == ("deploy", "signing_key") and 0 < len(checked) < MIN_SIGNING_KEY_CHARS:
@@ -102,6 +91,36 @@ def validate(leaves: dict[Key, Leaf], problems: list[str]) -> Settings | None:
         return None
     data.update(tables)
     return msgspec.convert(data, Settings)
+
+
+URL_FORMS = (
+    "must be empty (embedded redis-server) or a URL like redis://[[user]:password@]host"
+    "[:port][/db], rediss://… (TLS) or unix:///path/to/redis.sock"
+)
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a Redis URL the runtime can connect with (None: it is one).
+
+    Parsed as redis-py parses it, so what passes here does not fail at the first connection:
+    the scheme, a host, a port that is a number from 1 to 65535, a database number."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # ValueError for a port that is not a number, or out of range
+    except ValueError:  # its text would echo the port, which may be a misplaced password
+        return f"the port is not a number from 1 to 65535; {URL_FORMS}"
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return URL_FORMS
+    if parts.scheme == "unix":
+        return None if parts.path else f"a unix:// URL needs the socket's path; {URL_FORMS}"
+    if not parts.hostname:
+        return f"no host; {URL_FORMS}"
+    if port == 0:
+        return f"port 0 (give the port Redis listens on, 6379 by default); {URL_FORMS}"
+    db = parts.path.lstrip("/")
+    if db and not db.isdigit():
+        return f"the database {db!r} is not a number; {URL_FORMS}"
+    return None
 
 
 def _put(tree: dict[str, Any], key: Key, value: Any) -> None:

@@ -54,16 +54,15 @@ class ChildCrashed(Exception):
 
 
 class RemoteError(Exception):
-    """The handler raised in the child; ``str(exc)`` is ``"TypeName: message"``.
-
-    No traceback crosses the pipe: the child logs it to its stderr.
-    """
+    """The handler raised in the child; ``str(exc)`` is ``"TypeName: message"``, and
+    ``remote_traceback`` the traceback the child formatted (``jobs.outcome`` keeps it)."""
 
     is_remote = True  # runtime.jobs.outcome.describe() keeps the text as it is
 
-    def __init__(self, type_name: str, message: str = "") -> None:
+    def __init__(self, type_name: str, message: str = "", *, traceback: str = "") -> None:
         self.type_name = type_name
         self.message = message
+        self.remote_traceback = traceback
         super().__init__(f"{type_name}: {message}" if message else type_name)
 
 
@@ -238,8 +237,8 @@ class ProcessPool:
                 raise Retry(delay_s, reason)
             case Rejected(reason):
                 raise Reject(reason)
-            case Raised(type_name, message):
-                raise RemoteError(type_name, message)
+            case Raised(type_name, message, traceback):
+                raise RemoteError(type_name, message, traceback=traceback)
             case _:
                 raise AssertionError(f"unexpected response {response!r}")
 

@@ -32,6 +32,7 @@ import msgspec
 from runtime.context import Context
 from runtime.errors import Reject, Retry
 from runtime.function import FunctionSpec, format_validation_error, inspect_handler
+from runtime.jobs.outcome import traceback_of
 
 HEADER: Final = struct.Struct(">I")
 MAX_FRAME_BYTES: Final = 1 << 30  # a corrupt header must not make a reader allocate forever
@@ -79,10 +80,13 @@ class Rejected(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="rej
 
 
 class Raised(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="error"):
-    """The handler (or its import, or the payload decode) raised; no traceback crosses."""
+    """The handler (or its import, or the payload decode) raised. Its traceback crosses,
+    bounded (``jobs.outcome.traceback_of``): the parent logs it with the attempt's WARNING
+    and stores it on the job, so the child does not log it a second time."""
 
     type_name: str
     message: str = ""
+    traceback: str = ""
 
 
 JobResponse = Ok | RetryRequested | Rejected | Raised
@@ -183,8 +187,7 @@ def run_job(request: JobRequest, cache: HandlerCache) -> JobResponse:
     except Reject as exc:
         return Rejected(exc.reason)
     except BaseException as exc:
-        log.exception("job %s (%s) raised", request.job_id, request.function)
-        return Raised(type(exc).__name__, str(exc))
+        return Raised(type(exc).__name__, str(exc), traceback_of(exc))
     try:
         return Ok(_encoder.encode(value))
     except (TypeError, ValueError, msgspec.EncodeError) as exc:

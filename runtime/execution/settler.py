@@ -7,6 +7,10 @@ fencing refuses (the lease had been reclaimed) changes nothing in Redis and is c
 a stale ack. An acknowledgement drops only the lease its entry named, (job id, token): a
 newer lease on the same job is another run's. Any Redis error (unreachable, out of memory,
 refused) keeps the batch pending, in order, retried with backoff.
+
+Every failed attempt is logged here, once, at WARNING: function, job id, attempt, what it
+raised and, with ``worker.log_tracebacks``, its traceback (formatted by ``jobs.outcome``
+only for a failure: a completed attempt costs no formatting and no log line).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class Settler:
         metrics: FunctionMetrics | None,
         wake: asyncio.Event,
         outages: OutageLog,
+        log_tracebacks: bool = True,
     ) -> None:
         self._name = function
         self._options = options
@@ -56,6 +61,7 @@ class Settler:
         self._metrics = metrics
         self._wake = wake  # the claim loop's
         self._outages = outages
+        self._log_tracebacks = log_tracebacks
         self._pending: list[SettleEntry] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -73,7 +79,7 @@ class Settler:
                 if m is not None:
                     m.completed.inc()
                 return Complete(job.id, job.token, result)
-            case Failed(reason, error, delay_s):
+            case Failed(reason, error, delay_s, tb):
                 attempt = job.attempts + 1
                 if m is not None:
                     m.failed(reason)
@@ -81,25 +87,48 @@ class Settler:
                     self._counters.dead += 1
                     if m is not None:
                         m.dead(reason)
-                    return SendToDlq(job.id, job.token, reason, error, is_attempt=True)
+                    self._log_failure(job, reason, error, tb, "dead-lettered: no attempts left")
+                    return SendToDlq(job.id, job.token, reason, error, True, tb)
                 if delay_s is None:
                     delay_s = backoff_delay_s(attempt, opts.backoff)
                 self._counters.retried += 1
                 if m is not None:
                     m.retried.inc()
                 self._wake_at(delay_s)
-                return RetryLater(job.id, job.token, round(delay_s * 1000), error, reason)
-            case DeadLetter(reason, error, is_attempt):
+                self._log_failure(job, reason, error, tb, f"retry in {delay_s:.3g} s")
+                return RetryLater(job.id, job.token, round(delay_s * 1000), error, reason, tb)
+            case DeadLetter(reason, error, is_attempt, tb):
                 self._counters.dead += 1
                 if m is not None:
                     if is_attempt:
                         m.failed(reason)
                     m.dead(reason)
-                return SendToDlq(job.id, job.token, reason, error, is_attempt)
+                self._log_failure(job, reason, error, tb, "dead-lettered")
+                return SendToDlq(job.id, job.token, reason, error, is_attempt, tb)
             case Crashed(error):
                 if m is not None:
                     m.failed("worker_crashed")
+                self._log_failure(job, "worker_crashed", error, "", "requeued as a recovery")
                 return WorkerCrashed(job.id, job.token, opts.max_recoveries, error)
+
+    def _log_failure(self, job: ClaimedJob, reason: str, error: str, tb: str, then: str) -> None:
+        """One WARNING line (plus the traceback, if any and asked for) per failed attempt."""
+        if not log.isEnabledFor(logging.WARNING):
+            return
+        extra: dict[str, object] = {"function": self._name, "job_id": job.id}
+        extra["attempt"] = job.attempts + 1
+        if tb and self._log_tracebacks:
+            extra["traceback"] = tb.rstrip()  # text: lines after the entry; JSON: a field
+        log.warning(
+            "%s: job %s attempt %d failed (%s): %s; %s",
+            self._name,
+            job.id,
+            job.attempts + 1,
+            reason,
+            error,
+            then,
+            extra=extra,
+        )
 
     def _wake_at(self, delay_s: float) -> None:
         """Claim again when a retry is due (this worker may be asleep until idle_poll_s);

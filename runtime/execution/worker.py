@@ -94,6 +94,7 @@ class FunctionWorker:
             metrics=metrics,
             wake=self._events.wake,
             outages=outages,
+            log_tracebacks=settings.log_tracebacks,
         )
         self._attempts = Attempts(
             spec,

@@ -7,8 +7,11 @@ unknown_function, worker_crashed, payload_too_large, corrupt_record.
 
 from __future__ import annotations
 
+import os
 import random
+import traceback as tb
 from collections.abc import Callable
+from types import TracebackType
 from typing import Literal
 
 import msgspec
@@ -27,6 +30,9 @@ Reason = Literal[
     "corrupt_record",  # its record in Redis failed the scripts' checks (lua/_records.lua)
 ]
 MAX_ERROR_CHARS = 2000
+# A stored traceback keeps its tail (the frames nearest the raise, and the exception line):
+# bounded so that a deep recursion cannot grow a job record by megabytes.
+MAX_TRACEBACK_BYTES = 8192
 
 
 class Completed(msgspec.Struct, frozen=True):
@@ -39,6 +45,7 @@ class Failed(msgspec.Struct, frozen=True):
     reason: Literal["handler_error", "timeout"]
     error: str
     delay_s: float | None = None  # None: the function's backoff decides
+    traceback: str = ""  # what the handler raised, formatted and bounded ("" if none)
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
@@ -47,6 +54,7 @@ class DeadLetter(msgspec.Struct, frozen=True):
     reason: Reason
     error: str
     is_attempt: bool = True  # counts toward attempts (False: the job never ran)
+    traceback: str = ""
 
 
 class Crashed(msgspec.Struct, frozen=True):
@@ -68,6 +76,44 @@ def describe(exc: BaseException) -> str:
     return out[:MAX_ERROR_CHARS]
 
 
+def traceback_of(exc: BaseException) -> str:
+    """The exception's traceback as text, its last ``MAX_TRACEBACK_BYTES`` bytes (UTF-8).
+
+    Formatted only for a failure, never for a success. A child process's error carries the
+    text the child formatted (``remote_traceback``)."""
+    remote = getattr(exc, "remote_traceback", None)
+    if isinstance(remote, str):
+        text = remote
+    else:
+        try:
+            text = "".join(tb.format_exception(type(exc), exc, _from_handler(exc.__traceback__)))
+        except Exception as fmt_exc:  # a __str__ that raises: name it, go on
+            text = f"(traceback not formatted: {type(fmt_exc).__name__})"
+    return bounded_tail(text, MAX_TRACEBACK_BYTES)
+
+
+_RUNTIME_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _from_handler(frames: TracebackType | None) -> TracebackType | None:
+    """The traceback without its leading frames in the runtime's own code (the call into the
+    handler), so it starts where the handler's code does; all of it if none is left."""
+    first = frames
+    while first is not None and first.tb_frame.f_code.co_filename.startswith(_RUNTIME_DIR):
+        first = first.tb_next
+    return first or frames
+
+
+def bounded_tail(text: str, max_bytes: int) -> str:
+    """``text`` cut to its last ``max_bytes`` UTF-8 bytes, marked where it was cut."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= max_bytes:
+        return text
+    marker = "[... cut: the first part of the traceback is not kept]\n"
+    keep = max_bytes - len(marker.encode())
+    return marker + data[-keep:].decode("utf-8", "ignore")
+
+
 def classify(exc: BaseException) -> Outcome:
     """Turn what a handler raised into an Outcome; any BaseException that is not a signal
     (KeyboardInterrupt, SystemExit, a CancelledError the runtime did not request, ...) is a
@@ -85,7 +131,7 @@ def classify(exc: BaseException) -> Outcome:
         case msgspec.ValidationError() | msgspec.DecodeError():
             return DeadLetter("decode_error", describe(exc), is_attempt=False)
         case _:
-            return Failed("handler_error", describe(exc))
+            return Failed("handler_error", describe(exc), traceback=traceback_of(exc))
 
 
 def handler_raised(exc: BaseException) -> Outcome:
@@ -93,7 +139,8 @@ def handler_raised(exc: BaseException) -> Outcome:
     or any other BaseException) is a handler error; the attempt's timeout is not raised by
     the handler but decided by the runtime."""
     if isinstance(exc, TimeoutError):
-        return Failed("handler_error", f"{describe(exc)} (raised by the handler)"[:MAX_ERROR_CHARS])
+        error = f"{describe(exc)} (raised by the handler)"[:MAX_ERROR_CHARS]
+        return Failed("handler_error", error, traceback=traceback_of(exc))
     return classify(exc)
 
 

@@ -143,6 +143,7 @@ class JobRecord(msgspec.Struct):
     reason: str | None = None  # why it was dead-lettered (or the last failure)
     error: str | None = None
     corrupt: str | None = None  # the fields that could not be read, and why (None: sound)
+    traceback: str | None = None  # of the failure ``error`` describes, if it raised
 
     @property
     def is_terminal(self) -> bool:
@@ -194,6 +195,7 @@ def as_record(job_id: str, function: str, fields: Mapping[bytes, bytes]) -> JobR
         result=fields.get(b"res"),
         reason=text("reason", None),
         error=text("err", None),
+        traceback=text("tb", None),
     )
     record.corrupt = "; ".join(problems) or None
     return record

@@ -36,6 +36,7 @@ class RetryLater(_Entry, frozen=True):
     delay_ms: int
     error: str
     reason: Reason
+    traceback: str = ""  # stored as the job's ``tb`` ("": the field is removed)
 
 
 class SendToDlq(_Entry, frozen=True):
@@ -46,6 +47,7 @@ class SendToDlq(_Entry, frozen=True):
     reason: Reason
     error: str
     is_attempt: bool  # counts toward the job's attempts
+    traceback: str = ""  # stored as the job's ``tb`` ("": the field is removed)
 
 
 class Release(_Entry, frozen=True):
@@ -67,23 +69,25 @@ SettleEntry = Complete | RetryLater | SendToDlq | Release | WorkerCrashed
 
 
 def settle_argv(entries: Iterable[SettleEntry]) -> list[bytes | str]:
-    """The entries' part of the settle script's ARGV: 6 values each, ``op, id, token, a,
-    b, c``, whose a, b, c mean what settle.lua's header says for that op."""
+    """The entries' part of the settle script's ARGV: 7 values each, ``op, id, token, a,
+    b, c, d``, whose a, b, c, d mean what settle.lua's header says for that op."""
     argv: list[bytes | str] = []
     for entry in entries:
         a: bytes | str
+        d = ""
         match entry:
             case Complete():
                 a, b, c = entry.result, "", ""
             case RetryLater():
-                a, b, c = str(entry.delay_ms), entry.error, entry.reason
+                a, b, c, d = str(entry.delay_ms), entry.error, entry.reason, entry.traceback
             case SendToDlq():
                 a, b, c = entry.reason, entry.error, "1" if entry.is_attempt else "0"
+                d = entry.traceback
             case Release():
                 a, b, c = "", "", ""
             case WorkerCrashed():
                 a, b, c = str(entry.max_recoveries), entry.error, ""
             case _:
                 assert_never(entry)
-        argv += (entry.op, entry.id, entry.token, a, b, c)
+        argv += (entry.op, entry.id, entry.token, a, b, c, d)
     return argv

@@ -39,7 +39,9 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         extras = [f"{k}={getattr(record, k)}" for k in self.FIELDS if hasattr(record, k)]
-        return f"{text} [{' '.join(extras)}]" if extras else text
+        text = f"{text} [{' '.join(extras)}]" if extras else text
+        tb = getattr(record, "traceback", None)  # a failed attempt's (execution/settler.py)
+        return f"{text}\n{tb}" if isinstance(tb, str) and tb else text
 
 
 def setup_logging(level: str, fmt: str) -> None:

@@ -91,12 +91,17 @@ class Admin:
         keys = [self.keys(f) for f in functions]
         return await read_stats(self.redis, self.namespace, keys, caps, registered)
 
-    async def peek(self, function: str, *, is_dlq: bool = False, count: int = 20) -> Peek:
+    async def peek(
+        self, function: str, *, is_dlq: bool = False, count: int = 20, with_traceback: bool = False
+    ) -> Peek:
         """The next ``count`` jobs in claim order (high, default, low), or the newest
-        ``count`` DLQ entries, newest first."""
+        ``count`` DLQ entries, newest first (with their tracebacks, if asked)."""
         if not 1 <= count <= MAX_BATCH:
             raise ValueError(f"count={count} must be between 1 and {MAX_BATCH}")
-        return await read_peek(self.redis, self.keys(function), is_dlq=is_dlq, count=count)
+        k = self.keys(function)
+        return await read_peek(
+            self.redis, k, is_dlq=is_dlq, count=count, with_traceback=with_traceback
+        )
 
     async def purge_dlq(
         self,

@@ -1,7 +1,8 @@
 """``runtime peek``: the next jobs in claim order, or the newest dead letters, decoded.
 
 Bounded whatever the queues hold: at most ``count`` ids per lane (one LRANGE each), one
-HMGET and HSTRLEN per job, and only envelopes up to ``PEEK_MAX_ENVELOPE_BYTES`` fetched.
+HMGET and HSTRLEN per job, and only envelopes up to ``PEEK_MAX_ENVELOPE_BYTES`` fetched;
+tracebacks (each at most 8 KiB, ``jobs.outcome``) only when asked for.
 
 Shows whatever Redis holds and never raises for it: an id that is not UTF-8 is shown with
 replacement characters (and looked up by its raw bytes), a key of another type or a field
@@ -44,6 +45,7 @@ class JobView(msgspec.Struct):
     payload: Any = None  # msgpack decoded to JSON-compatible values
     payload_error: str | None = None  # why the payload is not shown
     corrupt: str | None = None  # what in its record could not be read (None: sound)
+    traceback: str | None = None  # of its last failed attempt (fetched on request only)
 
 
 class Peek(msgspec.Struct):
@@ -78,7 +80,14 @@ def _int(raw: Any, name: str, problems: list[str]) -> int:
     return value
 
 
-async def read_peek(redis: aioredis.Redis, k: FunctionKeys, *, is_dlq: bool, count: int) -> Peek:
+async def read_peek(
+    redis: aioredis.Redis,
+    k: FunctionKeys,
+    *,
+    is_dlq: bool,
+    count: int,
+    with_traceback: bool = False,
+) -> Peek:
     """The next ``count`` jobs in claim order (high, default, low), or the newest
     ``count`` DLQ entries, newest first; envelopes over PEEK_MAX_ENVELOPE_BYTES are sized
     but not fetched."""
@@ -103,10 +112,10 @@ async def read_peek(redis: aioredis.Redis, k: FunctionKeys, *, is_dlq: bool, cou
             entries += [(i, lane) for i in page]
     entries = entries[:count]
 
-    fields = ("state", "prio", "att", "rec", "enq", "end", "reason", "err")
+    fields = ("state", "prio", "att", "rec", "enq", "end", "reason", "err", "tb")
     pipe = redis.pipeline(transaction=False)
     for raw_id, _ in entries:
-        pipe.hmget(k.raw_job(raw_id), fields)
+        pipe.hmget(k.raw_job(raw_id), fields if with_traceback else fields[:-1])
         pipe.hstrlen(k.raw_job(raw_id), "env")
     second = await pipe.execute(raise_on_error=False) if entries else []
     views: list[JobView] = []
@@ -114,9 +123,10 @@ async def read_peek(redis: aioredis.Redis, k: FunctionKeys, *, is_dlq: bool, cou
     for (raw_id, lane), raw, env_len in zip(entries, second[::2], second[1::2], strict=True):
         problems: list[str] = []
         if not isinstance(raw, list):  # an error reply: the key is of another type
-            raw = [b"corrupt", None, None, None, None, None, None, None]
+            raw = [b"corrupt", None, None, None, None, None, None, None, None]
             problems.append("the job key is not a hash")
-        state, prio, att, rec, enq, end, reason, err = (reply_text(v) for v in raw)
+        padded = [*raw, None][:9]  # without --traceback, "tb" was not asked for
+        state, prio, att, rec, enq, end, reason, err, tb = (reply_text(v) for v in padded)
         enqueued, dead = optional_int(enq), optional_int(end) if state == "dead" else None
         views.append(
             JobView(
@@ -131,6 +141,7 @@ async def read_peek(redis: aioredis.Redis, k: FunctionKeys, *, is_dlq: bool, cou
                 reason=reason,
                 error=err,
                 envelope_bytes=depth(env_len),
+                traceback=tb,
             )
         )
         if enq is not None and enqueued is None:

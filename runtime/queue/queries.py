@@ -79,6 +79,19 @@ class JobQueries:
             record = await self.job(job_id)
         return record
 
+    async def states(self, function: str, job_ids: list[str]) -> list[str | None]:
+        """Each job's state (None: no record, or one that does not read), one HGET each,
+        pipelined in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hget(self.keys(function).job(job_id), "state")
+        replies = await pipe.execute(raise_on_error=False) if job_ids else []
+        out: list[str | None] = []
+        for reply in replies:
+            state = as_text(reply) if isinstance(reply, bytes) else None
+            out.append(None if state is None or isinstance(state, Invalid) else state)
+        return out
+
     async def idempotent_job(self, function: str, key: str) -> str | None:
         """The job an idempotency key already names, if any."""
         pipe = self.redis.pipeline(transaction=False)

@@ -81,6 +81,8 @@ def job_body(record: JobRecord) -> dict[str, Any]:
             body["corrupt"] = "res: the stored result is not JSON this API can return"
     elif record.error is not None:
         body["error"] = {"code": record.reason or "handler_error", "message": record.error}
+        if record.traceback:  # the /v1 routes need the token: shown to its holders only
+            body["traceback"] = record.traceback
     if record.corrupt is not None:
         body["corrupt"] = record.corrupt  # the record fails its checks: shown, not trusted
     return body

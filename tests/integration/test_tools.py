@@ -130,3 +130,65 @@ async def test_bench_output_shape(
     lat = figures["latency_s"]
     assert 0 <= lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"] < 5
     assert figures["throughput_per_s"] > 0
+
+
+async def test_enqueue_dir_refuses_a_tree_outside_the_functions_root(
+    make_harness: MakeHarness, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    h = await make_harness(HANDLERS, start=False)
+    allowed = tree(tmp_path / "allowed")
+    elsewhere = tree(tmp_path / "elsewhere")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "settings.toml").write_text(f'[params.file_stats]\nroot = "{allowed}"\n')
+    base = ["--config", str(tmp_path / "config"), "enqueue-dir"]
+    tail = ["--function", "file_stats", "--redis", h.settings.redis.url,
+            "--functions", str(h.registry.folder), "--json"]  # fmt: skip
+    code, out, err = await cli(capsys, *base, str(elsewhere), *tail)
+    assert (code, out) == (2, "")
+    assert err == (
+        f"error: {elsewhere}: {elsewhere} is outside the allowed root of file_stats, {allowed} "
+        f"([params.file_stats] root = '{allowed}'): its handler would reject every file; "
+        "enqueue a folder under that root, or change the root in the configuration the "
+        "servers and this command read (RUNTIME_PARAMS__FILE_STATS__ROOT)\n"
+    )
+    assert await h.redis.dbsize() == 0  # refused before anything was enqueued
+    code, out, err = await cli(capsys, *base, str(allowed / "sub"), *tail)
+    assert code == 0, err
+    assert json.loads(out)["enqueued"] == 2
+
+
+async def test_a_rerun_after_dead_letters_says_so(
+    make_harness: MakeHarness, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    h = await make_harness(
+        HANDLERS.replace("return ref.size or 0", "raise Reject('outside the root')").replace(
+            "from runtime import function", "from runtime import Reject, function"
+        ),
+        start=False,
+    )
+    root = tree(tmp_path / "files")
+    (tmp_path / "config").mkdir()
+    common = ["--config", str(tmp_path / "config"), "enqueue-dir", str(root),
+              "--function", "file_stats", "--redis", h.settings.redis.url,
+              "--functions", str(h.registry.folder), "--include", "*.txt"]  # fmt: skip
+    code, out, err = await cli(capsys, *common)
+    assert (code, err) == (0, "")
+    assert out.startswith("3 file(s): 3 enqueued, 0 already known")
+    assert "dead-lettered" not in out
+    h.start()
+    for _ in range(250):
+        if (await h.broker.stats("file_stats")).get("dead") == 3:
+            break
+        await asyncio.sleep(0.02)
+    assert (await h.broker.stats("file_stats")).get("dead") == 3
+    code, out, err = await cli(capsys, *common)
+    assert (code, err) == (0, "")
+    first, second = out.splitlines()
+    assert first.startswith("3 file(s): 0 enqueued, 3 already known")
+    assert second == (
+        "3 of the 3 already known are dead-lettered, and enqueueing them again does not run "
+        "them: see why with `runtime peek file_stats --dlq --traceback`, then fix and "
+        "`runtime requeue-dlq file_stats`"
+    )
+    code, out, err = await cli(capsys, *common, "--json")
+    assert (json.loads(out)["already_known"], json.loads(out)["already_dead"]) == (3, 3)

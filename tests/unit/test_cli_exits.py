@@ -13,14 +13,18 @@ import pytest
 from runtime.cli.exits import ExitStatus, status_of
 from runtime.cli.main import run
 from runtime.errors import (
+    BrokerCommandError,
+    BrokerUnavailable,
     BundleRefused,
     ConfigError,
     EmbeddedRedisError,
     JobFailed,
     PayloadTooLarge,
+    RedisMemoryFull,
     RegistryError,
     RuntimeFailure,
     UnknownFunction,
+    UnknownJob,
 )
 from tests.conftest import free_port
 
@@ -111,8 +115,6 @@ def test_commands_refusals(
     assert (code, out, err) == (2, "", "error: unknown function 'nope' (known: echo)\n")
     code, out, err = _run(capsys, "enqueue-dir", "nowhere", "--function", "echo", "--redis", dead)
     assert (code, out, err) == (2, "", "error: nowhere: not a folder\n")
-    code, out, err = _run(capsys, "bench", "--function", "echo", "--count", "0", "--redis", dead)
-    assert (code, out, err) == (2, "", "error: --count must be at least 1\n")
     code, out, err = _run(capsys, "bench", "--function", "echo", "--payload", "{", "--redis", dead)
     assert (code, out) == (2, "")
     assert err.startswith("error: --payload is not JSON: ")
@@ -123,10 +125,13 @@ def test_commands_refusals(
 def test_each_error_has_the_status_of_its_first_match() -> None:
     cases = [
         (ConfigError(["x"]), 2), (RegistryError(["x"]), 2), (PayloadTooLarge("x"), 2),
-        (UnknownFunction("x"), 2), (ValueError("x"), 2), (EmbeddedRedisError("x"), 3),
+        (UnknownFunction("x"), 2), (UnknownJob("x"), 2), (ValueError("x"), 2),
+        (EmbeddedRedisError("x"), 3), (BrokerUnavailable("x"), 3), (RedisMemoryFull("x"), 3),
+        (BrokerCommandError("NOPERM x"), 3), (BrokerCommandError("READONLY x"), 3),
         (BundleRefused("x"), 1), (JobFailed("j", "timeout", "e"), 1), (RuntimeFailure("x"), 1),
+        (PermissionError(13, "Permission denied", "/srv/x"), 1), (OSError("x"), 1),
     ]  # fmt: skip
     assert [(type(e), status_of(e)) for e, _ in cases] == [(type(e), s) for e, s in cases]
-    assert [int(s) for s in ExitStatus] == [0, 1, 2, 3, 130]
+    assert [int(s) for s in ExitStatus] == [0, 1, 2, 3, 130, 141]
     with pytest.raises(TypeError):
-        status_of(OSError("not one of the runtime's errors"))
+        status_of(KeyError("not one of the errors a command ends with"))

@@ -18,7 +18,7 @@ from runtime.cli.parser import build_parser
 
 GOLDEN = Path(__file__).parent / "cli_golden"
 COMMANDS = (
-    "serve", "check", "functions", "invoke", "config", "stats", "peek", "purge-dlq",
+    "serve", "check", "functions", "invoke", "job", "config", "stats", "peek", "purge-dlq",
     "requeue-dlq", "deploy", "deployments", "rollback", "enqueue-dir", "bench",
 )  # fmt: skip
 BAD_ARGUMENTS = (
@@ -31,9 +31,16 @@ BAD_ARGUMENTS = (
     "requeue-dlq f --limit 0", "deploy a b", "deployments -n x", "rollback x",
     "enqueue-dir d", "enqueue-dir --function f", "enqueue-dir d --function f --rate x",
     "bench --rate 0/s", "bench --count x", "bench --payload-size x", "bench --timeout x",
+    # Every numeric flag is checked (issue 14): a negative, zero or out-of-range value is
+    # refused by name.
+    "invoke f --timeout -5", "invoke f --timeout 0", "invoke f --timeout nan",
+    "invoke f --delay -1", "job", "job f.1 --wait -1",
+    "bench --count 0", "bench --payload-size 0", "bench --timeout -1", "deployments -n 0",
 )  # fmt: skip
 MINIMAL_ARGUMENTS = (
-    "serve", "check", "functions", "invoke f", "config show", "stats", "peek f",
+    "serve", "check", "functions", "invoke f", "job f.1", "job f.1 --wait 2.5 --json",
+    "invoke f --timeout 1.5 --delay 0", "serve --port 0", "peek f --dlq --traceback",
+    "config show", "stats", "peek f",
     "purge-dlq f", "purge-dlq --all", "requeue-dlq f", "deploy", "deployments", "rollback",
     "enqueue-dir d --function f", "bench",
     "--config c stats --function a --function b --watch --interval 0.5 --iterations 3",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import msgspec
 import pytest
@@ -15,12 +16,14 @@ from runtime.execution.worker import FunctionWorker
 from runtime.function import Backoff, function, inspect_handler
 from runtime.jobs.outcome import (
     MAX_ERROR_CHARS,
+    MAX_TRACEBACK_BYTES,
     Completed,
     Crashed,
     DeadLetter,
     Failed,
     Outcome,
     backoff_delay_s,
+    bounded_tail,
     classify,
     describe,
     handler_raised,
@@ -96,7 +99,14 @@ def test_default_randomness_stays_within_the_ceiling() -> None:
     ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else "",
 )  # fmt: skip
 def test_classify(exc: BaseException, outcome: Outcome) -> None:
-    assert classify(exc) == outcome
+    assert _without_traceback(classify(exc)) == outcome
+
+
+def _without_traceback(outcome: Outcome) -> Outcome:
+    """The outcome with its traceback blanked (tested on its own below)."""
+    if isinstance(outcome, Failed | DeadLetter):
+        return msgspec.structs.replace(outcome, traceback="")
+    return outcome
 
 
 class _Custom(BaseException):
@@ -117,7 +127,7 @@ class _Custom(BaseException):
     ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else "",
 )  # fmt: skip
 def test_what_a_handler_raised_is_a_handler_error(exc: BaseException, outcome: Outcome) -> None:
-    assert handler_raised(exc) == outcome
+    assert _without_traceback(handler_raised(exc)) == outcome
 
 
 def test_retry_refuses_a_negative_delay() -> None:
@@ -221,7 +231,9 @@ def test_failure_on_the_last_attempt_is_dead_lettered(exc: BaseException, reason
     outcome = classify(exc)
     entry = settle(outcome, failed_attempts=2)  # this is attempt 3 of max_attempts=3
     assert isinstance(outcome, Failed)
-    assert entry == SendToDlq("_handler.1", "7", reason, outcome.error, is_attempt=True)
+    assert entry == SendToDlq(
+        "_handler.1", "7", reason, outcome.error, is_attempt=True, traceback=outcome.traceback
+    )
 
 
 def test_reject_is_dead_lettered_on_the_first_attempt() -> None:
@@ -238,3 +250,125 @@ def test_decode_error_does_not_count_as_an_attempt() -> None:
 def test_crash_is_a_recovery_bounded_by_max_recoveries() -> None:
     entry = settle(Crashed("handler process died"), failed_attempts=0)
     assert entry == WorkerCrashed("_handler.1", "7", 2, "handler process died")
+
+
+# -- tracebacks (issue 14) -------------------------------------------------------------------
+
+
+def _raise_in_handler(depth: int) -> None:
+    if depth:
+        _raise_in_handler(depth - 1)
+    raise ValueError("bad row 7")
+
+
+def _caught_from(depth: int) -> BaseException:
+    try:
+        _raise_in_handler(depth)
+    except ValueError as exc:
+        return exc
+    raise AssertionError("did not raise")
+
+
+def test_a_handler_error_carries_its_traceback() -> None:
+    outcome = classify(_caught_from(0))
+    assert isinstance(outcome, Failed)
+    assert outcome.traceback.startswith("Traceback (most recent call last):")
+    assert "_raise_in_handler" in outcome.traceback
+    assert outcome.traceback.rstrip().endswith("ValueError: bad row 7")
+    own_timeout = handler_raised(TimeoutError("slow API"))
+    assert isinstance(own_timeout, Failed) and "TimeoutError: slow API" in own_timeout.traceback
+
+
+def test_signals_and_runtime_decisions_carry_no_traceback() -> None:
+    for exc in (Retry(), Reject("no"), TimeoutError(), msgspec.DecodeError("x")):
+        outcome = classify(exc)
+        assert isinstance(outcome, Failed | DeadLetter)
+        assert outcome.traceback == ""
+
+
+def _chained(n: int) -> BaseException:
+    """An exception with ``n`` causes: a traceback far longer than the bound."""
+    try:
+        if n:
+            raise ValueError("bad row 7") from _chained(n - 1)
+        raise KeyError(f"cause {n}")
+    except Exception as exc:
+        return exc
+
+
+def test_a_deep_traceback_keeps_its_tail_within_the_bound() -> None:
+    outcome = classify(_chained(100))
+    assert isinstance(outcome, Failed)
+    assert len(outcome.traceback.encode()) <= MAX_TRACEBACK_BYTES
+    assert outcome.traceback.startswith("[... cut")
+    assert outcome.traceback.rstrip().endswith("ValueError: bad row 7")  # the tail is kept
+
+
+def test_a_child_process_traceback_is_kept_as_the_child_wrote_it() -> None:
+    remote = RemoteError("ZeroDivisionError", "division by zero", traceback="Traceback: child\n")
+    outcome = classify(remote)
+    assert isinstance(outcome, Failed)
+    assert outcome.traceback == "Traceback: child\n"
+
+
+def test_bounded_tail_never_splits_a_character() -> None:
+    text = "é" * 10_000
+    cut = bounded_tail(text, 1000)
+    assert len(cut.encode()) <= 1000
+    assert cut.endswith("é" * 100)
+
+
+def test_each_failed_attempt_logs_one_warning_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    outcome = classify(_caught_from(0))
+    with caplog.at_level(logging.INFO, logger="runtime.worker"):
+        settle(outcome, failed_attempts=0)  # attempt 1 of 3: retried
+        settle(outcome, failed_attempts=2)  # attempt 3 of 3: dead-lettered
+        settle(Completed(b"1"), 0)  # a success logs nothing
+    records = [r for r in caplog.records if r.name == "runtime.worker"]
+    assert [r.levelno for r in records] == [logging.WARNING, logging.WARNING]
+    first, last = (r.getMessage() for r in records)
+    assert "job _handler.1 attempt 1 failed (handler_error): ValueError: bad row 7" in first
+    assert "retry in" in first
+    assert "attempt 3 failed" in last and "dead-lettered" in last
+    for record in records:
+        assert getattr(record, "job_id", None) == "_handler.1"
+        assert "_raise_in_handler" in getattr(record, "traceback", "")
+
+
+def test_log_tracebacks_off_keeps_the_line_and_drops_the_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = WorkerSettings(log_tracebacks=False)
+    worker = FunctionWorker(inspect_handler(_handler), None, settings)  # type: ignore[arg-type]
+    job = ClaimedJob("_handler.1", "7", b"", 0, 0, 0)
+    with caplog.at_level(logging.INFO, logger="runtime.worker"):
+        entry = worker._settler.entry(job, classify(_caught_from(0)))
+    (record,) = [r for r in caplog.records if r.name == "runtime.worker"]
+    assert "attempt 1 failed" in record.getMessage()
+    assert not hasattr(record, "traceback")
+    assert isinstance(entry, RetryLater) and "_raise_in_handler" in entry.traceback  # stored
+
+
+def test_the_text_log_puts_the_traceback_after_the_job_fields() -> None:
+    from runtime.observe.logs import TextFormatter
+
+    record = logging.LogRecord("runtime.worker", logging.WARNING, "", 0, "f: failed", None, None)
+    record.job_id, record.function, record.attempt = "f.1", "f", 2
+    record.traceback = "Traceback (most recent call last):\n  ...\nValueError: x"
+    first, *rest = TextFormatter().format(record).splitlines()
+    assert first.endswith("f: failed [function=f job_id=f.1 attempt=2]")
+    assert rest == ["Traceback (most recent call last):", "  ...", "ValueError: x"]
+
+
+def test_the_json_log_carries_the_traceback_as_a_field() -> None:
+    import json
+
+    from runtime.observe.logs import JsonFormatter
+
+    record = logging.LogRecord("runtime.worker", logging.WARNING, "", 0, "f: failed", None, None)
+    record.job_id, record.traceback = "f.1", "Traceback (most recent call last):\nValueError: x"
+    out = json.loads(JsonFormatter().format(record))
+    assert (out["msg"], out["job_id"]) == ("f: failed", "f.1")
+    assert out["traceback"] == "Traceback (most recent call last):\nValueError: x"

@@ -200,7 +200,9 @@ async def test_handler_exception_becomes_remote_error_and_the_child_survives(
         await run(pool, handlers, "fail", 7)
     assert str(info.value) == "ValueError: boom 7"
     assert (info.value.type_name, info.value.message) == ("ValueError", "boom 7")
-    assert classify(info.value) == Failed("handler_error", "ValueError: boom 7")
+    tb = info.value.remote_traceback  # the child's traceback crosses (issue 14)
+    assert tb.startswith("Traceback (most recent call last):") and "boom 7" in tb
+    assert classify(info.value) == Failed("handler_error", "ValueError: boom 7", traceback=tb)
     assert await run(pool, handlers, "pid") == before
 
 

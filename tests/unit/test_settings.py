@@ -463,7 +463,8 @@ def test_secrets_never_appear_in_error_messages(cwd: Path, monkeypatch: pytest.M
     url_problem = next(p for p in problems if p.startswith("redis.url"))
     assert url_problem == (
         "redis.url = 'http://admin:**@cache:6379' (from config/.secrets.toml): must be empty "
-        "(embedded redis-server) or a redis://, rediss:// or unix:// URL"
+        "(embedded redis-server) or a URL like redis://[[user]:password@]host[:port][/db], "
+        "rediss://… (TLS) or unix:///path/to/redis.sock"
     )
     assert any("unknown key 'redis.pasword'" in p for p in problems)
     assert any("unknown key 'redis.token'" in p for p in problems)

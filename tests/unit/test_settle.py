@@ -1,6 +1,6 @@
 """Settle entries encode into exactly the ARGV the old positional ``SettleEntry(op, id,
-token, a, b, c)`` produced, value for value and type for type, so settle.lua and the wire
-are unchanged; and each entry reports its op letter."""
+token, a, b, c)`` produced, value for value and type for type, plus a seventh value ``d``
+(the traceback of a retry or dead letter, issue 14); and each entry reports its op letter."""
 
 from __future__ import annotations
 
@@ -29,9 +29,10 @@ class OldEntry(msgspec.Struct, array_like=True):
     a: bytes | str = ""
     b: str = ""
     c: str = ""
+    d: str = ""
 
     def argv(self) -> list[bytes | str]:
-        return [self.op, self.id, self.token, self.a, self.b, self.c]
+        return [self.op, self.id, self.token, self.a, self.b, self.c, self.d]
 
 
 # Each pair: the new entry and the old one the worker built for the same outcome.
@@ -53,6 +54,14 @@ PAIRS: list[tuple[SettleEntry, OldEntry]] = [
     (
         SendToDlq("f.3", "2", "decode_error", "bad", is_attempt=False),
         OldEntry("D", "f.3", "2", "decode_error", "bad", "0"),
+    ),
+    (
+        RetryLater("f.2", "1", 10, "ValueError: x", "handler_error", traceback="Traceback: x"),
+        OldEntry("R", "f.2", "1", "10", "ValueError: x", "handler_error", "Traceback: x"),
+    ),
+    (
+        SendToDlq("f.3", "2", "handler_error", "E", is_attempt=True, traceback="Traceback: y"),
+        OldEntry("D", "f.3", "2", "handler_error", "E", "1", "Traceback: y"),
     ),
     (Release("f.4", "9"), OldEntry("L", "f.4", "9")),
     (
@@ -76,11 +85,11 @@ def test_each_entry_knows_its_op_letter(entry: SettleEntry, old: OldEntry) -> No
     assert entry.op == old.op  # the letter the "outcome %s of job %s refused" line prints
 
 
-def test_a_batch_is_six_values_per_entry_in_order() -> None:
+def test_a_batch_is_seven_values_per_entry_in_order() -> None:
     entries = [new for new, _ in PAIRS]
     expected = [value for _, old in PAIRS for value in old.argv()]
     argv = settle_argv(entries)
-    assert len(argv) == 6 * len(entries)
+    assert len(argv) == 7 * len(entries)
     assert typed(argv) == typed(expected)
 
 

@@ -1,12 +1,16 @@
 -- settle: apply a batch of fenced outcomes of one function's jobs.
 -- KEYS: 1 leased, 2 delayed, 3 dlq, 4 stats, 5 ready:high, 6 ready:default, 7 ready:low
 -- ARGV: 1 key prefix, 2 keep_result_s, 3 wake channel, 4 function name, 5 done channel,
---       then 6 values per entry: op, id, token, a, b, c
+--       then 7 values per entry: op, id, token, a, b, c, d
 -- Derived keys (from the prefix): job:<id>, done:<id>, minute:<now>, and handed:<channel>
 -- of the channel stored in the job's 'hand' field.
 --   C complete       a=result JSON
---   R retry later    a=delay_ms, b=error, c=reason
---   D dead-letter    a=reason, b=error, c=1 if this attempt counts toward attempts
+--   R retry later    a=delay_ms, b=error, c=reason, d=traceback
+--   D dead-letter    a=reason, b=error, c=1 if this attempt counts toward attempts,
+--                    d=traceback
+-- The traceback (bounded by the caller, runtime/jobs/outcome.py) goes to the job's 'tb'
+-- field beside 'err'; an empty one removes the field, so 'tb' is always the traceback of
+-- the failure 'err' describes, never an older attempt's.
 --   L release        (graceful shutdown: back to the front of its lane, no counter changes)
 --   K worker crashed a=max_recoveries, b=error (a process child died holding the job)
 -- Returns one code per entry: 1 applied, 2 already applied (a retried script), 0 refused
@@ -43,17 +47,22 @@ local function notify(jk, id, flag)
   end
 end
 
-local function dead(jk, id, reason, err, flag)
+local function set_tb(jk, tb)
+  if tb ~= '' then redis.call('HSET', jk, 'tb', tb) else redis.call('HDEL', jk, 'tb') end
+end
+
+local function dead(jk, id, reason, err, flag, tb)
   redis.call('HSET', jk, 'state', 'dead', 'reason', reason, 'err', err, 'end', now)
+  set_tb(jk, tb)
   redis.call('RPUSH', KEYS[3], id)
   notify(jk, id, flag)
   n_dead = n_dead + 1
 end
 
 local FIELDS = {'tok', 'state', 'notify', 'prio', 'rec', 'hand', 'att'}
-for i = 6, #ARGV, 6 do
+for i = 6, #ARGV, 7 do
   local op, id, token = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local a, b, c = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  local a, b, c, d = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6] or ''
   local jk = prefix .. 'job:' .. id
   local v = read_job(id, FIELDS) or {}
   -- The counter this outcome bumps must be sound before anything is written for the entry.
@@ -92,11 +101,12 @@ for i = 6, #ARGV, 6 do
     elseif op == 'R' then
       redis.call('HINCRBY', jk, 'att', 1)
       redis.call('HSET', jk, 'state', 'delayed', 'err', b, 'reason', c)
+      set_tb(jk, d)
       redis.call('ZADD', KEYS[2], now + tonumber(a), id)
       n_retry = n_retry + 1
     elseif op == 'D' then
       if c == '1' then redis.call('HINCRBY', jk, 'att', 1) end
-      dead(jk, id, a, b, v[3])
+      dead(jk, id, a, b, v[3], d)
     elseif op == 'L' then
       redis.call('HSET', jk, 'state', 'queued', 'due', now)
       redis.call('LPUSH', lane_of(v[4]), id)
@@ -104,7 +114,7 @@ for i = 6, #ARGV, 6 do
     elseif op == 'K' then
       local rec = redis.call('HINCRBY', jk, 'rec', 1)
       if rec > tonumber(a) then
-        dead(jk, id, 'worker_crashed', b, v[3])
+        dead(jk, id, 'worker_crashed', b, v[3], '')
       else
         redis.call('HSET', jk, 'state', 'queued', 'due', now)
         redis.call('LPUSH', lane_of(v[4]), id)

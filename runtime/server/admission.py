@@ -1,11 +1,13 @@
 """Reading a /v1 request before it becomes a job: the function its path names, the query
-parameters, the ``Idempotency-Key`` header and the JSON payload, each refused with a
+parameters, the ``Idempotency-Key`` header and the JSON payload (within
+``http.body_timeout_s``, no deeper than ``http.max_json_depth``), each refused with a
 precise 4xx; then admission, a 429 when the function's backlog or Redis memory is over
 the ``admission`` limits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
@@ -15,6 +17,7 @@ from runtime.errors import PayloadError, PayloadTooLarge
 from runtime.function import PRIORITIES, FunctionSpec, Priority
 from runtime.server.answers import ApiError
 from runtime.server.appkeys import BROKER_KEY, MEMORY_RATIO_KEY, REGISTRY_KEY, SETTINGS_KEY
+from runtime.server.limits import depth_exceeds
 
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 
@@ -54,9 +57,27 @@ def priority_param(request: web.Request) -> Priority | None:
 
 
 async def read_payload(request: web.Request, spec: FunctionSpec) -> Any:
-    body = await request.read()  # aiohttp refuses bodies over http.max_body_bytes (413)
+    http = request.app[SETTINGS_KEY].http
+    try:
+        async with asyncio.timeout(http.body_timeout_s):
+            body = await request.read()  # aiohttp refuses bodies over max_body_bytes (413)
+    except TimeoutError:
+        raise ApiError(
+            408,
+            "body_timeout",
+            f"the request body did not arrive within http.body_timeout_s="
+            f"{http.body_timeout_s:g}s; send it faster, or raise the setting",
+            close=True,
+        ) from None
     if not body:
         body = b"null"
+    if depth_exceeds(body, http.max_json_depth):
+        raise ApiError(
+            422,
+            "too_deep",
+            f"the body nests arrays and objects deeper than http.max_json_depth="
+            f"{http.max_json_depth}; flatten it, or raise the setting",
+        )
     try:
         return spec.decode_json(body)
     except PayloadTooLarge as exc:

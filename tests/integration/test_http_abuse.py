@@ -1,0 +1,200 @@
+"""The /v1 API against hostile input, on the real app and a real redis-server: bodies
+nested too deep, bodies that never finish, more requests than it handles at once, and
+malformed HTTP (one rate-limited log line, no traceback)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from runtime.config.registry import load_registry
+from runtime.config.schema import HttpSettings, RedisSettings, Settings
+from runtime.server.app import build_app
+from runtime.server.appkeys import GUARD_KEY
+from runtime.server.limits import depth_exceeds
+from tests.integration.conftest import FAST_WORKER
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "abuse-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+HANDLERS = """
+    from typing import Any
+    from runtime import function
+
+    @function()
+    async def echo(event: Any) -> Any:
+        return event
+
+    @function()
+    async def keys(event: dict[str, Any]) -> list[str]:
+        return sorted(event)
+
+    @function()
+    async def count(n: int) -> int:
+        return n
+"""
+
+Make = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+@pytest.fixture
+async def make_client(tmp_path: Path, redis_url: str) -> AsyncIterator[Make]:
+    clients: list[TestClient[web.Request, web.Application]] = []
+
+    async def make(**http: Any) -> TestClient[web.Request, web.Application]:
+        folder = tmp_path / f"functions{len(clients)}"
+        folder.mkdir()
+        (folder / "handlers.py").write_text(textwrap.dedent(HANDLERS))
+        settings = Settings(
+            redis=RedisSettings(url=redis_url, timeout_s=0.5, connect_timeout_s=0.5),
+            http=HttpSettings(token=TOKEN, **http),
+            worker=FAST_WORKER,
+        )
+        client = TestClient(TestServer(build_app(settings, load_registry(folder, {}))))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+def nested(depth: int, open_: str = "[", close: str = "]") -> bytes:
+    return (open_ * depth + "1" + close * depth).encode()
+
+
+@pytest.mark.parametrize("function", ["echo", "keys", "count"])
+@pytest.mark.parametrize("route", ["invoke", "jobs"])
+async def test_a_body_nested_too_deep_is_a_422_for_every_payload_type(
+    make_client: Make, function: str, route: str
+) -> None:
+    client = await make_client()
+    body = b'{"a":' + nested(1000) + b"}"
+    response = await client.post(f"/v1/functions/{function}/{route}", data=body, headers=AUTH)
+    answer = await response.json()
+    assert response.status == 422, answer
+    assert answer["error"]["code"] == "too_deep"
+    assert "http.max_json_depth=64" in answer["error"]["message"]
+
+
+async def test_the_depth_limit_is_a_setting_and_counts_objects_and_arrays(
+    make_client: Make,
+) -> None:
+    client = await make_client(max_json_depth=3)
+    ok = await client.post("/v1/functions/echo/invoke", data=b'{"a":[{"b":1}]}', headers=AUTH)
+    assert ok.status == 200 and await ok.json() == {"a": [{"b": 1}]}
+    deep = await client.post("/v1/functions/echo/invoke", data=b'{"a":[{"b":[]}]}', headers=AUTH)
+    assert deep.status == 422
+    # Brackets inside strings are text, not nesting.
+    text = await client.post("/v1/functions/echo/invoke", json={"s": '[[[[{{{{\\"]'}, headers=AUTH)
+    assert text.status == 200 and await text.json() == {"s": '[[[[{{{{\\"]'}
+
+
+@pytest.mark.parametrize(
+    ("body", "limit", "exceeds"),
+    [
+        (b"1", 1, False),
+        (b"[]", 1, False),
+        (b"[[]]", 1, True),
+        (b'["[[[[", {"k": "]]]]}}"}]', 2, False),
+        (b'["\\"[[[["]', 1, False),
+        (b'["\\\\", [[]]]', 2, True),
+        (nested(64), 64, False),
+        (nested(65, "{", "}"), 64, True),
+        (b"[" * 10_000, 64, True),  # unbalanced: refused as too deep, never decoded
+        (b"[1]" * 100_000, 1, False),
+    ],
+)
+def test_depth_scan(body: bytes, limit: int, exceeds: bool) -> None:
+    assert depth_exceeds(body, limit) is exceeds
+
+
+async def test_a_body_that_never_finishes_is_a_408(make_client: Make) -> None:
+    client = await make_client(body_timeout_s=0.5)
+
+    async def trickle() -> AsyncIterator[bytes]:
+        yield b'{"a": '
+        await asyncio.sleep(30)  # never reached in time
+        yield b"1}"
+
+    async with asyncio.timeout(10):
+        response = await client.post(
+            "/v1/functions/echo/jobs",
+            data=trickle(),
+            headers={**AUTH, "Content-Type": "application/json"},
+        )
+        answer = await response.json()
+    assert response.status == 408, answer
+    assert answer["error"]["code"] == "body_timeout"
+    assert "http.body_timeout_s=0.5" in answer["error"]["message"]
+
+
+async def test_requests_past_the_concurrency_cap_get_503_and_probes_still_answer(
+    make_client: Make,
+) -> None:
+    client = await make_client(max_concurrent_requests=2, body_timeout_s=20)
+    release = asyncio.Event()
+
+    async def held() -> AsyncIterator[bytes]:
+        yield b"["
+        await release.wait()
+        yield b"1]"
+
+    headers = {**AUTH, "Content-Type": "application/json"}
+    invoke = "/v1/functions/echo/invoke"
+    slow = [
+        asyncio.ensure_future(client.post(invoke, data=held(), headers=headers)) for _ in range(2)
+    ]
+    try:
+        async with asyncio.timeout(15):
+            busy = client.app[GUARD_KEY].busy
+            while len(busy) < 2:  # noqa: ASYNC110 (until both hold their slot)
+                await asyncio.sleep(0.02)
+            response = await client.post("/v1/functions/echo/jobs", json=1, headers=AUTH)
+            assert response.status == 503
+            answer = await response.json()
+            assert answer["error"]["code"] == "overloaded"
+            assert "http.max_concurrent_requests=2" in answer["error"]["message"]
+            assert response.headers["Retry-After"] == "1"
+            for probe in ("/healthz", "/readyz"):
+                assert (await client.get(probe)).status == 200
+            release.set()
+            done = await asyncio.gather(*slow)
+            assert [r.status for r in done] == [200, 200]
+            response = await client.post("/v1/functions/echo/jobs", json=1, headers=AUTH)
+            assert response.status == 202
+    finally:
+        release.set()
+        for task in slow:
+            task.cancel()
+
+
+async def test_malformed_requests_log_one_line_without_a_traceback(
+    make_client: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await make_client()
+    server = client.server
+    caplog.set_level(logging.DEBUG)
+    for _ in range(5):
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+        await writer.drain()
+        async with asyncio.timeout(5):
+            status_line = await reader.readline()
+        assert b" 400 " in status_line, status_line
+        writer.close()
+        await writer.wait_closed()
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert lines[0].exc_info is None and "\n" not in lines[0].getMessage()
+    assert "malformed http request" in lines[0].getMessage()

@@ -46,8 +46,10 @@ class GuardedSite(web.TCPSite):
 
     @property
     def bound(self) -> str:
-        assert isinstance(self._server, asyncio.Server)
-        host, port = self._server.sockets[0].getsockname()[:2]
+        sockets = getattr(self._server, "sockets", None)  # asyncio's and uvloop's servers
+        if not sockets:
+            return self.name
+        host, port = sockets[0].getsockname()[:2]
         return f"http://{host}:{port}"
 
 

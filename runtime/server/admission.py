@@ -20,6 +20,8 @@ from runtime.server.appkeys import BROKER_KEY, MEMORY_RATIO_KEY, REGISTRY_KEY, S
 from runtime.server.limits import depth_exceeds
 
 MAX_IDEMPOTENCY_KEY_CHARS = 200
+MIN_WAIT_S = 0.001  # the shortest ?timeout_s= of an invoke
+MAX_DELAY_S = 365 * 86400  # the longest ?delay_s= of an enqueue
 
 
 def function_spec(request: web.Request) -> FunctionSpec:
@@ -28,6 +30,19 @@ def function_spec(request: web.Request) -> FunctionSpec:
     if name not in registry:
         raise ApiError(404, "unknown_function", f"no function named {name!r}")
     return registry.get(name)
+
+
+def known_params(request: web.Request, *allowed: str) -> None:
+    """400 for a query parameter the route does not take (a typo such as ``?timeout=``
+    would otherwise be ignored without a word)."""
+    unknown = sorted(set(request.query) - set(allowed))
+    if unknown:
+        raise ApiError(
+            400,
+            "bad_parameter",
+            f"unknown query parameter {unknown[0]!r}"[:200]
+            + f"; {request.path} takes: {', '.join(allowed)}",
+        )
 
 
 def float_param(request: web.Request, name: str, low: float, high: float) -> float | None:

@@ -198,3 +198,22 @@ async def test_malformed_requests_log_one_line_without_a_traceback(
     assert len(lines) == 1, [r.getMessage() for r in lines]
     assert lines[0].exc_info is None and "\n" not in lines[0].getMessage()
     assert "malformed http request" in lines[0].getMessage()
+
+
+async def test_an_integer_beyond_64_bits_is_a_422_not_a_500(make_client: Make) -> None:
+    client = await make_client()  # found by schemathesis: an OverflowError in the envelope
+    for route in ("invoke", "jobs"):
+        body = b'{"a": [' + str(2**70).encode() + b"]}"
+        response = await client.post(f"/v1/functions/echo/{route}", data=body, headers=AUTH)
+        answer = await response.json()
+        assert response.status == 422, answer
+        assert "outside -2**63 .. 2**64-1" in answer["error"]["message"]
+
+
+async def test_an_unknown_query_parameter_is_a_400(make_client: Make) -> None:
+    client = await make_client()
+    response = await client.post("/v1/functions/echo/invoke?timeout=5", json=1, headers=AUTH)
+    answer = await response.json()
+    assert response.status == 400, answer
+    assert "unknown query parameter 'timeout'" in answer["error"]["message"]
+    assert "timeout_s, priority" in answer["error"]["message"]

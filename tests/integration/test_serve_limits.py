@@ -43,12 +43,18 @@ class Child:
     """One ``runtime serve`` on a free port in ``folder``; its output in serve.log."""
 
     def __init__(
-        self, folder: Path, env: dict[str, str], *, limit_fds: bool = False, port: int = 0
+        self,
+        folder: Path,
+        env: dict[str, str],
+        *,
+        limit_fds: bool = False,
+        port: int = 0,
+        handlers: str = HANDLERS,
     ) -> None:
         self.folder = folder
         self.port = port or free_port()
         (folder / "functions").mkdir(exist_ok=True)
-        (folder / "functions" / "handlers.py").write_text(textwrap.dedent(HANDLERS))
+        (folder / "functions" / "handlers.py").write_text(textwrap.dedent(handlers))
         (folder / "config").mkdir(exist_ok=True)
         self.log = folder / f"serve-{self.port}-{len(list(folder.glob('serve-*')))}.log"
         with self.log.open("wb") as out:

@@ -86,6 +86,10 @@ async def read_payload(request: web.Request, spec: FunctionSpec) -> Any:
         ) from None
     if not body:
         body = b"null"
+    try:
+        spec.check_size(len(body))  # first: it bounds the cost of the depth scan
+    except PayloadTooLarge as exc:
+        raise ApiError(413, "payload_too_large", str(exc)) from None
     if depth_exceeds(body, http.max_json_depth):
         raise ApiError(
             422,

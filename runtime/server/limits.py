@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import resource
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -40,8 +39,7 @@ log = logging.getLogger("runtime.http")
 
 FD_RESERVE = 128  # descriptors kept for Redis, the embedded server, logs, executors
 UNCOUNTED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string, escapes included
-_NOT_BRACKET = re.compile(rb"[^\[\]{}]")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _TO_PARENS = bytes.maketrans(b"[]{}", b"()()")
 
 
@@ -49,15 +47,21 @@ def depth_exceeds(body: bytes, limit: int) -> bool:
     """Whether arrays and objects in ``body`` nest deeper than ``limit`` (also True for
     unbalanced brackets that reach past it: such a body is not JSON anyway).
 
-    C-speed passes only: strings are cut out, the brackets kept, then each pass removes
-    the innermost pairs; what remains after ``limit`` passes is nested deeper."""
+    Only C-speed passes over the bytes: escapes and then strings are cut out, the
+    brackets kept, then each pass removes the innermost pairs; what remains after
+    ``limit`` passes is nested deeper. About 0.1 s for 1 MiB of the worst input (the
+    caller checks the function's ``max_payload_bytes`` first)."""
     if body.count(b"[") + body.count(b"{") <= limit:
         return False  # the common case: not even that many brackets
-    brackets = _NOT_BRACKET.sub(b"", _STRING.sub(b"", body)).translate(_TO_PARENS)
+    # In JSON a backslash only appears in strings, and escapes come in pairs: removing
+    # the escaped backslashes, then the escaped quotes, leaves only the strings' quotes.
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = b"".join(unescaped.split(b'"')[0::2])  # the even pieces: outside strings
+    brackets = outside.translate(_TO_PARENS, _NOT_BRACKETS)
     passes = 0
     while brackets and passes <= limit:
         shorter = brackets.replace(b"()", b"")
-        if shorter == brackets:  # unbalanced: no pair left, only lone brackets
+        if len(shorter) == len(brackets):  # unbalanced: no pair left, only lone brackets
             return passes + brackets.count(b"(") > limit
         brackets = shorter
         passes += 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import web
 
@@ -75,7 +75,7 @@ async def read_payload(request: web.Request, spec: FunctionSpec) -> Any:
     http = request.app[SETTINGS_KEY].http
     try:
         async with asyncio.timeout(http.body_timeout_s):
-            body = await request.read()  # aiohttp refuses bodies over max_body_bytes (413)
+            body = await _read_body(request, spec, http.max_body_bytes)
     except TimeoutError:
         raise ApiError(
             408,
@@ -86,10 +86,6 @@ async def read_payload(request: web.Request, spec: FunctionSpec) -> Any:
         ) from None
     if not body:
         body = b"null"
-    try:
-        spec.check_size(len(body))  # first: it bounds the cost of the depth scan
-    except PayloadTooLarge as exc:
-        raise ApiError(413, "payload_too_large", str(exc)) from None
     if depth_exceeds(body, http.max_json_depth):
         raise ApiError(
             422,
@@ -103,6 +99,33 @@ async def read_payload(request: web.Request, spec: FunctionSpec) -> Any:
         raise ApiError(413, "payload_too_large", str(exc)) from None
     except PayloadError as exc:
         raise ApiError(422, "invalid_payload", str(exc)) from None
+
+
+async def _read_body(request: web.Request, spec: FunctionSpec, max_body_bytes: int) -> bytes:
+    """The body, refused (413) as soon as it is known to be over ``http.max_body_bytes``
+    or the function's ``max_payload_bytes``: from its declared length before a byte is
+    read, else once what arrived passes the limit. A client sending a large body slowly
+    holds at most the function's limit in memory."""
+    limit = min(max_body_bytes, spec.options.max_payload_bytes)
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        _too_large(spec, declared, max_body_bytes, exact=True)
+    body = bytearray()
+    while chunk := await request.content.readany():
+        body += chunk
+        if len(body) > limit:
+            _too_large(spec, len(body), max_body_bytes, exact=False)
+    return bytes(body)
+
+
+def _too_large(spec: FunctionSpec, size: int, max_body_bytes: int, *, exact: bool) -> NoReturn:
+    what = f"{size} bytes" if exact else f"at least {size} bytes"
+    if size > max_body_bytes:
+        message = f"request body over the limit of {max_body_bytes} bytes (http.max_body_bytes)"
+    else:
+        limit = spec.options.max_payload_bytes
+        message = f"{spec.name}: payload is {what}, over max_payload_bytes={limit}"
+    raise ApiError(413, "payload_too_large", message, close=True)  # the rest is not read
 
 
 def idempotency_key(request: web.Request) -> str | None:

@@ -5,6 +5,7 @@ malformed HTTP (one rate-limited log line, no traceback)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -217,3 +218,42 @@ async def test_an_unknown_query_parameter_is_a_400(make_client: Make) -> None:
     assert response.status == 400, answer
     assert "unknown query parameter 'timeout'" in answer["error"]["message"]
     assert "timeout_s, priority" in answer["error"]["message"]
+
+
+async def test_a_body_over_the_payload_limit_is_refused_before_it_is_read(
+    make_client: Make,
+) -> None:
+    """A slow 16 MiB body to a function with max_payload_bytes of 1 MiB holds no memory:
+    the declared length is refused at once, a chunked body once it passes the limit."""
+    client = await make_client(body_timeout_s=20)
+    server = client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(
+            b"POST /v1/functions/echo/jobs HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: Bearer {TOKEN}\r\n".encode()
+            + f"Content-Length: {16 * 1024 * 1024}\r\n\r\n[1".encode()
+        )
+        await writer.drain()
+        async with asyncio.timeout(5):  # well before the body timeout
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 413"), head
+            body = await reader.read()  # the connection is closed after the answer
+    finally:
+        writer.close()
+    answer = json.loads(body)
+    assert answer["error"]["code"] == "payload_too_large"
+    assert "max_payload_bytes=1048576" in answer["error"]["message"]
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"[" + b"1," * 600_000  # past 1 MiB
+        await asyncio.sleep(30)  # never sent: the answer comes first
+        yield b"1]"
+
+    async with asyncio.timeout(5):
+        response = await client.post(
+            "/v1/functions/echo/jobs",
+            data=chunks(),
+            headers={**AUTH, "Content-Type": "application/json"},
+        )
+        assert response.status == 413, await response.text()

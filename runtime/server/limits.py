@@ -12,8 +12,9 @@ JSON nesting, and log lines for malformed requests.
   request when it fires, however slowly bytes trickle in.
 - **Requests** (``http.max_concurrent_requests``): ``/v1`` requests being handled at
   once, from their headers to their answer (bodies being read count); past it ``503
-  overloaded``. The probes and ``/metrics`` are not counted. With the body timeout this
-  bounds the memory that slow bodies can hold: requests × ``http.max_body_bytes``.
+  overloaded``. The probes and ``/metrics`` are not counted. With the body timeout and
+  bodies refused as soon as they pass the function's ``max_payload_bytes``
+  (admission.py), this bounds the memory that slow bodies can hold.
 - **Depth** (``http.max_json_depth``): a byte scan, before any decoding, of how deeply
   arrays and objects nest (a 1,000-deep body would exhaust the decoder's recursion).
 - **Malformed HTTP**: aiohttp logs each with a traceback; here it is one line through

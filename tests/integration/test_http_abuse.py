@@ -21,6 +21,7 @@ from runtime.config.schema import HttpSettings, RedisSettings, Settings
 from runtime.server.app import build_app
 from runtime.server.appkeys import GUARD_KEY
 from runtime.server.limits import depth_exceeds
+from runtime.server.listen import GuardedSite
 from tests.integration.conftest import FAST_WORKER
 
 pytestmark = pytest.mark.integration
@@ -257,3 +258,57 @@ async def test_a_body_over_the_payload_limit_is_refused_before_it_is_read(
             headers={**AUTH, "Content-Type": "application/json"},
         )
         assert response.status == 413, await response.text()
+
+
+async def test_past_max_connections_the_oldest_idle_is_closed_else_a_503(
+    tmp_path: Path, redis_url: str
+) -> None:
+    folder = tmp_path / "functions"
+    folder.mkdir()
+    (folder / "handlers.py").write_text(textwrap.dedent(HANDLERS))
+    settings = Settings(
+        redis=RedisSettings(url=redis_url, timeout_s=0.5, connect_timeout_s=0.5),
+        http=HttpSettings(token=TOKEN, max_connections=2, body_timeout_s=20),
+        worker=FAST_WORKER,
+    )
+    app = build_app(settings, load_registry(folder, {}))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = GuardedSite(runner, "127.0.0.1", 0, app[GUARD_KEY])
+    await site.start()
+    port = int(site.bound.rsplit(":", 1)[1])
+    opened: list[asyncio.StreamWriter] = []
+
+    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        opened.append(writer)
+        return reader, writer
+
+    busy_request = (
+        b"POST /v1/functions/echo/jobs HTTP/1.1\r\nHost: x\r\n"
+        + f"Authorization: Bearer {TOKEN}\r\nContent-Length: 10\r\n\r\n[1".encode()
+    )
+    try:
+        async with asyncio.timeout(15):
+            idle_reader, _ = await connect()  # connected, never sends a byte
+            _, busy = await connect()
+            busy.write(busy_request)  # a request in progress: its body never finishes
+            while len(app[GUARD_KEY].busy) < 1:  # noqa: ASYNC110 (until it is handled)
+                await asyncio.sleep(0.02)
+            # A third connection: the idle one makes room.
+            reader, writer = await connect()
+            assert await idle_reader.read() == b""  # closed by the server
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+            writer.write(busy_request)  # now both connections are busy
+            while len(app[GUARD_KEY].busy) < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+            refused_reader, _ = await connect()
+            answer = await refused_reader.read()
+            assert answer.startswith(b"HTTP/1.1 503"), answer
+            assert b'"code":"too_many_connections"' in answer
+            assert app[GUARD_KEY].evicted == 1 and app[GUARD_KEY].refused == 1
+    finally:
+        for writer in opened:
+            writer.close()
+        await runner.cleanup()

@@ -5,6 +5,7 @@ malformed HTTP (one rate-limited log line, no traceback)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import textwrap
@@ -312,3 +313,24 @@ async def test_past_max_connections_the_oldest_idle_is_closed_else_a_503(
         for writer in opened:
             writer.close()
         await runner.cleanup()
+
+
+async def test_a_connection_trickling_its_headers_is_closed_after_the_header_timeout(
+    make_client: Make,
+) -> None:
+    client = await make_client(header_timeout_s=0.5)
+    server = client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    started = asyncio.get_running_loop().time()
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\n")
+        async with asyncio.timeout(10):
+            while not reader.at_eof():  # a header line every 0.1 s, never the blank line
+                writer.write(b"X-Slow: 1\r\n")
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.1):
+                        await reader.read(1)
+    finally:
+        writer.close()
+    elapsed = asyncio.get_running_loop().time() - started
+    assert 0.4 < elapsed < 5, elapsed

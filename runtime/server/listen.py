@@ -25,7 +25,7 @@ from aiohttp import web
 from runtime.server.limits import ConnectionGuard
 
 log = logging.getLogger("runtime.app")
-BACKLOG = 128
+BACKLOG = 1024  # a burst of connects waits in the kernel, not in SYN retries
 
 
 class GuardedSite(web.TCPSite):

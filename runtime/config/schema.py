@@ -40,6 +40,16 @@ class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_body_bytes: Annotated[int, Meta(ge=1024, le=1_073_741_824)] = 16_777_216
     max_wait_s: Annotated[float, Meta(gt=0, le=3600)] = 300.0  # longest invoke wait
     debug: bool = False  # include tracebacks in 500 answers
+    # A connection must finish sending a request's headers within this long of opening
+    # or of its previous answer (also the keep-alive idle limit), or it is closed.
+    header_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 10.0
+    body_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0  # whole body, else 408
+    # Open connections; past it the oldest idle one is closed, or the new one gets a 503.
+    # Lowered at start to fit the file-descriptor limit (RLIMIT_NOFILE - 128).
+    max_connections: Annotated[int, Meta(ge=2, le=1_000_000)] = 512
+    # /v1 requests being handled at once (bodies being read included); past it 503.
+    max_concurrent_requests: Annotated[int, Meta(ge=1, le=1_000_000)] = 128
+    max_json_depth: Annotated[int, Meta(ge=1, le=1000)] = 64  # deeper bodies: 422
 
 
 class AdmissionSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -1,13 +1,15 @@
 """Reading a /v1 request before it becomes a job: the function its path names, the query
-parameters, the ``Idempotency-Key`` header and the JSON payload, each refused with a
+parameters, the ``Idempotency-Key`` header and the JSON payload (within
+``http.body_timeout_s``, no deeper than ``http.max_json_depth``), each refused with a
 precise 4xx; then admission, a 429 when the function's backlog or Redis memory is over
 the ``admission`` limits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import web
 
@@ -15,8 +17,11 @@ from runtime.errors import PayloadError, PayloadTooLarge
 from runtime.function import PRIORITIES, FunctionSpec, Priority
 from runtime.server.answers import ApiError
 from runtime.server.appkeys import BROKER_KEY, MEMORY_RATIO_KEY, REGISTRY_KEY, SETTINGS_KEY
+from runtime.server.limits import depth_exceeds
 
 MAX_IDEMPOTENCY_KEY_CHARS = 200
+MIN_WAIT_S = 0.001  # the shortest ?timeout_s= of an invoke
+MAX_DELAY_S = 365 * 86400  # the longest ?delay_s= of an enqueue
 
 
 def function_spec(request: web.Request) -> FunctionSpec:
@@ -25,6 +30,19 @@ def function_spec(request: web.Request) -> FunctionSpec:
     if name not in registry:
         raise ApiError(404, "unknown_function", f"no function named {name!r}")
     return registry.get(name)
+
+
+def known_params(request: web.Request, *allowed: str) -> None:
+    """400 for a query parameter the route does not take (a typo such as ``?timeout=``
+    would otherwise be ignored without a word)."""
+    unknown = sorted(set(request.query) - set(allowed))
+    if unknown:
+        raise ApiError(
+            400,
+            "bad_parameter",
+            f"unknown query parameter {unknown[0]!r}"[:200]
+            + f"; {request.path} takes: {', '.join(allowed)}",
+        )
 
 
 def float_param(request: web.Request, name: str, low: float, high: float) -> float | None:
@@ -54,15 +72,60 @@ def priority_param(request: web.Request) -> Priority | None:
 
 
 async def read_payload(request: web.Request, spec: FunctionSpec) -> Any:
-    body = await request.read()  # aiohttp refuses bodies over http.max_body_bytes (413)
+    http = request.app[SETTINGS_KEY].http
+    try:
+        async with asyncio.timeout(http.body_timeout_s):
+            body = await _read_body(request, spec, http.max_body_bytes)
+    except TimeoutError:
+        raise ApiError(
+            408,
+            "body_timeout",
+            f"the request body did not arrive within http.body_timeout_s="
+            f"{http.body_timeout_s:g}s; send it faster, or raise the setting",
+            close=True,
+        ) from None
     if not body:
         body = b"null"
+    if depth_exceeds(body, http.max_json_depth):
+        raise ApiError(
+            422,
+            "too_deep",
+            f"the body nests arrays and objects deeper than http.max_json_depth="
+            f"{http.max_json_depth}; flatten it, or raise the setting",
+        )
     try:
         return spec.decode_json(body)
     except PayloadTooLarge as exc:
         raise ApiError(413, "payload_too_large", str(exc)) from None
     except PayloadError as exc:
         raise ApiError(422, "invalid_payload", str(exc)) from None
+
+
+async def _read_body(request: web.Request, spec: FunctionSpec, max_body_bytes: int) -> bytes:
+    """The body, refused (413) as soon as it is known to be over ``http.max_body_bytes``
+    or the function's ``max_payload_bytes``: from its declared length before a byte is
+    read, else once what arrived passes the limit. A client sending a large body slowly
+    holds at most the function's limit in memory."""
+    limit = min(max_body_bytes, spec.options.max_payload_bytes)
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        _too_large(spec, declared, max_body_bytes, exact=True)
+    body = bytearray()
+    while chunk := await request.content.readany():
+        body += chunk
+        if len(body) > limit:
+            _too_large(spec, len(body), max_body_bytes, exact=False)
+    return bytes(body)
+
+
+def _too_large(spec: FunctionSpec, size: int, max_body_bytes: int, *, exact: bool) -> NoReturn:
+    what = f"{size} bytes" if exact else f"at least {size} bytes"
+    if size > max_body_bytes:
+        message = f"request body over the limit of {max_body_bytes} bytes (http.max_body_bytes)"
+    else:
+        limit = spec.options.max_payload_bytes
+        message = f"{spec.name}: payload is {what}, over max_payload_bytes={limit}"
+    raise ApiError(413, "payload_too_large", message, close=True)  # the rest is not read
 
 
 def idempotency_key(request: web.Request) -> str | None:

@@ -23,9 +23,11 @@ class ApiError(Exception):
         message: str,
         *,
         headers: dict[str, str] | None = None,
+        close: bool = False,
         **extra: Any,
     ) -> None:
         super().__init__(message)
+        self.close = close  # end the connection after answering (a body left unread)
         self.status = status
         self.code = code
         self.message = message
@@ -46,4 +48,7 @@ def json_response(
 
 def error_response(err: ApiError) -> web.Response:
     body = {"error": {"code": err.code, "message": err.message}, **err.extra}
-    return json_response(body, err.status, err.headers)
+    response = json_response(body, err.status, err.headers)
+    if err.close:
+        response.force_close()
+    return response

@@ -49,12 +49,13 @@ from runtime.queue.epoch import EpochWatch
 from runtime.queue.instances import Instances
 from runtime.queue.redis_config import RedisConfigWatch
 from runtime.queue.waiter import ResultWaiter
-from runtime.server import health, middlewares, routes
+from runtime.server import health, limits, listen, middlewares, routes
 from runtime.server.admission import memory_ratio
 from runtime.server.appkeys import (
     BROKER_KEY,
     DISPATCHER_KEY,
     EPOCH_KEY,
+    GUARD_KEY,
     INSTANCES_KEY,
     MEMORY_RATIO_KEY,
     METRICS_KEY,
@@ -77,7 +78,7 @@ log = logging.getLogger("runtime.app")
 TOKEN_FILE = "http-token"
 TASK_STOP_S = 2.0  # a task that swallows its cancellation is left behind after this
 
-__all__ = ["BROKER_KEY", "DISPATCHER_KEY", "build_app", "serve", "token_path"]
+__all__ = ["BROKER_KEY", "DISPATCHER_KEY", "build_app", "serve", "token_path", "write_token"]
 
 
 def token_path(settings: Settings) -> Path:
@@ -86,16 +87,24 @@ def token_path(settings: Settings) -> Path:
 
 
 def _token(settings: Settings) -> str:
+    """The configured token, or a new random one (written by :func:`write_token` once
+    the port is bound)."""
+    return settings.http.token or secrets.token_urlsafe(32)
+
+
+def write_token(settings: Settings, token: str) -> None:
+    """Write a generated token where the CLI finds it (mode 0600). Only after the port is
+    bound: a ``serve`` that fails to start must not replace the running one's token."""
     if settings.http.token:
-        return settings.http.token
+        return
     path = token_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
+    os.replace(tmp, path)  # readers never see a half-written token
     log.info("no http.token configured: generated one for the /v1 API in %s", path)
-    return token
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -250,15 +259,21 @@ def build_app(
     tracing: Tracing | None = None,
     mode: ServeMode = "local",
 ) -> web.Application:
+    guard = limits.ConnectionGuard(limits.effective_max_connections(settings.http.max_connections))
     app = web.Application(
         client_max_size=settings.http.max_body_bytes,
+        handler_args=limits.handler_args(settings.http.header_timeout_s),
         middlewares=[
             middlewares.errors_middleware,
+            limits.requests_middleware(
+                guard, limits.Concurrency(settings.http.max_concurrent_requests)
+            ),
             middlewares.auth_middleware,  # before tracing: an unauthenticated call makes no span
             middlewares.tracing_middleware,
         ],
     )
     app[SETTINGS_KEY] = settings
+    app[GUARD_KEY] = guard
     app[MODE_KEY] = mode
     # Swappable unless serving a fixed folder: every reader sees the current functions.
     app[REGISTRY_KEY] = registry if mode == "local" else LiveRegistry(registry)
@@ -328,14 +343,12 @@ def serve(
     # collector's full passes (shorter pauses, a steadier latency tail).
     gc.collect()
     gc.freeze()
-    loop_factory = _event_loop_factory(settings.event_loop)
-    with contextlib.suppress(KeyboardInterrupt):
-        web.run_app(
-            app,
-            loop=loop_factory() if loop_factory is not None else None,
-            host=settings.http.host,
-            port=settings.http.port,
-            print=lambda msg: log.info("%s", msg.strip()),
-            access_log=None,
-            shutdown_timeout=settings.worker.shutdown_grace_s + 5,
-        )
+    listen.run(
+        app,
+        app[GUARD_KEY],
+        host=settings.http.host,
+        port=settings.http.port,
+        shutdown_timeout_s=settings.worker.shutdown_grace_s + 5,
+        loop_factory=_event_loop_factory(settings.event_loop),
+        on_bound=lambda: write_token(settings, app[TOKEN_KEY]),
+    )

@@ -19,6 +19,7 @@ from runtime.queue.epoch import EpochWatch
 from runtime.queue.instances import Instances
 from runtime.queue.redis_config import RedisConfigWatch
 from runtime.queue.waiter import ResultWaiter
+from runtime.server.limits import ConnectionGuard
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 REGISTRY_KEY = web.AppKey("registry", Registry)
@@ -41,3 +42,5 @@ MEMORY_RATIO_KEY = web.AppKey("memory_ratio", list[float])
 MODE_KEY: web.AppKey[ServeMode] = web.AppKey("mode")
 # What the hot-swap watcher runs and refused (deploy mode, --reload); absent otherwise.
 SWAP_STATE_KEY = web.AppKey("swap_state", SwapState)
+# Open connections against http.max_connections (limits.py); the listener uses it.
+GUARD_KEY = web.AppKey("connection_guard", ConnectionGuard)

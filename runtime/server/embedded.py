@@ -3,8 +3,10 @@
 Data lives in ``redis.embedded_dir`` (AOF ``everysec``), the server listens on a unix
 socket there (or a free loopback port when the socket path would be too long), and its URL
 is written to ``redis.url`` in that folder so that ``runtime invoke`` and friends on the same
-machine find it. A second ``runtime serve`` in the same folder shares the running server
-instead of starting another; only the process that started it stops it.
+machine find it. The folder is 0700 and everything in it 0600 (the server runs with umask
+077): its AOF holds every payload and result. A second ``runtime serve`` in the same
+folder shares the running server instead of starting another; only the process that
+started it stops it.
 
 The server never outlives the runtime that started it, even one that is SIGKILLed: on
 Linux it is started with a parent-death signal (``prctl(PR_SET_PDEATHSIG, SIGTERM)``,
@@ -35,6 +37,7 @@ log = logging.getLogger("runtime.embedded")
 URL_FILE = "redis.url"
 MAX_UNIX_PATH = 100
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PRIVATE_UMASK = 0o077
 INSTALL_HINT = (
     "install one (Debian/Ubuntu: `sudo apt-get install redis-server`), or point the runtime "
     "at an existing Redis with --redis URL or RUNTIME_REDIS__URL=redis://host:6379/0"
@@ -66,23 +69,38 @@ def _answers(url: str, timeout_s: float = 0.5) -> bool:
         return False
 
 
-def _dies_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child get SIGTERM when its parent dies (Linux);
-    None elsewhere (there, a SIGKILLed runtime leaves its server running)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
-    except (OSError, AttributeError):
-        return None
+def _child_setup() -> Callable[[], None]:
+    """The ``preexec_fn`` of the server: a private umask (its AOF, log and socket hold
+    every payload and result: 0600 files, 0700 folders), and on Linux SIGTERM when its
+    parent dies (elsewhere, a SIGKILLed runtime leaves its server running)."""
+    prctl: Callable[..., int] | None = None
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
     parent = os.getpid()
 
-    def set_parent_death_signal() -> None:
+    def setup() -> None:
+        os.umask(PRIVATE_UMASK)
+        if prctl is None:
+            return
         prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl: nobody would signal
             os.kill(os.getpid(), signal.SIGTERM)
 
-    return set_parent_death_signal
+    return setup
+
+
+def _make_private(folder: Path) -> None:
+    """The data folder 0700 and what an older runtime left in it without group or other
+    access (it was 0755 with a 0644 AOF before)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode
+        private = 0o700 if path.is_dir() else mode & 0o700
+        if mode & 0o777 != private:
+            path.chmod(private)
 
 
 def discover(data_dir: str | Path) -> str | None:
@@ -113,7 +131,7 @@ class EmbeddedRedis:
         binary = shutil.which("redis-server")
         if binary is None:
             raise EmbeddedRedisError(f"no redis-server found on PATH; {INSTALL_HINT}")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        _make_private(self.data_dir)
         sock = self.data_dir / "redis.sock"
         args = [
             binary,
@@ -136,7 +154,7 @@ class EmbeddedRedis:
             self.url = f"redis://127.0.0.1:{port}"
         try:
             self._process = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, preexec_fn=_dies_with_parent()
+                args, stdin=subprocess.DEVNULL, preexec_fn=_child_setup()
             )
         except OSError as exc:
             raise EmbeddedRedisError(f"cannot start {binary}: {exc}; {INSTALL_HINT}") from None
@@ -154,7 +172,9 @@ class EmbeddedRedis:
                     f"see {self.data_dir / 'redis.log'}"
                 )
             time.sleep(0.02)
-        (self.data_dir / URL_FILE).write_text(self.url + "\n")
+        fd = os.open(self.data_dir / URL_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.url + "\n")
         log.info("embedded Redis started at %s (pid %d)", self.url, self._process.pid)
         return self.url
 

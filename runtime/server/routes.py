@@ -31,10 +31,13 @@ from runtime.function import FunctionSpec
 from runtime.jobs.envelope import function_of
 from runtime.jobs.records import JobRecord
 from runtime.server.admission import (
+    MAX_DELAY_S,
+    MIN_WAIT_S,
     admit,
     float_param,
     function_spec,
     idempotency_key,
+    known_params,
     priority_param,
     read_payload,
 )
@@ -95,19 +98,34 @@ def _location(job_id: str) -> dict[str, str]:
 # -- routes ------------------------------------------------------------------------------
 
 
+async def _enqueue(
+    request: web.Request, spec: FunctionSpec, payload: Any, **options: Any
+) -> tuple[str, bool]:
+    try:
+        return await request.app[PRODUCER_KEY].enqueue(spec.name, payload, **options)
+    except OverflowError:  # JSON has no integer bounds; the envelope (msgpack) has 64 bits
+        raise ApiError(
+            422,
+            "invalid_payload",
+            f"{spec.name}: an integer in the body is outside -2**63 .. 2**64-1, the range "
+            "a payload can carry; send it as a string",
+        ) from None
+
+
 async def invoke(request: web.Request) -> web.Response:
     """Enqueue, wait for the result up to the function's timeout (or ?timeout_s=)."""
     spec = function_spec(request)
     settings = request.app[SETTINGS_KEY]
-    timeout_s = float_param(request, "timeout_s", 0.001, settings.http.max_wait_s)
+    known_params(request, "timeout_s", "priority")
+    timeout_s = float_param(request, "timeout_s", MIN_WAIT_S, settings.http.max_wait_s)
     if timeout_s is None:
         timeout_s = min(spec.options.timeout_s, settings.http.max_wait_s)
     priority = priority_param(request)
     key = idempotency_key(request)
     payload = await read_payload(request, spec)
     await admit(request, spec, key)
-    job_id, _ = await request.app[PRODUCER_KEY].enqueue(
-        spec.name, payload, idempotency_key=key, priority=priority, notify=True
+    job_id, _ = await _enqueue(
+        request, spec, payload, idempotency_key=key, priority=priority, notify=True
     )
     wait = asyncio.ensure_future(request.app[WAITER_KEY].wait(job_id, timeout_s))
     stop = asyncio.ensure_future(request.app[SHUTDOWN_KEY].wait())
@@ -150,13 +168,14 @@ async def invoke(request: web.Request) -> web.Response:
 
 async def enqueue(request: web.Request) -> web.Response:
     spec = function_spec(request)
-    delay_s = float_param(request, "delay_s", 0, 365 * 86400)
+    known_params(request, "delay_s", "priority")
+    delay_s = float_param(request, "delay_s", 0, MAX_DELAY_S)
     priority = priority_param(request)
     key = idempotency_key(request)
     payload = await read_payload(request, spec)
     await admit(request, spec, key)
-    job_id, created = await request.app[PRODUCER_KEY].enqueue(
-        spec.name, payload, idempotency_key=key, priority=priority, delay_s=delay_s
+    job_id, created = await _enqueue(
+        request, spec, payload, idempotency_key=key, priority=priority, delay_s=delay_s
     )
     return json_response({"job_id": job_id, "created": created}, 202, _location(job_id))
 
@@ -200,7 +219,8 @@ async def list_functions(request: web.Request) -> web.Response:
 async def openapi(request: web.Request) -> web.Response:
     from runtime.server.openapi import document
 
-    return json_response(document(request.app[REGISTRY_KEY]))
+    max_wait_s = request.app[SETTINGS_KEY].http.max_wait_s
+    return json_response(document(request.app[REGISTRY_KEY], max_wait_s=max_wait_s))
 
 
 def add_routes(app: web.Application) -> None:

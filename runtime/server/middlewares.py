@@ -56,8 +56,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
                 k: v for k, v in exc.headers.items() if k.lower() == "allow"
             })
         )  # fmt: skip
-    except (BrokerError, OSError) as exc:  # OSError: kept from before the seam
+    except BrokerError as exc:  # every Redis failure arrives as one (queue/connection.py)
         return error_response(_redis_error(request, exc))
+    except ConnectionError:
+        raise  # the client's connection (reset, broken pipe): aiohttp's to handle, not ours
     except Exception as exc:
         log.exception("unexpected error in %s %s", request.method, request.path)
         extra: dict[str, Any] = {}
@@ -66,7 +68,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(ApiError(500, "internal", "internal error", **extra))
 
 
-def _redis_error(request: web.Request, exc: BrokerError | OSError) -> ApiError:
+def _redis_error(request: web.Request, exc: BrokerError) -> ApiError:
     """The answer to a Redis failure; logged at most once every ``QUIET_S`` per kind."""
     retry = {"Retry-After": "1"}
     if isinstance(exc, RedisMemoryFull):
@@ -76,15 +78,16 @@ def _redis_error(request: web.Request, exc: BrokerError | OSError) -> ApiError:
             "Redis is out of memory (maxmemory reached) and refused the write; retry later",
             headers={"Retry-After": str(request.app[SETTINGS_KEY].admission.retry_after_s)},
         )
-    elif isinstance(exc, BrokerUnavailable | OSError):
+    elif isinstance(exc, BrokerUnavailable):
         err = ApiError(503, "redis_unavailable", "Redis is unreachable; retry later", headers=retry)
     else:
         err = ApiError(503, "redis_error", f"Redis refused the call: {exc}"[:300], headers=retry)
     now = time.monotonic()
     if now - _last_logged.get(err.code, -QUIET_S) >= QUIET_S:
         _last_logged[err.code] = now
-        why = exc.describe() if isinstance(exc, BrokerError) else repr(exc)
-        log.warning("Redis failed %s %s (%s): %s", request.method, request.path, err.code, why)
+        log.warning(
+            "Redis failed %s %s (%s): %s", request.method, request.path, err.code, exc.describe()
+        )
     return err
 
 

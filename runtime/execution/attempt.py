@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -75,6 +76,7 @@ class Attempts:
         self._params = params or {}
         self._metrics = metrics
         self._tracing = tracing or Tracing()
+        self._handler_log = logging.getLogger(f"runtime.handler.{spec.name}")  # Context.logger
         # lease -> its thread, while a thread handler runs (or runs on, abandoned)
         self.threads_running: dict[Lease, asyncio.Future[Any]] = {}
         self._threads: ThreadPoolExecutor | None = None
@@ -144,18 +146,22 @@ class Attempts:
             return classify(exc)
         if self._processes is not None:
             return await self._in_process(job, env)
-        ctx = Context(
-            job_id=job.id,
-            function=spec.name,
-            attempt=job.attempts + 1,
-            deadline=time.monotonic() + spec.options.timeout_s,
-            params=self._params,
-            extend_lease=lambda: self._extend_lease(job),
-        )
-        args = (payload, ctx) if spec.takes_context else (payload,)
+        args = (payload, self._context(job)) if spec.takes_context else (payload,)
         if self._threads is None:
             return await self._on_loop(job, args)
         return await self._in_thread(job, args)
+
+    def _context(self, job: ClaimedJob) -> Context:
+        """The handler's Context (built only for a handler that takes one)."""
+        return Context(
+            job_id=job.id,
+            function=self._name,
+            attempt=job.attempts + 1,
+            deadline=time.monotonic() + self.spec.options.timeout_s,
+            params=self._params,
+            extend_lease=lambda: self._extend_lease(job),
+            logger=self._handler_log,
+        )
 
     async def _on_loop(self, job: ClaimedJob, args: tuple[Any, ...]) -> Outcome:
         """An ``async def`` handler, inline in its run's task, under its timeout: a timer

@@ -65,9 +65,11 @@ class Quarantine:
     def leave(self, is_suspect: bool) -> None:
         if is_suspect:
             self._exclusive = False
-        else:
-            self._shared -= 1
-        self._signal()
+            self._signal()
+            return
+        self._shared -= 1
+        if self._suspects_waiting:  # only a waiting suspect waits for _shared to change
+            self._signal()
 
     @asynccontextmanager
     async def ordinary(self) -> AsyncIterator[None]:

@@ -118,12 +118,12 @@ def make_jobs(count: int) -> list[ClaimedJob]:
     return jobs
 
 
-def new_attempts(
-    attempt_mod: types.ModuleType, metrics: Metrics, time_out: Callable[[Any], None]
-) -> Any:
+def new_attempts(attempt_mod: types.ModuleType, metrics: Metrics, runs: Callable[[], Any]) -> Any:
+    """Attempts of ``noop``; ``runs()`` is the Runs whose record they consult, if any."""
     options: dict[str, Any] = {}
-    if "time_out" in inspect.signature(attempt_mod.Attempts).parameters:
-        options["time_out"] = time_out  # the timeout's hook into the runs (since 52725ff)
+    if "time_out" in inspect.signature(attempt_mod.Attempts).parameters:  # after 52725ff
+        options["time_out"] = lambda lease: runs().time_out(lease)
+        options["why_stopped"] = lambda lease: runs() and runs().why_stopped(lease)
     return attempt_mod.Attempts(
         inspect_handler(noop),
         max_envelope_bytes=1 << 20,
@@ -138,7 +138,7 @@ async def _never(job: ClaimedJob) -> float:
 
 
 async def attempt_us(attempt_mod: types.ModuleType, jobs: list[ClaimedJob]) -> float:
-    attempts = new_attempts(attempt_mod, Metrics(["noop"]), lambda lease: None)
+    attempts = new_attempts(attempt_mod, Metrics(["noop"]), lambda: None)
     started = time.perf_counter()
     for job in jobs:
         outcome = await attempts.run(job)
@@ -161,7 +161,7 @@ async def run_us(code: Path_, jobs: list[ClaimedJob], room: int) -> float:
         "noop",
         held=HeldLeases(),
         gate=gate,
-        attempts=new_attempts(code.attempt, metrics, lambda lease: runs.time_out(lease)),
+        attempts=new_attempts(code.attempt, metrics, lambda: runs),
         breaker=NoBreaker(),
         settler=settler,
         counters=WorkerCounters(),

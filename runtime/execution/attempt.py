@@ -64,6 +64,7 @@ class Attempts:
         max_envelope_bytes: int,
         extend_lease: Callable[[ClaimedJob], Awaitable[float]],
         time_out: Callable[[Lease], None],
+        why_stopped: Callable[[Lease], str | None],
         params: Mapping[str, Any] | None = None,
         metrics: FunctionMetrics | None = None,
         tracing: Tracing | None = None,
@@ -73,6 +74,7 @@ class Attempts:
         self._max_envelope_bytes = max_envelope_bytes
         self._extend_lease = extend_lease
         self._time_out = time_out  # stops the run of an async handler past its timeout
+        self._why_stopped = why_stopped  # why the runtime stopped that run, if it did
         self._params = params or {}
         self._metrics = metrics
         self._tracing = tracing or Tracing()
@@ -166,18 +168,28 @@ class Attempts:
     async def _on_loop(self, job: ClaimedJob, args: tuple[Any, ...]) -> Outcome:
         """An ``async def`` handler, inline in its run's task, under its timeout: a timer
         that asks the run's owner to stop the run (recorded there, then the task is
-        cancelled). What the handler returns or raises is its outcome here; whether the
-        runtime ended the attempt meanwhile is the owner's record, which decides."""
+        cancelled). What the handler returns or raises is the attempt's outcome, unless
+        the runtime stopped the run meanwhile, whatever the handler made of that: timed
+        out, the attempt failed as ``timeout``; drained or lost, it has no outcome (a
+        CancelledError, as the run's owner expects)."""
+        lease = (job.id, job.token)
         timer = asyncio.get_running_loop().call_later(
-            self.spec.options.timeout_s, self._time_out, (job.id, job.token)
+            self.spec.options.timeout_s, self._time_out, lease
         )
         try:
             result = await self.spec.handler(*args)
         except BaseException as exc:  # even KeyboardInterrupt: it must not reach the loop
-            return handler_raised(exc)
+            outcome = handler_raised(exc)
+        else:
+            outcome = _completed(result)
         finally:
             timer.cancel()
-        return _completed(result)
+        why = self._why_stopped(lease)
+        if why is None:
+            return outcome
+        if why == "timeout":
+            return Failed("timeout", "attempt timed out")
+        raise asyncio.CancelledError(f"the runtime stopped the run ({why})")
 
     async def _in_thread(self, job: ClaimedJob, args: tuple[Any, ...]) -> Outcome:
         """A ``def`` handler in this function's thread pool, abandoned on timeout. What it

@@ -113,6 +113,11 @@ class Runs:
         if run is not None and run.why is None:
             self._stop(run, "timeout")
 
+    def why_stopped(self, lease: Lease) -> StopReason | None:
+        """Why the runtime stopped the run of ``lease``, if it did."""
+        run = self._runs.get(lease)
+        return run.why if run is not None else None
+
     def lose(self, lease: Lease) -> None:
         """``lease`` is no longer ours (reclaimed, or superseded by a newer claim of the
         same job): stop that run, settle nothing for it. A newer lease on the same job, and

@@ -101,6 +101,7 @@ class FunctionWorker:
             max_envelope_bytes=settings.max_envelope_bytes,
             extend_lease=lambda job: self._heartbeat.extend_one(job),
             time_out=lambda lease: self._runs.time_out(lease),
+            why_stopped=lambda lease: self._runs.why_stopped(lease),
             params=params,
             metrics=metrics,
             tracing=self._tracing,

@@ -72,6 +72,7 @@ class Worker:
     quarantine: Quarantine
     settled: Settled
     counters: WorkerCounters
+    attempted: list[Outcome | BaseException]  # what each Attempts.run ended with (its span's)
 
     def start(self, job: ClaimedJob) -> None:
         self.runs.start(job, 0)
@@ -104,7 +105,21 @@ def make_worker(handler: Callable[..., Awaitable[Any]], **options: Any) -> Worke
         max_envelope_bytes=1 << 20,
         extend_lease=extend,
         time_out=lambda lease: runs.time_out(lease) if runs is not None else None,
+        why_stopped=lambda lease: runs.why_stopped(lease) if runs is not None else None,
     )
+    attempted: list[Outcome | BaseException] = []
+    run_attempt = attempts.run
+
+    async def recorded(job: ClaimedJob, queue_wait_ms: int = 0) -> Outcome:
+        try:
+            outcome = await run_attempt(job, queue_wait_ms)
+        except BaseException as exc:
+            attempted.append(exc)
+            raise
+        attempted.append(outcome)
+        return outcome
+
+    attempts.run = recorded  # type: ignore[method-assign]
     runs = Runs(
         spec.name,
         held=held,
@@ -117,7 +132,7 @@ def make_worker(handler: Callable[..., Awaitable[Any]], **options: Any) -> Worke
         is_traced=False,
         slot_freed=settled.changed.set,
     )
-    return Worker(runs, held, quarantine, settled, counters)
+    return Worker(runs, held, quarantine, settled, counters, attempted)
 
 
 def job(name: str, n: int = 0, payload: Any = 0) -> ClaimedJob:
@@ -144,6 +159,7 @@ async def test_an_attempt_whose_handler_never_suspends_never_yields_to_the_loop(
         max_envelope_bytes=1 << 20,
         extend_lease=lambda job: asyncio.sleep(0, 1.0),
         time_out=lambda lease: None,
+        why_stopped=lambda lease: None,
     )
     step = attempts.run(job("noop", payload=41))
     with pytest.raises(StopIteration) as stopped:
@@ -191,6 +207,7 @@ async def test_a_timeout_cancels_the_handler_and_fails_the_attempt() -> None:
     await w.until(lambda: "slow.0" in w.settled.outcomes, "the timeout")
     assert w.settled.outcomes["slow.0"] == Failed("timeout", "attempt timed out")
     assert cancelled.is_set() and w.runs.running == 0
+    assert w.attempted == [Failed("timeout", "attempt timed out")]  # as its span says
 
 
 async def test_a_handler_that_returns_after_swallowing_its_timeout_still_timed_out() -> None:
@@ -205,6 +222,7 @@ async def test_a_handler_that_returns_after_swallowing_its_timeout_still_timed_o
     w.start(job("swallower"))
     await w.until(lambda: w.runs.running == 0, "the run's end")
     assert w.settled.outcomes == {"swallower.0": Failed("timeout", "attempt timed out")}
+    assert w.attempted == [Failed("timeout", "attempt timed out")]
 
 
 @pytest.mark.parametrize("kind", [KeyboardInterrupt, SystemExit, GeneratorExit])
@@ -284,6 +302,18 @@ async def test_a_drain_releases_a_handler_ignoring_its_cancellation() -> None:
     proceed.set()
     await w.until(lambda: w.runs.running == 0, "the slot back")
     assert w.settled.outcomes == {} and w.settled.released == ["obstinate.0"]
+
+
+async def test_a_drained_attempt_ends_cancelled_without_an_outcome() -> None:
+    async def slow(x: int) -> None:
+        await asyncio.sleep(30)
+
+    w = make_worker(slow)
+    w.start(job("slow"))
+    await asyncio.sleep(0)
+    await asyncio.wait_for(w.runs.drain(0.01), 3)
+    assert w.settled.released == ["slow.0"] and w.runs.running == 0
+    assert len(w.attempted) == 1 and isinstance(w.attempted[0], asyncio.CancelledError)
 
 
 async def test_a_drain_waits_for_runs_that_end_within_the_grace() -> None:

@@ -2,17 +2,21 @@
 within ``timeout_s``, and classify what happened as an Outcome. Measured (worker_active,
 the duration histogram) and traced (a CONSUMER span per attempt when tracing is on).
 
-Executors: ``async def`` handlers run on the event loop, each in a task of its own, and are
-cancelled on timeout; plain ``def`` handlers run in this function's thread pool and are
-abandoned on timeout; ``executor="process"`` handlers run in a killable subprocess pool. A
-handler that outlives its attempt (a thread, or a coroutine that ignores its cancellation)
-keeps its slot until it really ends (see ``handlers_running``), never its lease.
+Executors: ``async def`` handlers run inline, in the task of their run (runs.py), with no
+task or loop round trip of their own: a handler that never suspends completes in its run's
+first step. Their timeout is a timer that asks the run's owner to stop the run
+(``time_out``); the owner records why before it cancels the task, and gives up on a
+handler that ignores its cancellation (runs.py). Plain ``def`` handlers run in this
+function's thread pool and are abandoned on timeout; a thread keeps its slot until it
+really ends (see ``threads_running``), never its lease. ``executor="process"`` handlers
+run in a killable subprocess pool.
 
 Whatever a handler raises is an outcome, on every executor: any ``BaseException``
 (``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit``, a ``CancelledError``, custom
-ones) fails the attempt as ``handler_error``. The runtime's own ends of an attempt are
-its own: the timeout here, and the worker cancelling the attempt's task (a drain or a
-lost lease; the worker records which before it cancels).
+ones) fails the attempt as ``handler_error``. It is caught where the handler is awaited,
+so not even a KeyboardInterrupt or a SystemExit reaches the task's step (which would
+re-raise it out of the event loop). Whether the runtime ended the attempt (its
+timeout, a drain, a lost lease) is the run's record, never the exception's type.
 """
 
 from __future__ import annotations
@@ -48,8 +52,6 @@ from runtime.observe.metrics import FunctionMetrics
 from runtime.observe.tracing import Tracing
 
 _json = msgspec.json.Encoder()
-log = logging.getLogger("runtime.worker")  # the worker's parts log as the worker
-STOP_GRACE_S = 1.0  # a cancelled async handler's time to end before it is abandoned
 
 
 class Attempts:
@@ -61,6 +63,8 @@ class Attempts:
         *,
         max_envelope_bytes: int,
         extend_lease: Callable[[ClaimedJob], Awaitable[float]],
+        time_out: Callable[[Lease], None],
+        why_stopped: Callable[[Lease], str | None],
         params: Mapping[str, Any] | None = None,
         metrics: FunctionMetrics | None = None,
         tracing: Tracing | None = None,
@@ -69,13 +73,14 @@ class Attempts:
         self._name = spec.name
         self._max_envelope_bytes = max_envelope_bytes
         self._extend_lease = extend_lease
+        self._time_out = time_out  # stops the run of an async handler past its timeout
+        self._why_stopped = why_stopped  # why the runtime stopped that run, if it did
         self._params = params or {}
         self._metrics = metrics
         self._tracing = tracing or Tracing()
-        # lease -> its handler, while a thread handler runs (or runs on, abandoned), or
-        # while an async handler that ignored its cancellation runs on, abandoned
-        self.handlers_running: dict[Lease, asyncio.Future[Any]] = {}
-        self._abandoned: set[asyncio.Task[Outcome]] = set()  # referenced until they end
+        self._handler_log = logging.getLogger(f"runtime.handler.{spec.name}")  # Context.logger
+        # lease -> its thread, while a thread handler runs (or runs on, abandoned)
+        self.threads_running: dict[Lease, asyncio.Future[Any]] = {}
         self._threads: ThreadPoolExecutor | None = None
         self._processes: ProcessPool | None = None
         if spec.executor == "thread":
@@ -86,10 +91,7 @@ class Attempts:
             self._processes = ProcessPool(spec.options.concurrency)
 
     async def close(self) -> None:
-        """Stop the pools: process children are killed, threads are left to end (and so
-        are abandoned coroutines, cancelled once more)."""
-        for handler in list(self._abandoned):
-            handler.cancel()
+        """Stop the pools: process children are killed, threads are left to end."""
         if self._processes is not None:
             await self._processes.close()
         if self._threads is not None:
@@ -146,53 +148,48 @@ class Attempts:
             return classify(exc)
         if self._processes is not None:
             return await self._in_process(job, env)
-        ctx = Context(
-            job_id=job.id,
-            function=spec.name,
-            attempt=job.attempts + 1,
-            deadline=time.monotonic() + spec.options.timeout_s,
-            params=self._params,
-            extend_lease=lambda: self._extend_lease(job),
-        )
-        args = (payload, ctx) if spec.takes_context else (payload,)
+        args = (payload, self._context(job)) if spec.takes_context else (payload,)
         if self._threads is None:
             return await self._on_loop(job, args)
         return await self._in_thread(job, args)
 
-    async def _on_loop(self, job: ClaimedJob, args: tuple[Any, ...]) -> Outcome:
-        """An ``async def`` handler, in a task of its own: whatever it raises (even a
-        KeyboardInterrupt, which would stop the event loop) or however it treats a
-        cancellation, the attempt ends on the runtime's terms: its timeout, or the worker
-        cancelling this task (a drain, a lost lease), which is re-raised here."""
-        handler = asyncio.create_task(_caught(self.spec.handler, args), name=f"handler:{job.id}")
-        try:
-            done, _ = await asyncio.wait({handler}, timeout=self.spec.options.timeout_s)
-        except asyncio.CancelledError:
-            await self._stop(job, handler)
-            raise
-        if not done:
-            await self._stop(job, handler)
-            return Failed("timeout", "attempt timed out")
-        return handler.result()
+    def _context(self, job: ClaimedJob) -> Context:
+        """The handler's Context (built only for a handler that takes one)."""
+        return Context(
+            job_id=job.id,
+            function=self._name,
+            attempt=job.attempts + 1,
+            deadline=time.monotonic() + self.spec.options.timeout_s,
+            params=self._params,
+            extend_lease=lambda: self._extend_lease(job),
+            logger=self._handler_log,
+        )
 
-    async def _stop(self, job: ClaimedJob, handler: asyncio.Task[Outcome]) -> None:
-        """Cancel a handler whose attempt is over, and give it ``STOP_GRACE_S`` to end. One
-        that ignores the cancellation runs on, abandoned: its job is settled (or released)
-        now, and its slot comes back only when it really ends (``handlers_running``)."""
-        handler.cancel()
+    async def _on_loop(self, job: ClaimedJob, args: tuple[Any, ...]) -> Outcome:
+        """An ``async def`` handler, inline in its run's task, under its timeout: a timer
+        that asks the run's owner to stop the run (recorded there, then the task is
+        cancelled). What the handler returns or raises is the attempt's outcome, unless
+        the runtime stopped the run meanwhile, whatever the handler made of that: timed
+        out, the attempt failed as ``timeout``; drained or lost, it has no outcome (a
+        CancelledError, as the run's owner expects)."""
+        lease = (job.id, job.token)
+        timer = asyncio.get_running_loop().call_later(
+            self.spec.options.timeout_s, self._time_out, lease
+        )
         try:
-            await asyncio.wait({handler}, timeout=STOP_GRACE_S)
+            result = await self.spec.handler(*args)
+        except BaseException as exc:  # even KeyboardInterrupt: it must not reach the loop
+            outcome = handler_raised(exc)
+        else:
+            outcome = _completed(result)
         finally:
-            if not handler.done():
-                log.warning(
-                    "%s: the handler of job %s ignored its cancellation; abandoning it (its "
-                    "slot stays taken until it ends)",
-                    self._name,
-                    job.id,
-                )
-                self.handlers_running[(job.id, job.token)] = handler
-                self._abandoned.add(handler)
-                handler.add_done_callback(self._abandoned.discard)
+            timer.cancel()
+        why = self._why_stopped(lease)
+        if why is None:
+            return outcome
+        if why == "timeout":
+            return Failed("timeout", "attempt timed out")
+        raise asyncio.CancelledError(f"the runtime stopped the run ({why})")
 
     async def _in_thread(self, job: ClaimedJob, args: tuple[Any, ...]) -> Outcome:
         """A ``def`` handler in this function's thread pool, abandoned on timeout. What it
@@ -201,7 +198,7 @@ class Attempts:
         # ids, and its own spans nest under the job's.
         run = functools.partial(contextvars.copy_context().run, _called, self.spec.handler, args)
         fut = asyncio.get_running_loop().run_in_executor(self._threads, run)
-        self.handlers_running[(job.id, job.token)] = fut
+        self.threads_running[(job.id, job.token)] = fut
         done, _ = await asyncio.wait({fut}, timeout=self.spec.options.timeout_s)
         if not done:
             return Failed("timeout", "attempt timed out (thread abandoned)")
@@ -232,16 +229,6 @@ class Attempts:
         except Exception as exc:  # Retry, Reject, RemoteError, the pool's TimeoutError
             return classify(exc)
         return _completed(result)
-
-
-async def _caught(handler: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> Outcome:
-    """Await an async handler; what it returns or raises (any BaseException, even a
-    CancelledError: whether the runtime cancelled it is the caller's record) as an Outcome."""
-    try:
-        result = await handler(*args)
-    except BaseException as exc:
-        return handler_raised(exc)
-    return _completed(result)
 
 
 def _called(handler: Callable[..., Any], args: tuple[Any, ...]) -> Outcome:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable
 
 from runtime.errors import BrokerError
 from runtime.execution.outages import OutageLog
@@ -37,10 +37,15 @@ class QuarantineGate:
     def is_suspect(self, job: ClaimedJob) -> bool:
         return is_suspect(job.recoveries, self._max_recoveries)
 
-    def turn(self, is_suspect: bool) -> AbstractAsyncContextManager[None]:
-        """The job's turn in the quarantine: alone for a suspect, shared otherwise. The
-        quarantine's own context manager, not a wrapper: this is on every job's path."""
-        return self._quarantine.suspect() if is_suspect else self._quarantine.ordinary()
+    def enter(self, is_suspect: bool) -> Awaitable[None]:
+        """Wait for the job's turn in the quarantine: alone for a suspect, shared otherwise.
+        Given back by ``leave``, which the run calls once, from its task or, for a run
+        abandoned to a handler that ignores its cancellation, from outside it. The
+        quarantine's own coroutine, not a wrapper: this is on every job's path."""
+        return self._quarantine.enter(is_suspect)
+
+    def leave(self, is_suspect: bool) -> None:
+        self._quarantine.leave(is_suspect)
 
     async def admit_suspect(self, job: ClaimedJob) -> bool:
         """Inside a suspect's turn: False if it may not run after all (reclaimed while it

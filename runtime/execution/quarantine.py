@@ -45,18 +45,15 @@ class Quarantine:
     def is_holding_suspect(self) -> bool:
         return self._exclusive
 
-    @asynccontextmanager
-    async def ordinary(self) -> AsyncIterator[None]:
-        await self._until(lambda: not self._exclusive and not self._suspects_waiting)
-        self._shared += 1
-        try:
-            yield
-        finally:
-            self._shared -= 1
-            self._signal()
-
-    @asynccontextmanager
-    async def suspect(self) -> AsyncIterator[None]:
+    async def enter(self, is_suspect: bool) -> None:
+        """Wait for a turn: alone for a suspect, shared otherwise. Give it back with
+        ``leave``, also from outside the task that took it (a run abandoned to a handler
+        that ignores its cancellation gives its turn back while the handler runs on)."""
+        if not is_suspect:
+            if self._exclusive or self._suspects_waiting:  # else no coroutine, no lambda
+                await self._until(lambda: not self._exclusive and not self._suspects_waiting)
+            self._shared += 1
+            return
         self._suspects_waiting += 1
         try:
             await self._until(lambda: not self._exclusive and self._shared == 0)
@@ -64,11 +61,31 @@ class Quarantine:
         finally:
             self._suspects_waiting -= 1
             self._signal()
+
+    def leave(self, is_suspect: bool) -> None:
+        if is_suspect:
+            self._exclusive = False
+            self._signal()
+            return
+        self._shared -= 1
+        if self._suspects_waiting:  # only a waiting suspect waits for _shared to change
+            self._signal()
+
+    @asynccontextmanager
+    async def ordinary(self) -> AsyncIterator[None]:
+        await self.enter(is_suspect=False)
         try:
             yield
         finally:
-            self._exclusive = False
-            self._signal()
+            self.leave(is_suspect=False)
+
+    @asynccontextmanager
+    async def suspect(self) -> AsyncIterator[None]:
+        await self.enter(is_suspect=True)
+        try:
+            yield
+        finally:
+            self.leave(is_suspect=True)
 
     async def _until(self, ready: Callable[[], bool]) -> None:
         while not ready():

@@ -9,7 +9,8 @@ the leases it holds) and wires its parts, for one function in this process:
   (``accept``), and the Redis-clock estimate that judges a late one;
 - ``runs.Runs``: a task per job run, keyed by its lease; each waits its turn in the
   process's quarantine (``gate.QuarantineGate``), then runs one attempt
-  (``attempt.Attempts``);
+  (``attempt.Attempts``; an ``async def`` handler inline in the run's task), and the
+  runtime's record of why it stopped one (timeout, drain, lost lease);
 - ``breaker.BreakerKeeper``: the circuit breaker's view of claims and outcomes;
 - ``settler.Settler``: each outcome as a settle entry, coalesced into one script call;
 - ``leases.Heartbeat`` and ``leases.Reclaimer``: the heartbeat that renews the leases
@@ -100,6 +101,8 @@ class FunctionWorker:
             spec,
             max_envelope_bytes=settings.max_envelope_bytes,
             extend_lease=lambda job: self._heartbeat.extend_one(job),
+            time_out=lambda lease: self._runs.time_out(lease),
+            why_stopped=lambda lease: self._runs.why_stopped(lease),
             params=params,
             metrics=metrics,
             tracing=self._tracing,
@@ -203,6 +206,7 @@ class FunctionWorker:
         if sup is not None:  # the claim loop ends at stop; a claim on the wire completes
             await sup.join(f"claim:{self.name}", timeout_s=self._settings.lease_s)
         await self._runs.drain(grace_s)
+        self._runs.close()  # abandoned handlers: cancelled once more, left to end
         await self._settler.flushed(3 * self._settings.lease_s)
         # The loops also end on close(): a cancellation swallowed inside a Redis call
         # (seen with redis-py under load) must not keep them, or this drain, alive.

@@ -59,6 +59,7 @@ from redis.asyncio.client import Pipeline, PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
+from runtime.config.redaction import redact_text
 from runtime.config.schema import RedisSettings
 from runtime.errors import BrokerCommandError, BrokerError, BrokerUnavailable, RedisMemoryFull
 
@@ -201,8 +202,10 @@ class _Watchdog:
 
 
 def translated(exc: BaseException) -> BrokerError:
-    """The runtime's error for a redis-py (or socket) exception, chained to it."""
-    message, cause = str(exc), type(exc).__name__
+    """The runtime's error for a redis-py (or socket) exception, chained to it; a URL
+    password in redis-py's message is masked (the chained original keeps it, for a
+    debugger only: the runtime logs and prints the translated message)."""
+    message, cause = redact_text(str(exc)), type(exc).__name__
     error: BrokerError
     if isinstance(exc, _UNAVAILABLE):
         error = BrokerUnavailable(message, cause)

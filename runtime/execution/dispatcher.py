@@ -276,7 +276,9 @@ class Dispatcher:
                 retry_s = 0.1
                 self._wake_all()  # messages may have been missed while unsubscribed
                 while True:
-                    await self._follow_channels(pubsub, subscribed)
+                    for worker in await follow_channels(pubsub, subscribed, self._by_channel):
+                        if worker in self.workers.values():  # not retired meanwhile
+                            worker.allow_parking(True)
                     message = await pubsub.get_message(timeout=poll_s)
                     if message is None or message["type"] != "message":
                         continue
@@ -298,18 +300,19 @@ class Dispatcher:
                 self._set_parking(False)
                 await close_pubsub(pubsub)
 
-    async def _follow_channels(self, pubsub: TranslatedPubSub, subscribed: set[bytes]) -> None:
-        """Subscribe the channels of workers made since (then let them park), unsubscribe
-        those of retired ones: ``subscribed`` becomes the channels of ``_by_channel``."""
-        added = [c for c in self._by_channel if c not in subscribed]
-        gone = [c for c in subscribed if c not in self._by_channel]
-        if added:
-            await pubsub.subscribe(*added)
-            subscribed.update(added)
-            for channel in added:
-                worker = self._by_channel.get(channel)
-                if worker is not None and worker in self.workers.values():
-                    worker.allow_parking(True)
-        if gone:
-            await pubsub.unsubscribe(*gone)
-            subscribed.difference_update(gone)
+
+async def follow_channels(
+    pubsub: TranslatedPubSub, subscribed: set[bytes], wanted: Mapping[bytes, FunctionWorker]
+) -> list[FunctionWorker]:
+    """Subscribe the channels of ``wanted`` not yet in ``subscribed``, unsubscribe those no
+    longer wanted (retired workers'); returns the workers whose channel is new, which may
+    park from now on."""
+    added = [c for c in wanted if c not in subscribed]
+    gone = [c for c in subscribed if c not in wanted]
+    if added:
+        await pubsub.subscribe(*added)
+        subscribed.update(added)
+    if gone:
+        await pubsub.unsubscribe(*gone)
+        subscribed.difference_update(gone)
+    return [wanted[c] for c in added]

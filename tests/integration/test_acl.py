@@ -143,6 +143,8 @@ async def test_each_role_does_its_job_and_nothing_else(fleet: Roles) -> None:
     assert http(fleet.ports[serve.pid], "/v1/functions/echo/invoke", b"8") == (200, b"8")
 
     assert fleet.ready(serve)[0] == 200
+    serve.terminate()  # the clean exit's writes too (unpark, deregister, deploy status)
+    assert serve.wait(timeout=30) == 0
     log = (fleet.tmp / "serve-0.log").read_text()
     assert "NOPERM" not in log and "Traceback" not in log, log[-3000:]
     assert "using Redis at redis://rt-serve:**@" in log

@@ -16,7 +16,9 @@
     │   │   ├── BrokerUnavailable      no answer: connection refused, reset, timed out, loading
     │   │   └── BrokerCommandError     Redis answered with an error (a script error, NOPERM,
     │   │       │                      READONLY, a wrong key type, ...)
-    │   │       └── RedisMemoryFull    OOM: maxmemory reached and the command would grow it
+    │   │       ├── RedisMemoryFull    OOM: maxmemory reached and the command would grow it
+    │   │       └── BrokerPermissionError  NOPERM: the Redis user's ACL lacks a command, key
+    │   │                                  or channel; one line naming it and the rule to add
     │   ├── EmbeddedRedisError         the embedded redis-server cannot be started
     │   ├── JobFailed                  Client.result(): the job was dead-lettered
     │   ├── ResultTimeout              Client.result(): no terminal state in time
@@ -100,6 +102,20 @@ class BrokerCommandError(BrokerError):
 
 class RedisMemoryFull(BrokerCommandError):
     """Redis refused a write: ``maxmemory`` is reached (OOM command not allowed)."""
+
+
+class BrokerPermissionError(BrokerCommandError):
+    """Redis refused a call under its user's ACL (NOPERM, or a script's command refused).
+
+    The message is one line: what was refused (``command``: a command name, a key or a
+    channel) and the ACL rule that grants it (``rule``, e.g. ``+incrby``, ``~{rt:*}:*``,
+    ``&{rt}:*``); docs/security.md lists every rule of each role.
+    """
+
+    def __init__(self, message: str, cause: str = "", *, refused: str = "", rule: str = ""):
+        self.refused = refused
+        self.rule = rule
+        super().__init__(message, cause)
 
 
 class EmbeddedRedisError(RuntimeFailure):

@@ -1,5 +1,12 @@
 """Secret masking: URL passwords, and the values of keys that look like passwords or
-tokens, are masked in every configuration error message and in ``runtime config show``.
+tokens, are masked in every configuration error message and in ``runtime config show``;
+``redact_text`` masks the URL passwords inside free text (the errors of a Redis call).
+
+A Redis URL carries a password in two places, and both are masked in every form the
+runtime meets: the userinfo (``redis://user:pw@``, ``rediss://:pw@``, ``unix://u:pw@/s``,
+a bare ``user:pw@host:port``) and the query (``?password=``, ``&password=``, in any case,
+with or without a scheme, e.g. ``db.internal:6379?password=pw``). A username alone
+(``redis://user@host``) is not a secret and stays visible.
 """
 
 from __future__ import annotations
@@ -15,7 +22,10 @@ from runtime.config.schema import Key, Settings
 _SECRET_NAME = re.compile(
     r"pass(word)?|secret|token|api_?key|signing_?key|credential|private|headers", re.I
 )
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.I)
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#\s'\"]*", re.I)
+# In free text: the userinfo of a URL-like word, up to its *last* "@" (a password may hold
+# "@" or "/"): an optional scheme, a user with no ":@/" or space, ":", then the password.
+_TEXT_USERINFO = re.compile(r"((?:[a-z][a-z0-9+.-]*://)?[^\s:@/'\"]*:)[^\s'\"]*@", re.I)
 
 
 def redact_url(url: str) -> str:
@@ -42,8 +52,16 @@ def mask(key: Key, value: Any) -> Any:
     if key and _SECRET_NAME.search(key[-1]) and value not in ("", None, False):
         return "**"  # whatever its type: `token = 424242` is a secret too
     if isinstance(value, str):
-        return redact_url(value) if "://" in value or "@" in value else value
+        return redact_text(value)
     return value
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the password of every Redis URL in it masked (see the module
+    docstring); text that holds none comes back unchanged."""
+    if "@" in text:
+        text = _TEXT_USERINFO.sub(r"\1**@", text)
+    return _QUERY_PASSWORD.sub(r"\1**", text)
 
 
 def settings_to_dict(settings: Settings, *, masked: bool = True) -> dict[str, Any]:

@@ -9,13 +9,16 @@ that worker's event. A dropped subscription wakes every worker on reconnect (a m
 have been missed), and each worker also polls at ``idle_poll_s``: a handful of commands per
 second when idle, a few milliseconds from enqueue to start when not.
 
-Handoff: the same connection holds one pattern subscription to this process's handoff
-channels, one per worker. A worker whose claim finds nothing is parked on its channel
-(claim.lua), and enqueue leases a new job straight to it and publishes it there
-(enqueue.lua): the job starts one round trip sooner, with the same lease and fencing token
-as a claimed one. A drain un-parks every worker and waits for the fence message that
-follows each unpark, so no handed-off job arrives unseen. docs/architecture.md lists how
-each lost, late or unrunnable handoff ends.
+Handoff: the same connection subscribes, by name, to this process's handoff channels, one
+per worker (no pattern: a Redis ACL can grant ``&{ns}:*`` for these, never a pattern with
+a random instance id in it; see runtime/queue/keys.py). A worker made by a swap may park
+once the listener has subscribed its channel (within one poll); a retired worker's
+channel is unsubscribed once its retirement ends. A worker whose claim finds nothing is
+parked on its channel (claim.lua), and enqueue leases a new job straight to it and
+publishes it there (enqueue.lua): the job starts one round trip sooner, with the same
+lease and fencing token as a claimed one. A drain un-parks every worker and waits for the
+fence message that follows each unpark, so no handed-off job arrives unseen.
+docs/architecture.md lists how each lost, late or unrunnable handoff ends.
 
 The listener runs under the dispatcher's supervisor (``wake-listener``), each worker's
 loops under the worker's own: a task that fails is restarted, and ``down`` names what is
@@ -46,8 +49,8 @@ from runtime.observe.metrics import Metrics
 from runtime.observe.supervisor import Supervisor, raise_if_cancelled
 from runtime.observe.tracing import Tracing
 from runtime.queue.broker import RedisBroker
-from runtime.queue.connection import close_pubsub
-from runtime.queue.keys import handoff_channel, handoff_pattern
+from runtime.queue.connection import TranslatedPubSub, close_pubsub
+from runtime.queue.keys import handoff_channel
 
 log = logging.getLogger("runtime.dispatcher")
 
@@ -71,9 +74,9 @@ class Dispatcher:
         self._tracing = tracing
         self.quarantine = Quarantine()  # one per process: a crash takes the whole process
         instance = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        # One channel per worker under this prefix, all read by one pattern subscription:
-        # a job handed to a worker reaches that worker (a retiring one releases it), and
-        # each worker adopts only what was handed to itself.
+        # One channel per worker under this instance id, each subscribed by name: a job
+        # handed to a worker reaches that worker (a retiring one releases it), and each
+        # worker adopts only what was handed to itself.
         self._instance = instance
         self._by_channel: dict[bytes, FunctionWorker] = {}
         self._serial = 0
@@ -158,7 +161,7 @@ class Dispatcher:
         self.retiring.update(old)
         self.workers = {spec.name: self._worker(spec) for spec in registry}
         for worker in self.workers.values():
-            worker.allow_parking(self.is_subscribed)
+            worker.allow_parking(False)  # until the listener has subscribed its channel
             worker.start()
         retirement = asyncio.create_task(self._retire(old, drains), name="retire")
         self._retirements.add(retirement)
@@ -265,24 +268,27 @@ class Dispatcher:
         poll_s = min(1.0, self._settings.redis.timeout_s / 2)
         while True:
             pubsub = self._broker.redis.pubsub(ignore_subscribe_messages=True)
+            wake = self._broker.wake_channel.encode()
             try:
-                await pubsub.subscribe(self._broker.wake_channel)
-                await pubsub.psubscribe(handoff_pattern(self._broker.namespace, self._instance))
+                subscribed = set(self._by_channel)
+                await pubsub.subscribe(wake, *subscribed)
                 self._set_parking(True)
                 retry_s = 0.1
                 self._wake_all()  # messages may have been missed while unsubscribed
                 while True:
+                    for worker in await follow_channels(pubsub, subscribed, self._by_channel):
+                        if worker in self.workers.values():  # not retired meanwhile
+                            worker.allow_parking(True)
                     message = await pubsub.get_message(timeout=poll_s)
-                    if message is None:
+                    if message is None or message["type"] != "message":
                         continue
-                    if message["type"] == "pmessage":
-                        channel, data = message["channel"], message["data"]
-                        if isinstance(channel, bytes) and isinstance(data, bytes):
-                            self._handoff(channel, data)
-                        else:
-                            rejects.reject("handoff_message", rejects.sample(data))
-                    elif message["type"] == "message":
-                        self._wake(message["data"])
+                    channel, data = message["channel"], message["data"]
+                    if channel == wake:
+                        self._wake(data)
+                    elif isinstance(channel, bytes) and isinstance(data, bytes):
+                        self._handoff(channel, data)
+                    else:
+                        rejects.reject("handoff_message", rejects.sample(data))
             except BrokerError as exc:
                 raise_if_cancelled()  # a stop that redis-py turned into a timeout
                 if self.is_subscribed:
@@ -293,3 +299,20 @@ class Dispatcher:
             finally:
                 self._set_parking(False)
                 await close_pubsub(pubsub)
+
+
+async def follow_channels(
+    pubsub: TranslatedPubSub, subscribed: set[bytes], wanted: Mapping[bytes, FunctionWorker]
+) -> list[FunctionWorker]:
+    """Subscribe the channels of ``wanted`` not yet in ``subscribed``, unsubscribe those no
+    longer wanted (retired workers'); returns the workers whose channel is new, which may
+    park from now on."""
+    added = [c for c in wanted if c not in subscribed]
+    gone = [c for c in subscribed if c not in wanted]
+    if added:
+        await pubsub.subscribe(*added)
+        subscribed.update(added)
+    if gone:
+        await pubsub.unsubscribe(*gone)
+        subscribed.difference_update(gone)
+    return [wanted[c] for c in added]

@@ -8,6 +8,8 @@ imports redis-py or catches its types:
     redis.exceptions.ConnectionError (incl. LOADING, auth, no pool connection),
     redis.exceptions.TimeoutError, OSError     -> BrokerUnavailable
     OOM command not allowed                     -> RedisMemoryFull
+    NOPERM, or a script's command refused       -> BrokerPermissionError (one line: the
+                                                   command, key or channel, and the rule)
     any other redis.exceptions.RedisError       -> BrokerCommandError
 
 ``NoScriptError`` alone passes through a single command untranslated: redis-py's ``Script``
@@ -59,8 +61,15 @@ from redis.asyncio.client import Pipeline, PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
+from runtime.config.redaction import redact_text
 from runtime.config.schema import RedisSettings
-from runtime.errors import BrokerCommandError, BrokerError, BrokerUnavailable, RedisMemoryFull
+from runtime.errors import (
+    BrokerCommandError,
+    BrokerError,
+    BrokerUnavailable,
+    RedisMemoryFull,
+)
+from runtime.queue.permissions import permission_error
 
 _UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 _TRANSLATED = (redis.exceptions.RedisError, OSError)
@@ -200,22 +209,27 @@ class _Watchdog:
         self._handle.cancel()
 
 
-def translated(exc: BaseException) -> BrokerError:
-    """The runtime's error for a redis-py (or socket) exception, chained to it."""
-    message, cause = str(exc), type(exc).__name__
+def translated(exc: BaseException, command: tuple[Any, ...] = ()) -> BrokerError:
+    """The runtime's error for a redis-py (or socket) exception, chained to it; a URL
+    password in redis-py's message is masked (the chained original keeps it, for a
+    debugger only: the runtime logs and prints the translated message). ``command`` is
+    the call refused, if known: a permission error names its key or channel from it."""
+    message, cause = redact_text(str(exc)), type(exc).__name__
     error: BrokerError
     if isinstance(exc, _UNAVAILABLE):
         error = BrokerUnavailable(message, cause)
     elif isinstance(exc, redis.exceptions.OutOfMemoryError) or message.startswith("OOM "):
         error = RedisMemoryFull(message, cause)
+    elif (refused := permission_error(message, command, cause)) is not None:
+        error = refused
     else:
         error = BrokerCommandError(message, cause)
     error.__cause__ = exc
     return error
 
 
-def _raise_translated(exc: BaseException) -> NoReturn:
-    raise translated(exc) from exc
+def _raise_translated(exc: BaseException, command: tuple[Any, ...] = ()) -> NoReturn:
+    raise translated(exc, command) from exc
 
 
 class RedisClient(aioredis.Redis):
@@ -230,14 +244,14 @@ class RedisClient(aioredis.Redis):
         except _SCRIPT_RELOAD:
             raise
         except _TRANSLATED as exc:
-            _raise_translated(exc)
+            _raise_translated(exc, args)
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
         return TranslatedPipeline(
             self.connection_pool, self.response_callbacks, transaction, shard_hint
         )
 
-    def pubsub(self, **kwargs: Any) -> PubSub:
+    def pubsub(self, **kwargs: Any) -> TranslatedPubSub:
         return TranslatedPubSub(
             self.connection_pool, event_dispatcher=self._event_dispatcher, **kwargs
         )
@@ -267,17 +281,20 @@ def _as_value(reply: Any) -> Any:
 class TranslatedPubSub(PubSub):
     """A subscription whose commands and reads raise the runtime's errors."""
 
+    sent: tuple[Any, ...] = ()  # the last (UN)SUBSCRIBE: its refusal arrives as a reply
+
     async def execute_command(self, *args: Any) -> Any:
+        self.sent = args
         try:
             return await super().execute_command(*args)
         except _TRANSLATED as exc:
-            _raise_translated(exc)
+            _raise_translated(exc, args)
 
     async def parse_response(self, block: bool = True, timeout: float = 0) -> Any:  # noqa: ASYNC109
         try:
             return await super().parse_response(block, timeout)
         except _TRANSLATED as exc:
-            _raise_translated(exc)
+            _raise_translated(exc, self.sent)
 
 
 def connect(settings: RedisSettings, url: str) -> RedisClient:

@@ -35,8 +35,8 @@ Keys (type: what it holds; who removes it):
 - ``{ns}:done`` (pub/sub channel): id of a waited-for job (``notify``) that just ended.
 - ``{ns}:handoff:<instance>:<n>`` (pub/sub channel): jobs leased by enqueue to worker
   ``n`` of that runtime instance while it is parked (``function\nid\nnow_ms\nenvelope``);
-  an empty message is the fence an unpark sends after itself. One pattern subscription
-  ``{ns}:handoff:<instance>:*`` per process reads all of them.
+  an empty message is the fence an unpark sends after itself. Each process subscribes to
+  its workers' channels by name (SUBSCRIBE, not a pattern: see "Channels and ACLs").
 
 Namespace-wide (``NamespaceKeys``), under the hash tag ``{<namespace>}``:
 
@@ -60,6 +60,12 @@ Deployments (``deploy.py``), all under the hash tag ``{<namespace>}``:
 - ``{ns}:deploy:status`` (hash): instance id -> JSON (version loaded, refusals); the
   instance deletes its field at a clean exit, ``runtime deployments`` prunes dead ones.
 - ``{ns}:deploy`` (pub/sub channel): a version id, published when it becomes active.
+
+Channels and ACLs: every channel is ``{ns}:<name>``, so a Redis user limited to its
+namespace needs one channel rule, ``&{ns}:*`` (docs/security.md). The runtime never
+subscribes to a pattern: Redis 7 checks a PSUBSCRIBE pattern *literally* against the
+user's channel rules (``{ns}:handoff:<instance>:*`` would need that exact rule, and the
+instance id is random), while a SUBSCRIBE channel is matched against them as a glob.
 
 A function's ``prefix`` is the ``{ns:fn}:`` string, passed to scripts so they can build the
 keys of the ids they pop (``job:``, ``done:``, ``minute:``) and the ``handed:`` set of a
@@ -156,11 +162,6 @@ def wake_channel(namespace: str) -> str:
 def handoff_channel(namespace: str, instance: str, worker: int) -> str:
     """Where enqueue publishes the jobs it leased to one parked worker of an instance."""
     return f"{{{namespace}}}:handoff:{instance}:{worker}"
-
-
-def handoff_pattern(namespace: str, instance: str) -> str:
-    """The pattern subscription that reads every handoff channel of one instance."""
-    return f"{{{namespace}}}:handoff:{instance}:*"
 
 
 class DeployKeys:

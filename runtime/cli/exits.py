@@ -14,6 +14,7 @@ from enum import IntEnum
 from runtime.errors import (
     BrokerCommandError,
     BrokerError,
+    BrokerPermissionError,
     BrokerUnavailable,
     ConfigError,
     EmbeddedRedisError,
@@ -98,6 +99,8 @@ def _redis_text(error: BrokerError) -> str:
                 "free memory (runtime purge-dlq, fewer kept results: worker.keep_result_s) "
                 "or raise maxmemory"
             )
+        case BrokerPermissionError():
+            return said  # one line already: what was refused and the ACL rule to add
         case BrokerCommandError() if "NOPERM" in str(error):
             return (
                 f"Redis refused the command for lack of permission: {said}; grant it to "

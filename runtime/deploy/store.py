@@ -170,7 +170,7 @@ class DeployStore:
         self._keep = keep_versions
         self._publish = scripts.register(redis, "deploy_publish")
         self._activate = scripts.register(redis, "deploy_activate")
-        self._read_script = scripts.register(redis, "deploy_read")
+        self._read_script = scripts.register_read_only(redis, "deploy_read")
 
     async def next_version(self) -> int:
         """A new version id. A deploy that fails after this leaves a gap, nothing else."""

@@ -12,10 +12,14 @@ checks and the dead-lettering of a corrupt record, shared) is pasted in its plac
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
+from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
 from redis.commands.core import AsyncScript
 
 INCLUDE_RECORDS = "--! records\n"
@@ -34,3 +38,26 @@ def source(name: str) -> str:
 def register(client: aioredis.Redis, name: str) -> AsyncScript:
     """``lua/<name>.lua`` as a callable script of ``client`` (EVALSHA, loaded on first use)."""
     return client.register_script(source(name))
+
+
+class ReadOnlyScript:
+    """A script that only reads, called with ``EVALSHA_RO``: a Redis user whose key rules are
+    read-only (``%R~``) may run it, where Redis 7 checks the keys of ``EVALSHA`` as written
+    whatever the script's flags. Loaded with ``SCRIPT LOAD`` on first use, like ``Script``."""
+
+    def __init__(self, client: aioredis.Redis, name: str) -> None:
+        self._client = client
+        self._source = source(name)
+        self._sha = hashlib.sha1(self._source.encode()).hexdigest()  # the id Redis gives it
+
+    async def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        try:
+            return await self._client.evalsha_ro(self._sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            await self._client.script_load(self._source)
+            return await self._client.evalsha_ro(self._sha, len(keys), *keys, *args)
+
+
+def register_read_only(client: aioredis.Redis, name: str) -> ReadOnlyScript:
+    """``lua/<name>.lua``, a script that only reads, as a callable run with EVALSHA_RO."""
+    return ReadOnlyScript(client, name)

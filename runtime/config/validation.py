@@ -118,8 +118,51 @@ def redis_url_problem(url: str) -> str | None:
     if port == 0:
         return f"port 0 (give the port Redis listens on, 6379 by default); {URL_FORMS}"
     db = parts.path.lstrip("/")
-    if db and not db.isdigit():
-        return f"the database {db!r} is not a number; {URL_FORMS}"
+    if db and not db.isdigit():  # its text is not echoed: it may hold a misplaced password
+        return f"the database (the path after the host) is not a number; {URL_FORMS}"
+    return _query_problem(parts.query)
+
+
+# The query parameters redis-py turns into connection options (any other name would reach
+# its Connection as an unknown keyword argument, and fail at the first connection).
+URL_QUERY_NAMES = frozenset(
+    [
+        "db",
+        "password",
+        "username",
+        "client_name",
+        "health_check_interval",
+        "max_connections",
+        "readonly",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "socket_timeout",
+        "retry_on_timeout",
+        "timeout",
+        "protocol",
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+        "ssl_ca_path",
+        "ssl_ca_data",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_password",
+        "ssl_check_hostname",
+        "ssl_min_version",
+        "ssl_ciphers",
+    ]
+)
+
+
+def _query_problem(query: str) -> str | None:
+    """An unknown query parameter of a Redis URL, named (never its value), or None."""
+    for name in urllib.parse.parse_qs(query, keep_blank_values=True):
+        if name not in URL_QUERY_NAMES:
+            shown = repr(name) if name.isidentifier() and len(name) <= 40 else "a parameter"
+            return (
+                f"unknown query parameter {shown} (names are lower case: password, username, "
+                f"db, socket_timeout, ...); {URL_FORMS}"
+            )
     return None
 
 

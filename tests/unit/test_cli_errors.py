@@ -142,7 +142,8 @@ def test_version_comes_from_the_package_metadata(tmp_path: Path) -> None:
     [
         ("redis://localhost:notaport/0", "the port is not a number from 1 to 65535"),
         ("redis://localhost:70000/0", "the port is not a number from 1 to 65535"),
-        ("redis://localhost:6379/zero", "the database 'zero' is not a number"),
+        ("redis://localhost:6379/zero", "the database (the path after the host) is not a number"),
+        ("redis://localhost:6379/0?PASSWORD=hunter2", "unknown query parameter 'PASSWORD'"),
         ("redis://", "no host"),
         ("localhost:6379", "must be empty (embedded redis-server) or a URL like redis://"),
     ],

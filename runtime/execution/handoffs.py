@@ -23,7 +23,7 @@ from runtime.execution.held import HeldLeases, Lease
 from runtime.jobs.records import ClaimedJob
 from runtime.observe.metrics import FunctionMetrics
 
-MAX_ADOPTED_REMEMBERED = 10_000
+MAX_STARTED_REMEMBERED = 10_000
 
 
 class RedisClock:
@@ -72,7 +72,11 @@ class Handoffs:
         self._adoption_window_s = settings.lease_s + self.park_ttl_ms / 1000
         # A handed-over job is run only while its lease outlasts the next heartbeat.
         self._max_age_ms = settings.lease_ms - round(settings.heartbeat_s * 1000)
-        self._adopted: dict[Lease, None] = {}  # leases adopted by heartbeat, oldest first
+        # The handoff leases started here, by message or by adoption, oldest first: a
+        # handoff is a job's first lease, so once started here it never starts here again,
+        # whichever of its message and a heartbeat's adoption comes late (even after the
+        # run ended and its lease is no longer held).
+        self._started: dict[Lease, None] = {}
         self._held = held  # the worker's leases, from claim until settled
         self._stop = stop  # set by a drain: start no more
         self._free_slots = free_slots
@@ -103,9 +107,8 @@ class Handoffs:
             # Adopted by a heartbeat already (its message came late), or claimed since
             # with a newer token: a handoff is always a job's first lease.
             return
-        if lease in self._adopted:
-            del self._adopted[lease]
-            return  # adopted and already finished: never run it twice
+        if lease in self._started:
+            return  # started here already (message or adoption) and ended: never run twice
         if (
             (not adopted and self.clock.now_ms() - now_ms > self._max_age_ms)
             or self._stop.is_set()
@@ -120,12 +123,16 @@ class Handoffs:
         self._counters.handoffs += 1
         if self._metrics is not None:
             self._metrics.handoff_started.inc()
+        self._started[lease] = None
+        while len(self._started) > MAX_STARTED_REMEMBERED:
+            del self._started[next(iter(self._started))]
         self._start(job, now_ms)
+
+    def has_started(self, lease: Lease) -> bool:
+        """This handoff lease was started here already (by its message or an adoption)."""
+        return lease in self._started
 
     def adopt(self, job: ClaimedJob) -> None:
         """Accept a job the heartbeat found handed to this worker, its message lost; the
         message arriving after all will not run it again."""
         self.accept(job, job.ready_ms, adopted=True)
-        self._adopted[(job.id, job.token)] = None
-        while len(self._adopted) > MAX_ADOPTED_REMEMBERED:
-            del self._adopted[next(iter(self._adopted))]

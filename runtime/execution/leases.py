@@ -90,6 +90,8 @@ class Heartbeat:
     def _adopt(self, job: ClaimedJob) -> None:
         if self._held.token_of(job.id) is not None:
             return  # its message arrived during the call (or it was claimed since)
+        if self._handoffs.has_started((job.id, job.token)):
+            return  # its message arrived during the call, and it already ran and settled
         log.warning(
             "%s: job %s was handed to this runtime but its message was lost; adopting it",
             self._name,

@@ -21,7 +21,7 @@ from runtime.cli.exits import ExitStatus
 from runtime.config.schema import Settings
 from runtime.errors import UnknownJob
 from runtime.jobs.envelope import function_of
-from runtime.jobs.records import JobRecord
+from runtime.jobs.records import JobRecord, job_fields
 
 JOB_COMMANDS = frozenset({"job"})
 LABEL_WIDTH = 10
@@ -56,14 +56,11 @@ async def job_main(args: argparse.Namespace, settings: Settings, redis_url: str)
     return ExitStatus.OK
 
 
-def when(ms: int | None, *, iso: bool = False) -> str | None:
-    """Milliseconds since the epoch as ``2026-12-02 12:00:00.123 UTC``, or with ``iso`` as
-    ``GET /v1/jobs/{id}`` gives it, ``2026-12-02T12:00:00.123Z`` (None stays None)."""
+def when(ms: int | None) -> str | None:
+    """Milliseconds since the epoch as ``2026-12-02 12:00:00.123 UTC`` (None stays None)."""
     if ms is None:
         return None
     seconds, millis = divmod(ms, 1000)
-    if iso:
-        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds)) + f".{millis:03d} UTC"
 
 
@@ -78,17 +75,7 @@ def _result(record: JobRecord) -> tuple[Any, str | None]:
 def job_json(record: JobRecord) -> dict[str, Any]:
     """The job as ``--json`` prints it: the fields of ``GET /v1/jobs/{id}``, plus the
     failure's reason, error and traceback."""
-    out: dict[str, Any] = {
-        "id": record.id,
-        "function": record.function,
-        "state": record.state,
-        "priority": record.priority,
-        "attempts": record.attempts,
-        "recoveries": record.recoveries,
-        "enqueued_at": when(record.enqueued_ms, iso=True),
-        "started_at": when(record.started_ms, iso=True),
-        "finished_at": when(record.finished_ms, iso=True),
-    }
+    out = job_fields(record)
     corrupt = [record.corrupt] if record.corrupt else []
     if record.state == "completed":
         out["result"], problem = _result(record)

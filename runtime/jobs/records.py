@@ -14,6 +14,7 @@ record is read by ``as_record``, which never raises and names the fields it coul
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -199,3 +200,27 @@ def as_record(job_id: str, function: str, fields: Mapping[bytes, bytes]) -> JobR
     )
     record.corrupt = "; ".join(problems) or None
     return record
+
+
+def iso_ms(ms: int | None) -> str | None:
+    """Milliseconds since the epoch as ``2026-12-02T12:00:00.123Z`` (None stays None)."""
+    if ms is None:
+        return None
+    seconds, millis = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def job_fields(record: JobRecord) -> dict[str, Any]:
+    """The fields every view of a job shows (``GET /v1/jobs/{id}``, ``runtime job --json``);
+    each view adds its result, error and notes."""
+    return {
+        "id": record.id,
+        "function": record.function,
+        "state": record.state,
+        "priority": record.priority,
+        "attempts": record.attempts,
+        "recoveries": record.recoveries,
+        "enqueued_at": iso_ms(record.enqueued_ms),
+        "started_at": iso_ms(record.started_ms),
+        "finished_at": iso_ms(record.finished_ms),
+    }

@@ -20,7 +20,6 @@ time); ``/healthz`` and ``/readyz`` stay open, ``/metrics`` too unless
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import msgspec
@@ -29,7 +28,7 @@ from aiohttp import web
 from runtime.errors import PayloadError
 from runtime.function import FunctionSpec
 from runtime.jobs.envelope import function_of
-from runtime.jobs.records import JobRecord
+from runtime.jobs.records import JobRecord, job_fields
 from runtime.server.admission import (
     MAX_DELAY_S,
     MIN_WAIT_S,
@@ -57,25 +56,8 @@ MAX_JOB_ID_CHARS = 300
 # -- bodies ------------------------------------------------------------------------------
 
 
-def _ms_to_iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    seconds, millis = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
-
-
 def job_body(record: JobRecord) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": record.id,
-        "function": record.function,
-        "state": record.state,
-        "priority": record.priority,
-        "attempts": record.attempts,
-        "recoveries": record.recoveries,
-        "enqueued_at": _ms_to_iso(record.enqueued_ms),
-        "started_at": _ms_to_iso(record.started_ms),
-        "finished_at": _ms_to_iso(record.finished_ms),
-    }
+    body = job_fields(record)
     if record.state == "completed":
         try:
             body["result"] = msgspec.json.decode(record.result or b"null")

@@ -23,10 +23,12 @@ import os
 import socket
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
+from redis.exceptions import NoScriptError
 
+from runtime.errors import BrokerError
 from runtime.function import Priority
 from runtime.jobs.records import Claim, ClaimedJob, Invalid, as_int, as_job, as_text
 from runtime.jobs.settle import SettleEntry, settle_argv
@@ -69,6 +71,29 @@ class _Unreadable:
             )
 
 
+class NewJob(NamedTuple):
+    """One job for ``enqueue``/``enqueue_many``: its full id, envelope and placement."""
+
+    job_id: str
+    envelope: bytes
+    priority: Priority = "default"
+    delay_s: float | None = None
+    idempotency_key: str | None = None
+
+
+def _enqueued(res: Any) -> tuple[str, bool]:
+    """(id, created) from enqueue.lua's reply: the id is ours, or the one an idempotency
+    key names (read from Redis: parsed)."""
+    parsed = as_text(res[0])
+    if isinstance(parsed, Invalid):
+        return bytes(res[0]).decode("utf-8", "replace"), res[1] == 1
+    return parsed, res[1] == 1
+
+
+def _is_noscript(reply: object) -> bool:
+    return isinstance(reply, BrokerError) and isinstance(reply.__cause__, NoScriptError)
+
+
 def _int(raw: object, default: int) -> int:
     value = as_int(raw, low=-1)
     return default if isinstance(value, Invalid) else value
@@ -106,38 +131,64 @@ class RedisBroker(JobQueries):
         notify: bool = False,
     ) -> tuple[str, bool]:
         """Create the job unless it (or its idempotency key) exists. Returns (id, created)."""
+        item = NewJob(job_id, envelope, priority, delay_s, idempotency_key)
+        keys, args = self._enqueue_call(function, item, notify=notify)
+        return _enqueued(await self._enqueue(keys=keys, args=args))
+
+    async def enqueue_many(
+        self, function: str, jobs: Sequence[NewJob], *, is_reload: bool = False
+    ) -> list[tuple[str, bool] | BrokerError]:
+        """Create each job unless it (or its idempotency key) exists: one pipeline of the
+        enqueue script (EVALSHA, not a transaction), one connection, one round trip.
+
+        Per job (id, created), or the error reply Redis gave that job (e.g. RedisMemoryFull);
+        the others still go in. A failed connection raises BrokerUnavailable after
+        redis-py's retries, which send the whole pipeline again: safe, because every job is
+        keyed by its id (made before this call) and its idempotency key, so a second landing
+        creates nothing and answers (id, 0)."""
+        if not jobs:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for job in jobs:
+            keys, args = self._enqueue_call(function, job)
+            await self._enqueue(keys=keys, args=args, client=pipe)  # queued, not sent
+        replies = await pipe.execute(raise_on_error=False)
+        if not is_reload and any(_is_noscript(r) for r in replies):
+            # The script cache was flushed between the pipeline's SCRIPT EXISTS and its
+            # EVALSHAs (a restart, SCRIPT FLUSH): once more, loading it first. Safe: see above.
+            return await self.enqueue_many(function, jobs, is_reload=True)
+        return [r if isinstance(r, BrokerError) else _enqueued(r) for r in replies]
+
+    def _enqueue_call(
+        self, function: str, job: NewJob, *, notify: bool = False
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of lua/enqueue.lua for one job."""
         k = self.keys(function)
-        delay_ms = max(0, round((delay_s or 0) * 1000))
-        idem = k.idem(idempotency_key) if idempotency_key else k.idem("-")
-        res = await self._enqueue(
-            keys=[
-                k.job(job_id),
-                k.ready[priority],
-                k.delayed,
-                idem,
-                k.parked,
-                k.park,
-                k.leased,
-                *k.lanes,
-            ],
-            args=[
-                job_id,
-                envelope,
-                priority,
-                delay_ms,
-                "1" if idempotency_key else "0",
-                self.keep_result_s,
-                "1" if notify else "0",
-                self.wake_channel,
-                function,
-                k.prefix,
-            ],
-        )
-        # The id is ours, or the one an idempotency key names (read from Redis: parsed).
-        parsed = as_text(res[0])
-        if isinstance(parsed, Invalid):
-            return bytes(res[0]).decode("utf-8", "replace"), res[1] == 1
-        return parsed, res[1] == 1
+        delay_ms = max(0, round((job.delay_s or 0) * 1000))
+        key = job.idempotency_key
+        keys = [
+            k.job(job.job_id),
+            k.ready[job.priority],
+            k.delayed,
+            k.idem(key) if key else k.idem("-"),
+            k.parked,
+            k.park,
+            k.leased,
+            *k.lanes,
+        ]
+        args = [
+            job.job_id,
+            job.envelope,
+            job.priority,
+            delay_ms,
+            "1" if key else "0",
+            self.keep_result_s,
+            "1" if notify else "0",
+            self.wake_channel,
+            function,
+            k.prefix,
+        ]
+        return keys, args
 
     async def claim(
         self,

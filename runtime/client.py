@@ -7,6 +7,8 @@ encodes the payload as given and the worker dead-letters what does not decode.
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
@@ -36,6 +38,9 @@ MAX_DELAY_S = 365 * 86400.0
 # jobs cost a few round trips, and one pipeline's buffers stay a few MiB.
 CHUNK_JOBS = 500
 CHUNK_BYTES = 8 * 1024 * 1024
+# Pipelines of one call in flight at once (one connection each): the next chunk is built
+# and packed while Redis runs the one before, so the producer's CPU and Redis's overlap.
+PIPELINES = 2
 
 
 class EnqueueResult(msgspec.Struct, frozen=True):
@@ -131,8 +136,9 @@ class Producer:
         job_ids: Sequence[str | None] | None = None,
         idempotency_keys: Sequence[str | None] | None = None,
     ) -> list[EnqueueResult]:
-        """Enqueue one job per payload, in pipelines of up to CHUNK_JOBS jobs sent one after
-        another on one connection; returns one EnqueueResult per payload, in order.
+        """Enqueue one job per payload, in pipelines of up to CHUNK_JOBS jobs, at most
+        PIPELINES of them (and connections) at once; returns one EnqueueResult per payload,
+        in order.
 
         Each payload (and job id) is validated first: one that fails gets its error in its
         result and the others go in. Every job's id is made before anything is sent, so a
@@ -150,29 +156,35 @@ class Producer:
                     "give one per payload (None for none)"
                 )
         results: list[EnqueueResult] = [_NOT_SENT] * len(payloads)
+        in_flight: deque[asyncio.Task[None]] = deque()
         chunk: list[tuple[int, NewJob, bool]] = []  # (index, job, is the id ours)
         size = 0
-        for i, payload in enumerate(payloads):
-            own_id = job_ids[i] if job_ids is not None else None
-            key = idempotency_keys[i] if idempotency_keys is not None else None
-            try:
-                data, default_priority = self.encode_payload(function, payload)
-                full_id = envelope.new_job_id(function, own_id)
-            except (PayloadError, OverflowError, TypeError) as exc:
-                results[i] = EnqueueResult(None, error=_payload_error(function, exc))
-                continue
-            chunk.append(
-                (
-                    i,
-                    NewJob(full_id, data, priority or default_priority, delay_s, key),
-                    own_id is None,
-                )
-            )
-            size += len(data)
-            if len(chunk) >= CHUNK_JOBS or size >= CHUNK_BYTES:
-                await self._send(function, chunk, results)
-                chunk, size = [], 0
-        await self._send(function, chunk, results)
+        try:
+            for i, payload in enumerate(payloads):
+                own_id = job_ids[i] if job_ids is not None else None
+                key = idempotency_keys[i] if idempotency_keys is not None else None
+                try:
+                    data, default_priority = self.encode_payload(function, payload)
+                    full_id = envelope.new_job_id(function, own_id)
+                except (PayloadError, OverflowError, TypeError) as exc:
+                    results[i] = EnqueueResult(None, error=_payload_error(function, exc))
+                    continue
+                job = NewJob(full_id, data, priority or default_priority, delay_s, key)
+                chunk.append((i, job, own_id is None))
+                size += len(data)
+                if len(chunk) >= CHUNK_JOBS or size >= CHUNK_BYTES or i == len(payloads) - 1:
+                    if len(in_flight) >= PIPELINES:
+                        await in_flight.popleft()
+                    in_flight.append(asyncio.ensure_future(self._send(function, chunk, results)))
+                    chunk, size = [], 0
+            if chunk:  # the last payloads failed validation: what came before them
+                in_flight.append(asyncio.ensure_future(self._send(function, chunk, results)))
+            while in_flight:
+                await in_flight.popleft()
+        finally:
+            for task in in_flight:  # a chunk failed (or the call was cancelled): stop the rest
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
         return results
 
     async def _send(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from runtime.client import CHUNK_JOBS, Client
+from runtime.client import CHUNK_JOBS, PIPELINES, Client
 from runtime.config.schema import RedisSettings
 from runtime.errors import PayloadError
 from runtime.queue.broker import NewJob, RedisBroker
@@ -115,7 +115,7 @@ async def test_a_chunk_sent_twice_by_a_retry_creates_nothing_twice_and_says_crea
     assert await h.setup.llen("{rt:hello}:ready:default") == 800
 
 
-async def test_thousands_of_jobs_use_one_connection(redis_url: str) -> None:
+async def test_thousands_of_jobs_hold_at_most_two_connections(redis_url: str) -> None:
     async with Client(redis_url, redis_settings=RedisSettings(timeout_s=5)) as client:
         pool: Any = client._redis.connection_pool
         most = 0
@@ -130,4 +130,5 @@ async def test_thousands_of_jobs_use_one_connection(redis_url: str) -> None:
         pool.get_connection = counting
         results = await client.enqueue_many("hello", [{"n": i} for i in range(10 * CHUNK_JOBS)])
     assert len({r.job_id for r in results}) == 10 * CHUNK_JOBS
-    assert most == 1
+    assert PIPELINES == 2
+    assert 1 <= most <= PIPELINES

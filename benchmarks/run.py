@@ -52,7 +52,10 @@ NOOP, SLEEP = "noop", "sleep5ms"
 HANDLER_S = 0.005
 CONCURRENCY = 256
 THROUGHPUT_JOBS = 20_000
-ENQUEUE_BATCH = 1_000  # jobs per pipeline while enqueueing a throughput run
+PRODUCE_ONLY = "produce_only"  # a function no worker serves: the producer runs alone
+PRODUCER_JOBS = 20_000  # jobs of an enqueue_many run (and of the concurrent calls)
+LOOP_JOBS = 5_000  # jobs of a plain enqueue loop run (one call at a time)
+CONCURRENT_CALLS = 100
 WARMUP_JOBS = 500
 TARGET_JOBS_S = 10_000
 TARGET_P99_OVERHEAD_MS = 3.0
@@ -98,40 +101,71 @@ def serve_argv() -> list[str]:
     return [sys.executable, "-c", "from runtime.cli.main import main; main()", "serve"]
 
 
-async def enqueue_pipelined(client: Client, function: str, jobs: int) -> float:
-    """Enqueue no-op jobs through ``Client.enqueue``, ENQUEUE_BATCH per pipeline.
-
-    The client's own code builds every job (id, envelope, the script's keys and arguments);
-    the script calls it would make are recorded instead of sent, then replayed in pipelines.
-    Without that hook (a refactored broker) it falls back to concurrent ``enqueue`` calls.
-    """
-    broker = client.broker
-    script = getattr(broker, "_enqueue", None)
+async def enqueue_batch(client: Client, function: str, jobs: int) -> float:
+    """Enqueue no-op jobs with ``Client.enqueue_many`` (the public bulk path)."""
     started = time.perf_counter()
-    if script is None:
-        for start in range(0, jobs, ENQUEUE_BATCH):
-            n = min(ENQUEUE_BATCH, jobs - start)
-            await asyncio.gather(*(client.enqueue(function) for _ in range(n)))
-        return time.perf_counter() - started
-    calls: list[tuple[Any, Any]] = []
+    results = await client.enqueue_many(function, [None] * jobs)
+    elapsed = time.perf_counter() - started
+    failed = [r.error for r in results if r.error is not None]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {jobs} jobs not enqueued: {failed[0]}")
+    return elapsed
 
-    async def record(keys: Any = None, args: Any = None, client: Any = None) -> list[Any]:
-        calls.append((keys, args))
-        return [b"", 1]
 
-    broker._enqueue = record  # type: ignore[assignment]
-    try:
-        for start in range(0, jobs, ENQUEUE_BATCH):
-            calls.clear()
-            for _ in range(min(ENQUEUE_BATCH, jobs - start)):
-                await client.enqueue(function)
-            pipe = broker.redis.pipeline(transaction=False)
-            for keys, args in calls:
-                await script(keys=keys, args=args, client=pipe)
-            await pipe.execute()
-    finally:
-        broker._enqueue = script  # type: ignore[assignment]
-    return time.perf_counter() - started
+async def producer_rates(client: Client, r: aioredis.Redis, runs: int) -> dict[str, Any]:
+    """One producer process, jobs/s into a function no worker serves (the producer's cost
+    alone): a plain ``enqueue`` loop, CONCURRENT_CALLS concurrent ``enqueue`` calls, and
+    ``enqueue_many``; medians of ``runs``, in this order each run (same Redis, same load)."""
+    rates: dict[str, list[float]] = {"enqueue_loop": [], "enqueue_concurrent": [], "many": []}
+
+    async def loop() -> None:
+        for _ in range(LOOP_JOBS):
+            await client.enqueue(PRODUCE_ONLY)
+
+    async def concurrent() -> None:
+        async def one_caller() -> None:
+            for _ in range(PRODUCER_JOBS // CONCURRENT_CALLS):
+                await client.enqueue(PRODUCE_ONLY)
+
+        await asyncio.gather(*(one_caller() for _ in range(CONCURRENT_CALLS)))
+
+    for _ in range(runs):
+        for name, jobs, send in (
+            ("enqueue_loop", LOOP_JOBS, loop),
+            ("enqueue_concurrent", PRODUCER_JOBS, concurrent),
+        ):
+            started = time.perf_counter()
+            await send()
+            rates[name].append(jobs / (time.perf_counter() - started))
+            await _drop(r, PRODUCE_ONLY)
+        rates["many"].append(
+            PRODUCER_JOBS / await enqueue_batch(client, PRODUCE_ONLY, PRODUCER_JOBS)
+        )
+        await _drop(r, PRODUCE_ONLY)
+    med = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
+    return {
+        "runs": {k: [round(x) for x in v] for k, v in rates.items()},
+        "enqueue_loop_jobs_s": round(med["enqueue_loop"]),
+        "enqueue_concurrent_jobs_s": round(med["enqueue_concurrent"]),
+        "enqueue_many_jobs_s": round(med["many"]),
+        "many_over_loop": round(med["many"] / med["enqueue_loop"], 1),
+        "many_over_concurrent": round(med["many"] / med["enqueue_concurrent"], 1),
+    }
+
+
+async def _drop(r: aioredis.Redis, function: str) -> None:
+    """Delete the jobs a producer run left (no worker serves ``function``)."""
+    async for key in r.scan_iter(match=f"{{rt:{function}}}:*", count=5000):
+        await r.unlink(key)
+
+
+def print_producer(p: dict[str, Any]) -> None:
+    print(
+        f"\nproducer (one process, no worker): enqueue loop {p['enqueue_loop_jobs_s']:,} jobs/s, "
+        f"{CONCURRENT_CALLS} concurrent enqueue {p['enqueue_concurrent_jobs_s']:,} jobs/s, "
+        f"enqueue_many {p['enqueue_many_jobs_s']:,} jobs/s = {p['many_over_loop']}x the loop, "
+        f"{p['many_over_concurrent']}x the concurrent calls"
+    )
 
 
 async def unfinished(client: Client, function: str, jobs: int) -> int:
@@ -155,7 +189,7 @@ async def runtime_drains(
                 jobs=THROUGHPUT_JOBS,
                 worker=serve,
                 meter=meter,
-                enqueue=lambda: enqueue_pipelined(client, NOOP, THROUGHPUT_JOBS),
+                enqueue=lambda: enqueue_batch(client, NOOP, THROUGHPUT_JOBS),
                 remaining=lambda: unfinished(client, NOOP, THROUGHPUT_JOBS),
             )
         )
@@ -424,6 +458,8 @@ async def run(args: argparse.Namespace, children: Children, tmp: Path) -> dict[s
         idle = measure.without_own(await measure.commandstats(r) - before)
         idle_per_s = idle.total() / plan.idle_s
 
+        progress("producer")
+        producer = await producer_rates(client, r, plan.throughput_runs)
         progress("throughput")
         drains = await runtime_drains(client, r, serve, meter, plan.throughput_runs)
         median = sorted(drains, key=lambda d: d.jobs_s)[len(drains) // 2]
@@ -442,9 +478,11 @@ async def run(args: argparse.Namespace, children: Children, tmp: Path) -> dict[s
     )
     report.cpu(median, lats)
     report.commands(median, idle_per_s, idle)
+    print_producer(producer)
     results |= {
         "throughput_runs": [d.summary() for d in drains],
         "throughput": median.summary(),
+        "producer": producer,
         "idle_cmds_per_s": round(idle_per_s, 1),
         "idle_cmds": dict(idle),
         "latency": [lat.summary() for lat in lats],

@@ -23,6 +23,7 @@ from runtime.config.registry import Registry
 from runtime.queue.broker import RedisBroker
 
 BENCH_FILES_DIR = ".runtime/bench-files"
+SEND_BATCH = 5000  # jobs a call of enqueue_many when not paced (it pipelines them in chunks)
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -68,12 +69,20 @@ async def bench(
     progress = Progress("send", args.count)
     started = time.monotonic()
     try:
-        for i in range(args.count):
-            await pacer.wait()
-            body = {"path": files[i % len(files)]} if files else payload
-            job_id, _ = await producer.enqueue(args.function, body)
-            ids.append(job_id)
-            progress.update(i + 1)
+        size = pacer.batch(SEND_BATCH)
+        for start in range(0, args.count, size):
+            n = min(size, args.count - start)
+            await pacer.wait(n)
+            bodies = [
+                {"path": files[i % len(files)]} if files else payload
+                for i in range(start, start + n)
+            ]
+            for result in await producer.enqueue_many(args.function, bodies):
+                if result.error is not None:
+                    raise result.error
+                assert result.job_id is not None
+                ids.append(result.job_id)
+            progress.update(start + n)
         sent_s = time.monotonic() - started
         progress.close()
         records = await _wait_all(broker, ids, args.timeout)

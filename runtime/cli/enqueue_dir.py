@@ -31,10 +31,11 @@ from runtime.cli.exits import ExitStatus
 from runtime.cli.pacing import Pacer, Progress
 from runtime.client import Producer
 from runtime.config.registry import Registry
-from runtime.function import Priority
+from runtime.function import PRIORITIES, Priority
 from runtime.queue.queries import JobQueries
 
 STATE_BATCH = 1000  # ids of already-known jobs whose state one pipeline reads
+BATCH = 5000  # files a call of enqueue_many (pipelined by it in chunks) when not paced
 
 
 class FileJob(msgspec.Struct):
@@ -151,17 +152,26 @@ async def enqueue_dir(
     created = 0
     known: list[str] = []
     started = time.monotonic()
+    size = pacer.batch(BATCH)
     try:
-        for n, job in enumerate(jobs, start=1):
-            await pacer.wait()
-            payload = {"path": job.path, "size": job.size, "mtime": job.mtime}
-            job_id, is_new = await producer.enqueue(
-                args.function, payload, job_id=file_job_id(job), priority=job.priority
-            )
-            created += is_new
-            if not is_new:
-                known.append(job_id)
-            progress.update(n, f"new {created}, already queued {len(known)}")
+        for start in range(0, len(jobs), size):
+            batch = jobs[start : start + size]
+            await pacer.wait(len(batch))
+            for lane in PRIORITIES:  # one call a lane: enqueue_many takes one priority
+                of_lane = [j for j in batch if j.priority == lane]
+                results = await producer.enqueue_many(
+                    args.function,
+                    [{"path": j.path, "size": j.size, "mtime": j.mtime} for j in of_lane],
+                    job_ids=[file_job_id(j) for j in of_lane],
+                    priority=lane,
+                )
+                for result in results:
+                    if result.error is not None:
+                        raise result.error  # Redis refused it (a file's payload validates)
+                    created += result.created
+                    if not result.created and result.job_id is not None:
+                        known.append(result.job_id)
+            progress.update(start + len(batch), f"new {created}, already queued {len(known)}")
     finally:
         progress.close()
     dead = await _dead_among(queries, args.function, known) if known else 0

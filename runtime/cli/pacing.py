@@ -16,13 +16,22 @@ class Pacer:
         self._start = time.monotonic()
         self._n = 0
 
-    async def wait(self) -> None:
+    async def wait(self, sends: int = 1) -> None:
+        """Wait for the next slot and take ``sends`` slots (a batch sent at once)."""
         if self._interval:
             due = self._start + self._n * self._interval
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-        self._n += 1
+        self._n += sends
+
+    def batch(self, limit: int) -> int:
+        """How many sends to make at once: up to ``limit`` when unpaced, else what the
+        timetable holds in a millisecond (at least one), so batching never moves a send
+        more than a millisecond off its slot."""
+        if not self._interval:
+            return limit
+        return max(1, min(limit, int(0.001 / self._interval)))
 
 
 class Progress:

@@ -72,10 +72,28 @@ def priority_param(request: web.Request) -> Priority | None:
 
 
 async def read_payload(request: web.Request, spec: FunctionSpec) -> Any:
+    body = await read_json_body(request, spec)
+    try:
+        return spec.decode_json(body)
+    except PayloadTooLarge as exc:
+        raise ApiError(413, "payload_too_large", str(exc)) from None
+    except PayloadError as exc:
+        raise ApiError(422, "invalid_payload", str(exc)) from None
+
+
+async def read_json_body(request: web.Request, spec: FunctionSpec, *, nesting: int = 0) -> bytes:
+    """The body (``null`` when empty), read within ``http.body_timeout_s`` and refused
+    past its size limit or ``http.max_json_depth`` + ``nesting``. A body of one payload
+    (``nesting`` 0) is limited to the function's ``max_payload_bytes`` too; a body that
+    wraps payloads (a batch) only to ``http.max_body_bytes``, each payload being checked
+    on its own."""
     http = request.app[SETTINGS_KEY].http
+    limit = http.max_body_bytes
+    if not nesting:
+        limit = min(limit, spec.options.max_payload_bytes)
     try:
         async with asyncio.timeout(http.body_timeout_s):
-            body = await _read_body(request, spec, http.max_body_bytes)
+            body = await _read_body(request, spec, limit, http.max_body_bytes)
     except TimeoutError:
         raise ApiError(
             408,
@@ -86,27 +104,25 @@ async def read_payload(request: web.Request, spec: FunctionSpec) -> Any:
         ) from None
     if not body:
         body = b"null"
-    if depth_exceeds(body, http.max_json_depth):
+    if depth_exceeds(body, http.max_json_depth + nesting):
         raise ApiError(
             422,
             "too_deep",
             f"the body nests arrays and objects deeper than http.max_json_depth="
-            f"{http.max_json_depth}; flatten it, or raise the setting",
+            f"{http.max_json_depth}"
+            + (f" (+{nesting} for the batch)" if nesting else "")
+            + "; flatten it, or raise the setting",
         )
-    try:
-        return spec.decode_json(body)
-    except PayloadTooLarge as exc:
-        raise ApiError(413, "payload_too_large", str(exc)) from None
-    except PayloadError as exc:
-        raise ApiError(422, "invalid_payload", str(exc)) from None
+    return body
 
 
-async def _read_body(request: web.Request, spec: FunctionSpec, max_body_bytes: int) -> bytes:
-    """The body, refused (413) as soon as it is known to be over ``http.max_body_bytes``
-    or the function's ``max_payload_bytes``: from its declared length before a byte is
-    read, else once what arrived passes the limit. A client sending a large body slowly
-    holds at most the function's limit in memory."""
-    limit = min(max_body_bytes, spec.options.max_payload_bytes)
+async def _read_body(
+    request: web.Request, spec: FunctionSpec, limit: int, max_body_bytes: int
+) -> bytes:
+    """The body, refused (413) as soon as it is known to be over ``limit`` (the smaller of
+    ``http.max_body_bytes`` and, for one payload, the function's ``max_payload_bytes``):
+    from its declared length before a byte is read, else once what arrived passes the
+    limit. A client sending a large body slowly holds at most that limit in memory."""
     declared = request.content_length
     if declared is not None and declared > limit:
         _too_large(spec, declared, max_body_bytes, exact=True)

@@ -16,6 +16,7 @@ import msgspec
 from runtime.config.registry import Registry
 from runtime.function import FunctionSpec
 from runtime.server.admission import MAX_DELAY_S, MAX_IDEMPOTENCY_KEY_CHARS, MIN_WAIT_S
+from runtime.server.batch import MAX_BATCH_ITEMS
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 JOB = {"$ref": "#/components/schemas/Job"}
@@ -211,12 +212,14 @@ def _function_paths(specs: list[FunctionSpec], max_wait_s: float) -> dict[str, A
         return {
             "/v1/functions/{name}/invoke": {"post": _invoke(None, [NAME_PARAM], max_wait_s)},
             "/v1/functions/{name}/jobs": {"post": _enqueue(None, [NAME_PARAM])},
+            "/v1/functions/{name}/jobs:batch": {"post": batch_operation(None, [NAME_PARAM])},
         }
     paths: dict[str, Any] = {}
     for spec in specs:
         ref = {"$ref": f"#/components/schemas/payload.{spec.name}"}
         paths[f"/v1/functions/{spec.name}/invoke"] = {"post": _invoke(ref, [], max_wait_s)}
         paths[f"/v1/functions/{spec.name}/jobs"] = {"post": _enqueue(ref, [])}
+        paths[f"/v1/functions/{spec.name}/jobs:batch"] = {"post": batch_operation(ref, [])}
     return paths
 
 
@@ -281,6 +284,91 @@ def _enqueue(payload: dict[str, Any] | None, params: list[dict[str, Any]]) -> di
                 "content": {"application/json": {"schema": accepted}},
             },
             **BODY_ERRORS,
+            **COMMON_ERRORS,
+        },
+    }
+
+
+def batch_operation(payload: dict[str, Any] | None, params: list[dict[str, Any]]) -> dict[str, Any]:
+    item = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "payload": payload or {},
+            "idempotency_key": {
+                "type": ["string", "null"],
+                "minLength": 1,
+                "maxLength": MAX_IDEMPOTENCY_KEY_CHARS,
+            },
+        },
+    }
+    body = {
+        "type": "object",
+        "required": ["items"],
+        "additionalProperties": False,
+        "properties": {
+            "items": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH_ITEMS, "items": item}
+        },
+    }
+    answer = {
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["status", "job_id", "created"],
+                "properties": {
+                    "status": {"const": 202},
+                    "job_id": {"type": "string"},
+                    "created": {"type": "boolean"},
+                },
+            },
+            {
+                "type": "object",
+                "required": ["status", "error"],
+                "properties": {
+                    "status": {"type": "integer", "minimum": 400, "maximum": 599},
+                    "error": {"$ref": "#/components/schemas/Error/properties/error"},
+                },
+            },
+        ]
+    }
+    count = {"type": "integer", "minimum": 0}
+    answers = {
+        "type": "object",
+        "required": ["items", "created", "known", "failed"],
+        "properties": {
+            "items": {"type": "array", "items": answer},
+            "created": count,
+            "known": count,
+            "failed": count,
+        },
+    }
+    return {
+        "summary": f"Enqueue up to {MAX_BATCH_ITEMS} jobs, with a status per item",
+        "parameters": [
+            *params,
+            PRIORITY,
+            _seconds("delay_s", 0, MAX_DELAY_S, "Run no earlier than this (every item)"),
+        ],
+        "requestBody": {
+            "required": True,
+            "description": "Items, each a payload of the function's type (null if left "
+            "out) and an optional idempotency key",
+            "content": {"application/json": {"schema": body}},
+        },
+        "responses": {
+            "200": {
+                "description": "Per item, in order: 202 with the job's id, or the error "
+                "that kept it out (422 invalid_payload, 413 payload_too_large, 507/503 Redis)",
+                "content": {"application/json": {"schema": answers}},
+            },
+            **{
+                **BODY_ERRORS,
+                "422": _error(
+                    "The body is not a batch (invalid_batch), or nests deeper than "
+                    "http.max_json_depth + 3 (too_deep)"
+                ),
+                "400": _error("A bad query parameter"),
+            },
             **COMMON_ERRORS,
         },
     }

@@ -6,6 +6,7 @@ a precise status, and bad input is never a 500.
 |---|---|
 | ``POST /v1/functions/{name}/invoke`` | 200 the result; 502 the job failed; 504 still running |
 | ``POST /v1/functions/{name}/jobs`` | 202 ``{"job_id"}`` and ``Location: /v1/jobs/{id}`` |
+| ``POST /v1/functions/{name}/jobs:batch`` | 200, a status per item (``batch.py``) |
 | ``GET /v1/jobs/{id}`` | the job's state, attempts, timestamps, result or error |
 | ``GET /v1/functions`` | the registry with effective limits and payload schemas |
 | ``GET /v1/openapi.json`` | the OpenAPI 3 document of these routes |
@@ -49,6 +50,7 @@ from runtime.server.appkeys import (
     SHUTDOWN_KEY,
     WAITER_KEY,
 )
+from runtime.server.batch import enqueue_batch
 
 MAX_JOB_ID_CHARS = 300
 
@@ -208,6 +210,7 @@ async def openapi(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/functions/{name}/invoke", invoke)
     app.router.add_post("/v1/functions/{name}/jobs", enqueue)
+    app.router.add_post("/v1/functions/{name}/jobs:batch", enqueue_batch)
     app.router.add_get("/v1/jobs/{job_id}", get_job)
     app.router.add_get("/v1/functions", list_functions)
     app.router.add_get("/v1/openapi.json", openapi)

@@ -280,7 +280,7 @@ async def test_functions_listing_and_openapi_match_the_routes(make_client: Make)
     # Each function's own invoke and enqueue paths stand for the templated route.
     names = {f["name"] for f in listing["functions"]}
     templated = {f"/v1/functions/{n}/{r}": f"/v1/functions/{{name}}/{r}" for n in names
-                 for r in ("invoke", "jobs")}  # fmt: skip
+                 for r in ("invoke", "jobs", "jobs:batch")}  # fmt: skip
     assert set(templated) <= set(doc["paths"])
     documented = {(m.upper(), templated.get(p, p)) for p, ops in doc["paths"].items() for m in ops}
     routed = {

@@ -1,0 +1,134 @@
+"""``Client.enqueue_many`` against a real redis-server: thousands of jobs pipelined on one
+connection, one bad payload failing alone, and a chunk sent twice creating nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from runtime.client import CHUNK_JOBS, PIPELINES, Client
+from runtime.config.schema import RedisSettings
+from runtime.errors import PayloadError
+from runtime.queue.broker import NewJob, RedisBroker
+from tests.integration.conftest import Harness, MakeHarness
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+HELLO = """
+    import msgspec
+    from runtime import Context, function
+
+    class Greet(msgspec.Struct):
+        name: str
+
+    @function(concurrency=64, max_in_flight=512, timeout_s=10)
+    async def hello(event: Greet, ctx: Context) -> str:
+        return event.name
+"""
+
+
+async def _states(h: Harness, ids: list[str]) -> list[bytes | None]:
+    keys = h.broker.keys("hello")
+    pipe = h.setup.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hget(keys.job(job_id), "state")
+    return list(await pipe.execute())
+
+
+async def _jobs_in_redis(h: Harness) -> int:
+    return len([k async for k in h.setup.scan_iter(match="{rt:hello}:job:*", count=1000)])
+
+
+async def test_five_thousand_jobs_are_enqueued_and_completed(make_harness: MakeHarness) -> None:
+    h = await make_harness(HELLO)
+    results = await h.client.enqueue_many("hello", [{"name": f"n{i}"} for i in range(5000)])
+    assert [r.error for r in results] == [None] * 5000
+    assert all(r.created for r in results)
+    ids = [r.job_id for r in results if r.job_id is not None]
+    assert len(set(ids)) == 5000
+    async with asyncio.timeout(90):
+        while (states := await _states(h, ids)).count(b"completed") < 5000:
+            assert b"dead" not in states
+            await asyncio.sleep(0.1)
+    assert await h.client.result(ids[4321], 5) == "n4321"
+
+
+async def test_one_bad_payload_fails_alone(make_harness: MakeHarness) -> None:
+    h = await make_harness(HELLO, start=False)
+    payloads: list[Any] = [{"name": f"n{i}"} for i in range(1000)]
+    payloads[500] = {"name": 3}
+    results = await h.client.enqueue_many(
+        "hello", payloads, job_ids=[f"j{i}" if i != 700 else "bad id!" for i in range(1000)]
+    )
+    bad = {i: r for i, r in enumerate(results) if r.error is not None}
+    assert sorted(bad) == [500, 700]
+    assert isinstance(bad[500].error, PayloadError)
+    assert r"$.name: expected str, got int" in str(bad[500].error)
+    assert "job_id 'bad id!' must be" in str(bad[700].error)
+    assert bad[500].job_id is None and not bad[500].created
+    assert results[501].job_id == "hello.j501" and results[501].created
+    assert await _jobs_in_redis(h) == 998
+
+
+async def test_a_call_repeated_with_the_same_ids_or_keys_creates_nothing_twice(
+    make_harness: MakeHarness,
+) -> None:
+    h = await make_harness(HELLO, start=False)
+    payloads = [{"name": f"n{i}"} for i in range(1200)]  # more than two chunks
+    ids = [f"j{i}" for i in range(1200)]
+    first = await h.client.enqueue_many("hello", payloads, job_ids=ids)
+    again = await h.client.enqueue_many("hello", payloads, job_ids=ids)
+    assert all(r.created for r in first)
+    assert [r.job_id for r in again] == [r.job_id for r in first]
+    assert not any(r.created for r in again)
+    keys = [f"k{i}" for i in range(1200)]
+    by_key = await h.client.enqueue_many("hello", payloads, idempotency_keys=keys)
+    by_key_again = await h.client.enqueue_many("hello", payloads, idempotency_keys=keys)
+    assert all(r.created for r in by_key)
+    assert [r.job_id for r in by_key_again] == [r.job_id for r in by_key]
+    assert not any(r.created for r in by_key_again)
+    assert await _jobs_in_redis(h) == 2400
+    assert await h.setup.llen("{rt:hello}:ready:default") == 2400
+
+
+async def test_a_chunk_sent_twice_by_a_retry_creates_nothing_twice_and_says_created(
+    make_harness: MakeHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What redis-py's retry does when a pipeline's connection breaks after Redis ran it:
+    the same EVALSHAs again. The second landing creates nothing; the ids were this call's,
+    so their jobs are reported created (by the first landing)."""
+    h = await make_harness(HELLO, start=False)
+    real = RedisBroker.enqueue_many
+
+    async def landed_twice(self: RedisBroker, function: str, jobs: list[NewJob], **kw: Any) -> Any:
+        await real(self, function, jobs, **kw)  # landed; its reply lost
+        return await real(self, function, jobs, **kw)
+
+    monkeypatch.setattr(RedisBroker, "enqueue_many", landed_twice)
+    results = await h.client.enqueue_many(
+        "hello", [{"name": f"n{i}"} for i in range(800)], idempotency_keys=[None] * 799 + ["k"]
+    )
+    assert all(r.created for r in results) and len({r.job_id for r in results}) == 800
+    assert await _jobs_in_redis(h) == 800
+    assert await h.setup.llen("{rt:hello}:ready:default") == 800
+
+
+async def test_thousands_of_jobs_hold_at_most_two_connections(redis_url: str) -> None:
+    async with Client(redis_url, redis_settings=RedisSettings(timeout_s=5)) as client:
+        pool: Any = client._redis.connection_pool
+        most = 0
+        get = pool.get_connection
+
+        async def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal most
+            connection = await get(*args, **kwargs)
+            most = max(most, len(pool._holders))
+            return connection
+
+        pool.get_connection = counting
+        results = await client.enqueue_many("hello", [{"n": i} for i in range(10 * CHUNK_JOBS)])
+    assert len({r.job_id for r in results}) == 10 * CHUNK_JOBS
+    assert PIPELINES == 2
+    assert 1 <= most <= PIPELINES

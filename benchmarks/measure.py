@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,13 +138,21 @@ class Usage:
 
 
 class CpuMeter:
-    """Snapshots CPU use of the worker's and Redis's sessions, this process and the machine."""
+    """Snapshots CPU use of the worker's and Redis's sessions, this process and the machine.
 
-    def __init__(self, worker_session: int, redis_session: int) -> None:
-        self._sessions = (worker_session, redis_session)
+    The worker may be several processes (a fleet of serve processes, see fleet.py): their
+    sessions are summed into one worker figure.
+    """
+
+    def __init__(self, worker_session: int | Sequence[int], redis_session: int) -> None:
+        if isinstance(worker_session, int):
+            worker_session = (worker_session,)
+        self._workers = tuple(worker_session)
+        self._redis = redis_session
 
     def read(self) -> tuple[float, ...]:
-        worker, redis = (session_cpu_s(s) for s in self._sessions)
+        worker = sum(session_cpu_s(s) for s in self._workers)
+        redis = session_cpu_s(self._redis)
         return time.perf_counter(), worker, redis, time.process_time(), machine_busy_s()
 
     @staticmethod
@@ -232,7 +240,7 @@ async def measure_drain(
     system: str,
     r: aioredis.Redis,
     jobs: int,
-    worker: subprocess.Popen[bytes],
+    worker: subprocess.Popen[bytes] | Sequence[subprocess.Popen[bytes]],
     meter: CpuMeter,
     enqueue: Callable[[], Awaitable[float]],
     remaining: Callable[[], Awaitable[int]],
@@ -241,10 +249,13 @@ async def measure_drain(
 
     The worker is warm, connected and idle when it is paused, so the drain starts the moment
     it is resumed: the same start line for every system. ``remaining`` polls every POLL_S;
-    its commands are measured once and subtracted from the worker's.
+    its commands are measured once and subtracted from the worker's. ``worker`` may be
+    several processes (a fleet): all are paused and resumed together.
     """
+    workers = [worker] if isinstance(worker, subprocess.Popen) else list(worker)
     profile = await probe_profile(r, remaining)
-    Children.signal(worker, signal.SIGSTOP)
+    for proc in workers:
+        Children.signal(proc, signal.SIGSTOP)
     try:
         await r.config_resetstat()
         before = await commandstats(r)
@@ -252,7 +263,8 @@ async def measure_drain(
         queued = await commandstats(r)
         cpu0 = meter.read()
     finally:
-        Children.signal(worker, signal.SIGCONT)
+        for proc in workers:
+            Children.signal(proc, signal.SIGCONT)
     polls = 0
     while True:
         polls += 1

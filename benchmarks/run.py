@@ -384,15 +384,14 @@ def progress(what: str) -> None:
 # -- the run --------------------------------------------------------------------------
 
 
-async def run(args: argparse.Namespace, children: Children, tmp: Path) -> dict[str, Any]:
-    plan = QUICK if args.quick else FULL
-    redis_port, http_port = measure.free_port(), measure.free_port()
-    url = f"redis://127.0.0.1:{redis_port}/0"
-    redis_server = children.start(
+def start_redis(children: Children, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A private redis-server on a free loopback port: no persistence, data in ``tmp``."""
+    port = measure.free_port()
+    proc = children.start(
         [
             "redis-server",
             "--port",
-            str(redis_port),
+            str(port),
             "--bind",
             "127.0.0.1",
             "--save",
@@ -406,20 +405,59 @@ async def run(args: argparse.Namespace, children: Children, tmp: Path) -> dict[s
         ],
         tmp / "redis.log",
     )
-    r = aioredis.Redis.from_url(url)
-    await measure.wait_for(r.ping, "redis-server", 10.0)
+    return proc, f"redis://127.0.0.1:{port}/0"
 
+
+def write_functions(tmp: Path) -> Path:
+    """The benchmark's functions folder and an empty config folder under ``tmp``."""
     functions = tmp / "functions"
     functions.mkdir()
     (functions / "bench.py").write_text(FUNCTIONS)
     (tmp / "config").mkdir()  # empty: the defaults, plus any RUNTIME_* the caller set
+    return functions
+
+
+def start_serve(
+    children: Children, tmp: Path, url: str, name: str = "serve"
+) -> tuple[subprocess.Popen[bytes], int]:
+    """One `runtime serve` on ``tmp``'s functions folder (write_functions), logging to
+    ``tmp/<name>.log``; returns the process and its HTTP port."""
+    port = measure.free_port()
     env = {**os.environ, "RUNTIME_CONFIG_DIR": str(tmp / "config"), "RUNTIME_LOG__LEVEL": "WARNING"}
-    serve = children.start(
-        [*serve_argv(), "--functions", str(functions), "--port", str(http_port), "--redis", url],
-        tmp / "serve.log",
+    proc = children.start(
+        [*serve_argv(), "--functions", str(tmp / "functions"), "--port", str(port), "--redis", url],
+        tmp / f"{name}.log",
         env=env,
         cwd=tmp,
     )
+    return proc, port
+
+
+async def wait_ready(
+    http: aiohttp.ClientSession, serve: subprocess.Popen[bytes], port: int, log: Path
+) -> None:
+    """Until ``serve`` answers /readyz with 200; exits with its log if it died instead."""
+
+    async def is_ready() -> bool:
+        if serve.poll() is not None:
+            tail = (await asyncio.to_thread(log.read_text, errors="replace"))[-2000:]
+            raise SystemExit(f"error: runtime serve exited with {serve.returncode}:\n{tail}")
+        try:
+            async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                return resp.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await measure.wait_for(is_ready, "runtime serve", 30.0)
+
+
+async def run(args: argparse.Namespace, children: Children, tmp: Path) -> dict[str, Any]:
+    plan = QUICK if args.quick else FULL
+    redis_server, url = start_redis(children, tmp)
+    r = aioredis.Redis.from_url(url)
+    await measure.wait_for(r.ping, "redis-server", 10.0)
+    write_functions(tmp)
+    serve, http_port = start_serve(children, tmp, url)
     head = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpus": os.cpu_count(),
@@ -433,21 +471,11 @@ async def run(args: argparse.Namespace, children: Children, tmp: Path) -> dict[s
     results: dict[str, Any] = {"header": head}
     meter = CpuMeter(serve.pid, redis_server.pid)
     async with aiohttp.ClientSession() as http, Client(url) as client:
-
-        async def is_ready() -> bool:
-            if serve.poll() is not None:
-                log = (tmp / "serve.log").read_text(errors="replace")[-2000:]
-                raise SystemExit(f"error: runtime serve exited with {serve.returncode}:\n{log}")
-            try:
-                async with http.get(f"http://127.0.0.1:{http_port}/readyz") as resp:
-                    return resp.status == 200
-            except aiohttp.ClientError:
-                return False
+        await wait_ready(http, serve, http_port, tmp / "serve.log")
 
         async def is_warm() -> bool:
             return await unfinished(client, NOOP, WARMUP_JOBS) <= 0
 
-        await measure.wait_for(is_ready, "runtime serve", 30.0)
         # Warm both workers up: imports, connections, code paths.
         await asyncio.gather(*(client.enqueue(NOOP) for _ in range(WARMUP_JOBS)))
         await client.result(await client.enqueue(SLEEP, notify=True), 30.0)

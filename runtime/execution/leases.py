@@ -27,6 +27,7 @@ from runtime.execution.held import HeldLeases, Lease
 from runtime.execution.outages import OutageLog
 from runtime.jobs.records import ClaimedJob
 from runtime.observe.metrics import FunctionMetrics
+from runtime.observe.supervisor import raise_if_cancelled
 from runtime.queue.broker import RedisBroker
 
 log = logging.getLogger("runtime.worker")  # the worker's parts log as the worker
@@ -59,14 +60,9 @@ class Heartbeat:
         self._counters = counters
         self._metrics = metrics
         self._outages = outages
-        self._closing = False
-
-    def close(self) -> None:
-        """End the loop at its next turn (a cancellation may be swallowed by redis-py)."""
-        self._closing = True
 
     async def run(self) -> None:
-        while not self._closing:
+        while True:  # ends when its supervisor cancels it (worker.drain)
             await asyncio.sleep(self._interval_s)
             held = self._held.pairs()
             channel = "" if self._stop.is_set() else self._handoffs.adoption_channel()
@@ -77,6 +73,7 @@ class Heartbeat:
                     self._name, held, lease_ms=self._lease_ms, channel=channel
                 )
             except Exception as exc:  # any Redis error, or a reply that does not parse
+                raise_if_cancelled()  # a stop that redis-py turned into a timeout
                 self._outages.note("heartbeat", exc)
                 continue
             sent = dict(held)  # one lease per job: the reply's ids name the leases sent
@@ -126,14 +123,9 @@ class Reclaimer:
         self._max_recoveries = max_recoveries
         self._metrics = metrics
         self._outages = outages
-        self._closing = False
-
-    def close(self) -> None:
-        """End the loop at its next turn (a cancellation may be swallowed by redis-py)."""
-        self._closing = True
 
     async def run(self) -> None:
-        while not self._closing:
+        while True:  # ends when its supervisor cancels it (worker.drain)
             # Jitter, so a fleet's reclaimers do not all fire at once.
             await asyncio.sleep(self._interval_s * (0.75 + random.random() / 2))
             try:
@@ -141,6 +133,7 @@ class Reclaimer:
                     self._name, max_recoveries=self._max_recoveries
                 )
             except Exception as exc:  # any Redis error, or a reply that does not parse
+                raise_if_cancelled()  # a stop that redis-py turned into a timeout
                 self._outages.note("reclaim", exc)
                 continue
             if dead and self._metrics is not None:

@@ -208,11 +208,9 @@ class FunctionWorker:
         await self._runs.drain(grace_s)
         self._runs.close()  # abandoned handlers: cancelled once more, left to end
         await self._settler.flushed(3 * self._settings.lease_s)
-        # The loops also end on close(): a cancellation swallowed inside a Redis call
-        # (seen with redis-py under load) must not keep them, or this drain, alive.
-        self._heartbeat.close()
-        self._reclaimer.close()
-        if sup is not None:  # bounded, whatever the loops do with their cancellation
+        # The heartbeat and reclaimer end here: cancelled, again every 0.1 s if a Redis call
+        # swallowed it (seen with redis-py under load), and left behind past the deadline.
+        if sup is not None:
             await sup.stop(timeout_s=max(2.0, self._settings.heartbeat_s))
         await self._attempts.close()
         if self._held:

@@ -18,16 +18,11 @@ machine than about Redis; the Redis CPU per job is the figure that carries over.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
-import json
 import os
 import platform
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -212,24 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=bench.THROUGHPUT_JOBS, help="jobs per process")
     p.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
     args = p.parse_args(argv)
-    if shutil.which("redis-server") is None:
-        print("error: redis-server is not on PATH (apt-get install redis-server)", file=sys.stderr)
-        return 2
-    children = Children()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind through the finally
-    try:
-        with tempfile.TemporaryDirectory(prefix="runtime-fleet-") as tmp:
-            try:
-                results = asyncio.run(run_fleet(args, children, Path(tmp)))
-            finally:
-                children.stop_all()
-    except KeyboardInterrupt:
-        print("interrupted; every process the benchmark started is stopped", file=sys.stderr)
-        return 130
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-        print(f"figures written to {args.json}")
-    return 0
+    return bench.run_with_children(args, run_fleet, "runtime-fleet-")
 
 
 if __name__ == "__main__":

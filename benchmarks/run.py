@@ -548,15 +548,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
     p.add_argument("--peers", action="store_true", help="also measure arq, saq and dramatiq")
     args = p.parse_args(argv)
+    return run_with_children(args, run, "runtime-bench-")
+
+
+def run_with_children(
+    args: argparse.Namespace,
+    body: Callable[[argparse.Namespace, Children, Path], Awaitable[dict[str, Any]]],
+    prefix: str,
+) -> int:
+    """Run ``body`` in a temporary folder, every process it starts stopped by its pid on
+    exit, on an exception, on SIGTERM and on Ctrl-C; write its figures to ``--json``."""
     if shutil.which("redis-server") is None:
         print("error: redis-server is not on PATH (apt-get install redis-server)", file=sys.stderr)
         return 2
     children = Children()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind through the finally
     try:
-        with tempfile.TemporaryDirectory(prefix="runtime-bench-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
             try:
-                results = asyncio.run(run(args, children, Path(tmp)))
+                results = asyncio.run(body(args, children, Path(tmp)))
             finally:
                 children.stop_all()
     except KeyboardInterrupt:

@@ -43,6 +43,7 @@ from runtime.execution.dispatcher import Dispatcher
 from runtime.observe.metrics import Metrics
 from runtime.observe.supervisor import Supervisor, raise_if_cancelled
 from runtime.observe.tracing import Tracing
+from runtime.queue.backlog import BacklogReader
 from runtime.queue.broker import RedisBroker
 from runtime.queue.connection import connect
 from runtime.queue.epoch import EpochWatch
@@ -52,6 +53,7 @@ from runtime.queue.waiter import ResultWaiter
 from runtime.server import health, limits, listen, middlewares, routes
 from runtime.server.admission import memory_ratio
 from runtime.server.appkeys import (
+    BACKLOG_KEY,
     BROKER_KEY,
     DISPATCHER_KEY,
     EPOCH_KEY,
@@ -124,6 +126,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         block_s=settings.redis.block_s,
     )
     app[BROKER_KEY] = broker
+    app[BACKLOG_KEY] = BacklogReader(client, settings.namespace)
     app[PRODUCER_KEY] = Producer(
         broker, app[REGISTRY_KEY], metrics=app[METRICS_KEY], tracing=app[TRACING_KEY]
     )
@@ -188,8 +191,18 @@ async def refresh_once(app: web.Application) -> None:
     metrics.redis_up.set(1)
     metrics.redis_eviction_policy_ok.set((await app[REDIS_CONFIG_KEY].refresh()).gauge)
     app[MEMORY_RATIO_KEY][0] = memory_ratio(await broker.redis.info("memory"))
-    for name in app[REGISTRY_KEY].names:
-        metrics.set_queue(name, await broker.stats(name))
+    for spec in app[REGISTRY_KEY]:
+        metrics.set_queue(spec.name, await broker.stats(spec.name))
+        backlog = await app[BACKLOG_KEY].read(spec.name, spec.options)
+        if backlog is not None:  # else counted and logged by the reader; the gauges stay
+            metrics.set_backlog(
+                spec.name,
+                schedulable=backlog.schedulable,
+                held=backlog.held.items(),
+                in_flight=backlog.in_flight,
+                slots=spec.options.concurrency,
+                oldest_ready_age_s=backlog.oldest_ready_age_s,
+            )
     if await app[EPOCH_KEY].check():
         metrics.redis_data_loss.inc()
     window = max(3 * app[SETTINGS_KEY].metrics.refresh_s, 5.0)

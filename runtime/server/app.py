@@ -50,7 +50,7 @@ from runtime.queue.epoch import EpochWatch
 from runtime.queue.instances import Instances
 from runtime.queue.redis_config import RedisConfigWatch
 from runtime.queue.waiter import ResultWaiter
-from runtime.server import health, limits, listen, middlewares, routes
+from runtime.server import drain, health, limits, listen, middlewares, routes
 from runtime.server.admission import memory_ratio
 from runtime.server.appkeys import (
     BACKLOG_KEY,
@@ -222,8 +222,16 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     names = ", ".join(app[REGISTRY_KEY].names) or "none"
     log.info("dispatcher started; functions: %s", names)
     yield
-    grace_s = app[SETTINGS_KEY].worker.shutdown_grace_s
-    log.info("draining: finishing in-flight jobs for up to %gs", grace_s)
+    shutdown_grace_s = app[SETTINGS_KEY].worker.shutdown_grace_s
+    registry = app[REGISTRY_KEY]
+    specs = list(registry)
+    grace_s = drain.drain_grace_s(shutdown_grace_s, specs)
+    log.info(
+        "draining: running jobs may finish for %s, then go back to their lanes; the "
+        "process ends within %gs at the latest",
+        drain.describe(shutdown_grace_s, specs),
+        grace_s + drain.WATCHDOG_EXTRA_S,
+    )
     await dispatcher.drain(grace_s)
     log.info("drained")
 
@@ -332,11 +340,11 @@ def serve(
     registry: Registry,
     *,
     mode: ServeMode = "local",
-    on_stop: Callable[[], None] | None = None,
+    on_stop: Callable[[float], None] | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT; aiohttp's runner then unwinds cleanup_ctx (the drain).
     ``on_stop`` is called as the stop begins (the first thing the runner does after the
-    signal), e.g. to arm a watchdog."""
+    signal) with the drain's bound in seconds (drain.py), e.g. to arm a watchdog."""
     from runtime.observe.tracing import build_provider
 
     provider = build_provider(settings.tracing)
@@ -349,7 +357,9 @@ def serve(
         stop_hook = on_stop
 
         async def stopping(app: web.Application) -> None:
-            stop_hook()
+            grace_s = settings.worker.shutdown_grace_s
+            registry = app[REGISTRY_KEY]
+            stop_hook(drain.drain_grace_s(grace_s, list(registry)))
 
         app.on_shutdown.insert(0, stopping)
     # Everything loaded so far lives as long as the process: keep it out of the garbage

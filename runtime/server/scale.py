@@ -38,7 +38,7 @@ MIN_TARGET = 0.01  # below it one job would ask for 100 replicas: surely a typo
 
 def replicas(demand: int, slots: int, target: float) -> int:
     """``ceil(demand / (slots * target))``, exact for a decimal target: in floats,
-    7 / (2 * 0.7) is 5.000000000000001 and would ask for a sixth replica."""
+    21 / (2 * 0.7) is 15.000000000000002 and would ask for a sixteenth replica."""
     if demand <= 0:
         return 0
     share = Fraction(target).limit_denominator(1_000_000)

@@ -1,7 +1,8 @@
 """Prometheus metrics, in a registry owned by the app (never the global default one).
 
 Labels are bounded: ``function`` takes only registered names, ``reason`` only the DLQ
-vocabulary, ``state`` only the queue states. Hot-path calls use label children bound once
+vocabulary (or, on ``queue_held_backlog``, the three limits), ``state`` only the queue
+states. Hot-path calls use label children bound once
 per function, so counting a job costs a few attribute lookups.
 """
 

@@ -258,3 +258,34 @@ async def test_scale_takes_its_default_target_from_config_and_refuses_a_bad_one(
         assert (await response.json())["error"]["code"] == "bad_parameter"
     assert (await client.get("/v1/scale?tagret=0.5", headers=AUTH)).status == 400
     assert (await client.get("/v1/scale")).status == 401  # the /v1 token, like every route
+
+
+async def test_the_serve_role_of_docs_security_md_may_read_the_backlog(
+    make_harness: MakeHarness, redis_url: str
+) -> None:
+    """The script runs with the serve user's rights (Redis checks each command a script
+    runs): a refusal must surface as an error, never read as an empty backlog."""
+    from runtime.config.schema import RedisSettings
+    from runtime.errors import BrokerPermissionError
+    from runtime.queue.connection import connect
+    from tests.integration.test_acl import PASSWORD, roles
+
+    harness = await make_harness(HANDLERS, start=False)
+    await harness.client.enqueue("busy", 1)
+    rules = roles()["rt-serve"]
+    await harness.setup.execute_command("ACL", "SETUSER", "rt-serve", *rules)
+    url = redis_url.replace("redis://", f"redis://rt-serve:{PASSWORD}@")
+    serve = connect(RedisSettings(url=url, timeout_s=2), url)
+    try:
+        backlog = await BacklogReader(serve, "rt").read(
+            "busy", harness.registry.get("busy").options
+        )
+        assert backlog is not None and backlog.ready == 1 and backlog.oldest_ready_ms is not None
+        # without one command the script runs, the read fails with the script's name
+        await harness.setup.execute_command("ACL", "SETUSER", "rt-serve", "-lindex")
+        with pytest.raises(BrokerPermissionError, match="backlog"):
+            await BacklogReader(serve, "rt").read("busy", harness.registry.get("busy").options)
+    finally:
+        await serve.aclose()
+        await harness.setup.execute_command("ACL", "DELUSER", "rt-serve")
+        await harness.setup.execute_command("ACL", "LOG", "RESET")  # test_acl reads it

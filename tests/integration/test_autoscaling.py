@@ -289,3 +289,32 @@ async def test_the_serve_role_of_docs_security_md_may_read_the_backlog(
         await serve.aclose()
         await harness.setup.execute_command("ACL", "DELUSER", "rt-serve")
         await harness.setup.execute_command("ACL", "LOG", "RESET")  # test_acl reads it
+
+
+async def test_keys_of_the_wrong_type_and_junk_read_as_empty_never_an_error(
+    make_harness: MakeHarness,
+) -> None:
+    harness = await make_harness(HANDLERS, start=False)
+    await harness.client.enqueue("broken", 1)
+    r = harness.setup
+    await r.set("{rt:broken}:ready:high", "not a list")
+    await r.rpush("{rt:broken}:ready:low", "no such id, not even a job id")
+    await r.hset("{rt:broken}:rate", "x", "1")  # a hash where the limiter keeps a string
+    await r.set("{rt:broken}:leased", "x")
+    await r.hset("{rt:broken}:breaker", mapping={"a:1": "{not json", "b:2": '{"state": 3}',
+                                                 "c:3": '{"state": "open", "at": "soon"}'})  # fmt: skip
+    options = harness.registry.get("broken").options
+    backlog = await BacklogReader(harness.redis, "rt").read("broken", options)
+    assert backlog is not None
+    assert backlog.ready == 2 and backlog.in_flight == 0  # the queued job and the junk id
+    assert backlog.held == {"breaker": 0, "max_in_flight": 0, "rate_limit": 0}
+    assert backlog.oldest_ready_ms is not None  # the real job's enqueue time
+    # a breaker report that parses and is open, younger than the cooldown, holds them all
+    now_s = (await r.time())[0]
+    await r.hset("{rt:broken}:breaker", "d:4", f'{{"state": "open", "at": {now_s - 1}}}')
+    held = await BacklogReader(harness.redis, "rt").read("broken", options)
+    assert held is not None and held.held["breaker"] == 2 and held.schedulable == 0
+    # and a newer report that says closed ends it
+    await r.hset("{rt:broken}:breaker", "e:5", f'{{"state": "closed", "at": {now_s}}}')
+    closed = await BacklogReader(harness.redis, "rt").read("broken", options)
+    assert closed is not None and closed.held["breaker"] == 0 and closed.schedulable == 2

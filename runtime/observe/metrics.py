@@ -1,7 +1,8 @@
 """Prometheus metrics, in a registry owned by the app (never the global default one).
 
 Labels are bounded: ``function`` takes only registered names, ``reason`` only the DLQ
-vocabulary, ``state`` only the queue states. Hot-path calls use label children bound once
+vocabulary (or, on ``queue_held_backlog``, the three limits), ``state`` only the queue
+states. Hot-path calls use label children bound once
 per function, so counting a job costs a few attribute lookups.
 """
 
@@ -126,8 +127,55 @@ class Metrics:
             fn,
             registry=r,
         )
+        self._autoscaling(fn)
         r.register(_ProcessTallies())
         self.functions = {name: FunctionMetrics(self, name) for name in functions}
+
+    def _autoscaling(self, fn: list[str]) -> None:
+        """What an autoscaler needs and only the runtime knows (docs/metrics.md)."""
+        r = self.registry
+        self.schedulable = Gauge(
+            "queue_schedulable_backlog",
+            "Ready jobs no limit holds back: they start as soon as a slot is free (Redis)",
+            fn,
+            registry=r,
+        )
+        self.held = Gauge(
+            "queue_held_backlog",
+            "Ready jobs a limit keeps from starting now, by limit: rate_limit, "
+            "max_in_flight (the fleet cap) or breaker (an open circuit breaker) (Redis)",
+            [*fn, "reason"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "queue_in_flight_leases", "Jobs running fleet-wide: live leases (Redis)", fn, registry=r
+        )
+        self.slots = Gauge(
+            "worker_slots", "Jobs this instance runs at once (its concurrency)", fn, registry=r
+        )
+        self.oldest_ready_age = Gauge(
+            "queue_oldest_ready_age_seconds",
+            "Seconds since the oldest ready job became ready, on Redis's clock (0: none)",
+            fn,
+            registry=r,
+        )
+
+    def set_backlog(
+        self,
+        function: str,
+        *,
+        schedulable: int,
+        held: Iterable[tuple[str, int]],
+        in_flight: int,
+        slots: int,
+        oldest_ready_age_s: float,
+    ) -> None:
+        self.schedulable.labels(function).set(schedulable)
+        for reason, n in held:
+            self.held.labels(function, reason).set(n)
+        self.in_flight.labels(function).set(in_flight)
+        self.slots.labels(function).set(slots)
+        self.oldest_ready_age.labels(function).set(oldest_ready_age_s)
 
     def for_function(self, function: str) -> FunctionMetrics:
         # A deployment can add functions after start-up; still only registered names.

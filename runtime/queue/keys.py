@@ -28,7 +28,8 @@ Keys (type: what it holds; who removes it):
   extend, settle, reclaim) from the prefix and the channel they read from ``parked`` or
   the job hash's ``hand`` field: no caller can know the channel in advance.
 - ``{ns:fn}:breaker`` (hash): ``host:pid`` -> JSON ``{"state", "at"}`` of each process's
-  circuit breaker, for ``runtime stats``; expires a day after the last report.
+  circuit breaker, for ``runtime stats`` and the backlog (``backlog.lua``); expires a day
+  after the last report.
 - ``{ns:fn}:rate`` (string): GCRA theoretical arrival time (ms) of the rate limit; expires.
 - ``{ns:fn}:stats`` (hash): counters (completed, dead, stale acks, purged, requeued); never
   (tiny).

@@ -126,6 +126,14 @@ class Metrics:
             fn,
             registry=r,
         )
+        # route: the matched template ("/v1/jobs/{job_id}") or "unmatched"; method: the
+        # HTTP verbs or "other"; so no value a client sends becomes a label.
+        self.http_requests = Counter(
+            "http_requests",
+            "HTTP answers, by route template, method and status code",
+            ["route", "method", "code"],
+            registry=r,
+        )
         r.register(_ProcessTallies())
         self.functions = {name: FunctionMetrics(self, name) for name in functions}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -195,3 +196,16 @@ def test_grafana_files_parse_and_name_the_provisioned_datasource() -> None:
                 assert target["datasource"]["uid"] in uids, (path.name, panel["title"])
     for path in DEPLOY.rglob("*.json"):
         json.loads(path.read_text())
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    runbook = (ROOT / "docs" / "runbook.md").read_text()
+    anchors = {
+        line.lstrip("#").strip().lower() for line in runbook.splitlines() if line.startswith("#")
+    }
+    anchors |= set(re.findall(r'<a id="([^"]+)"></a>', runbook))
+    for group in yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"]:
+        for rule in group["rules"]:
+            url = rule["annotations"]["runbook_url"]
+            assert url == f"docs/runbook.md#{rule['alert'].lower()}", rule["alert"]
+            assert url.split("#")[1] in anchors, rule["alert"]

@@ -123,6 +123,8 @@ def test_the_deployment_keeps_its_promises() -> None:
     for path in (config["deploy"]["dir"], "/tmp"):
         parent = max((m for m in mounts if path.startswith(m)), key=len)
         assert "emptyDir" in volumes[mounts[parent]], path
+    # Deploy mode, which the Secret's signing key is for: --functions would force local mode.
+    assert container["args"] == ["serve"]
     secret_refs = {ref["secretRef"]["name"] for ref in container["envFrom"]}
     assert secret_refs == {_one("Secret")["metadata"]["name"]}
     labels = deployment["spec"]["template"]["metadata"]["labels"]

@@ -285,6 +285,7 @@ def build_app(
         client_max_size=settings.http.max_body_bytes,
         handler_args=limits.handler_args(settings.http.header_timeout_s),
         middlewares=[
+            middlewares.count_middleware,
             middlewares.errors_middleware,
             limits.requests_middleware(
                 guard, limits.Concurrency(settings.http.max_concurrent_requests)

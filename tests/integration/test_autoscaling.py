@@ -301,8 +301,8 @@ async def test_keys_of_the_wrong_type_and_junk_read_as_empty_never_an_error(
     await r.rpush("{rt:broken}:ready:low", "no such id, not even a job id")
     await r.hset("{rt:broken}:rate", "x", "1")  # a hash where the limiter keeps a string
     await r.set("{rt:broken}:leased", "x")
-    await r.hset("{rt:broken}:breaker", mapping={"a:1": "{not json", "b:2": '{"state": 3}',
-                                                 "c:3": '{"state": "open", "at": "soon"}'})  # fmt: skip
+    reports = {"a:1": "{not json", "b:2": '{"state": 3}', "c:3": '{"state": "open", "at": "soon"}'}
+    await r.hset("{rt:broken}:breaker", mapping=reports)
     options = harness.registry.get("broken").options
     backlog = await BacklogReader(harness.redis, "rt").read("broken", options)
     assert backlog is not None

@@ -169,9 +169,12 @@ def _load(port: int, redis_url: str) -> None:
         assert _call(port, "POST", jobs.format("gated"), i) == 202
     assert _call(port, "GET", "/v1/jobs/hello.unknown") == 404
     # A 503 for the availability SLI: a request while the only slot is held by an invoke.
-    holder = threading.Thread(
-        target=_call, args=(port, "POST", "/v1/functions/slow/invoke", {"seconds": 1.5})
-    )
+    def hold() -> None:  # until it got the slot: it may itself meet a probe's request there
+        for _ in range(100):
+            if _call(port, "POST", "/v1/functions/slow/invoke", {"seconds": 1.5}) != 503:
+                return
+
+    holder = threading.Thread(target=hold)
     holder.start()
     try:
         deadline = time.monotonic() + 10

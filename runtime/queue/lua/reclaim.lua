@@ -64,6 +64,7 @@ for _, id in ipairs(expired) do
     if rec > tonumber(ARGV[2]) then
       redis.call('HSET', jk, 'state', 'dead', 'reason', 'worker_crashed', 'end', now,
         'err', 'the worker holding this job died or stopped heartbeating ' .. rec .. ' times')
+      redis.call('HDEL', jk, 'tb')  -- an older attempt's traceback: not this error's
       redis.call('RPUSH', KEYS[2], id)
       notify(id, v[3])
       dead = dead + 1

@@ -230,6 +230,8 @@ class RedisBroker(JobQueries):
                 rate_burst,
                 park_channel,
                 park_ttl_ms,
+                self.done_channel,
+                self.keep_result_s,
             ],
         )
         jobs = self._jobs(function, res[0], "claimed job")

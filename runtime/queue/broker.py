@@ -208,8 +208,7 @@ class RedisBroker(JobQueries):
         k = self.keys(function)
         claim_id = claim_id or new_claim_id()
         res = await self._claim(
-            keys=[*k.lanes, k.delayed, k.leased, k.claim(claim_id), k.dlq, k.stats, k.rate]
-            + [k.parked, k.park],
+            keys=k.claim_keys(claim_id),
             args=[
                 k.prefix,
                 count,

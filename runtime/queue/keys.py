@@ -119,6 +119,11 @@ class FunctionKeys:
         """Ready lists in strict priority order (high first)."""
         return [self.ready[p] for p in PRIORITIES]
 
+    def claim_keys(self, claim_id: str) -> list[str]:
+        """KEYS of lua/claim.lua, in its order."""
+        own = [self.delayed, self.leased, self.claim(claim_id), self.dlq, self.stats, self.rate]
+        return [*self.lanes, *own, self.parked, self.park]
+
     def job(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
 

@@ -100,8 +100,11 @@ def http(port: int, path: str, body: bytes) -> tuple[int, bytes]:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}{path}", data=body, headers={"Authorization": f"Bearer {TOKEN}"}
     )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return response.status, response.read()
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
 
 
 async def test_each_role_does_its_job_and_nothing_else(fleet: Roles) -> None:
@@ -140,7 +143,8 @@ async def test_each_role_does_its_job_and_nothing_else(fleet: Roles) -> None:
     fleet.ok("rt-deployer", "deploy", "src", "--force")
     fleet.ok("rt-deployer", "rollback")
     fleet.ok("rt-deployer", "deployments")
-    assert http(fleet.ports[serve.pid], "/v1/functions/echo/invoke", b"8") == (200, b"8")
+    answer = http(fleet.ports[serve.pid], "/v1/functions/echo/invoke", b"8")
+    assert answer == (200, b"8"), answer[1].decode()
 
     assert fleet.ready(serve)[0] == 200
     serve.terminate()  # the clean exit's writes too (unpark, deregister, deploy status)

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from runtime.errors import BrokerCommandError
 from runtime.jobs import envelope
 from runtime.jobs.settle import Complete, RetryLater
 from runtime.queue.admin import Admin
@@ -341,3 +342,20 @@ async def test_a_waiter_hears_of_a_corrupt_record_the_claim_dead_letters(
         assert await h.redis.lrange(P + f"done:{job_id}", 0, -1) == [b"1"]  # for BLMOVE waiters
     finally:
         await waiter.close()
+
+
+async def test_a_lane_of_another_type_met_after_pops_costs_no_popped_job(
+    make_harness: MakeHarness,
+) -> None:
+    """The claim pops the high lane, then meets a low lane that is not a list: the jobs it
+    popped are leased and returned (nothing popped is dropped); the next claim, with nothing
+    left before that lane, reports it."""
+    h = await make_harness(HELLO, start=False)
+    ids = [await h.client.enqueue("hello", f"n{i}", priority="high") for i in range(3)]
+    await h.redis.set(P + "ready:low", "not a list")
+    claim = await h.broker.claim("hello", 5, lease_ms=60_000, max_in_flight=0)
+    assert sorted(job.id for job in claim.jobs) == sorted(ids)
+    assert await h.redis.zcard(P + "leased") == 3
+    with pytest.raises(BrokerCommandError, match=r"WRONGTYPE .*ready:low"):
+        await h.broker.claim("hello", 5, lease_ms=60_000, max_in_flight=0)
+    assert await h.redis.zcard(P + "leased") == 3

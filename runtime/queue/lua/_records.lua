@@ -123,7 +123,8 @@ end
 -- are listed there, and enqueue takes out an id it creates a record under, so what is
 -- deleted is always a completed job's record.
 local function sweep(results)
-  local due = redis.call('ZRANGEBYSCORE', results, '-inf', now, 'LIMIT', 0, 500)
+  local due = redis.pcall('ZRANGEBYSCORE', results, '-inf', now, 'LIMIT', 0, 500)
+  if due['err'] then return end  -- a key of another type: nothing listed to sweep
   if #due > 0 then
     drop_records(due)
     redis.call('ZREM', results, unpack(due))

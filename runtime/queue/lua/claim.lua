@@ -21,7 +21,13 @@
 -- type, an id we never make, an unknown state, a counter that is not an integer) is
 -- dead-lettered corrupt_record. Neither counts toward `want`: the claim pops on, up to
 -- MAX_LOOK ids a call, so orphans never make a claim come back short while jobs wait.
--- A key of this function of the wrong type is an error before any write.
+-- A key of this function of the wrong type is an error reply, given before any write that it
+-- could leave half done (Redis does not roll a script back): a read of the key fails first
+-- (the delayed set, the leases), or its type is checked where a write needs it (the lanes
+-- before a promotion, the leases before a pop), or the write is one a failure cannot hurt
+-- (pcall: the DLQ push, the parks, which are only a shortcut). A lane of another type met
+-- after jobs were popped from the lanes before it is left for a later claim: the jobs
+-- popped are leased and returned, never dropped. An idle claim checks one type, not eight.
 -- Rate limit: GCRA on Redis time. With interval T and burst B, n starts are allowed at time
 -- now when tat + n*T <= now + B*T (tat = max(stored tat, now)); each start moves tat by T.
 -- Tokens are spent at the claim, so a crashed holder cannot leak them: a job it held and
@@ -38,14 +44,6 @@ local out = {}
 --! records
 local MAX_LOOK = 1000
 local JOB = {'state', 'env', 'att', 'rec', 'enq', 'due', 'tok'}
-
-local spec = {KEYS[1], 'list', KEYS[2], 'list', KEYS[3], 'list', KEYS[4], 'zset', KEYS[5], 'zset',
-  KEYS[7], 'list'}
-if KEYS[11] then  -- absent: a caller that never parks
-  for _, x in ipairs({KEYS[10], 'zset', KEYS[11], 'hash'}) do table.insert(spec, x) end
-end
-local bad_key = wrong_type(spec)
-if bad_key then return redis.error_reply(bad_key) end
 
 -- Lease the jobs of `jobs` ({id, ...} each) until now + lease_ms: one ZADD per 500 jobs,
 -- not one per job.
@@ -87,6 +85,10 @@ local function dead_letter(id, why)
 end
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, tonumber(ARGV[6]))
+if #due > 0 then  -- each promotion ends with a push onto its lane
+  local bad_lane = wrong_type({KEYS[1], 'list', KEYS[2], 'list', KEYS[3], 'list'})
+  if bad_lane then return redis.error_reply(bad_lane) end
+end
 for _, id in ipairs(due) do
   local jk = prefix .. 'job:' .. id
   redis.call('ZREM', KEYS[4], id)
@@ -133,9 +135,18 @@ end
 
 local claimed = {}
 local skipped, looked = 0, 0
+if want > 0 then  -- the jobs popped below are leased at the end: the leases must take them
+  local bad_leased = wrong_type({KEYS[5], 'zset'})
+  if bad_leased then return redis.error_reply(bad_leased) end
+end
+local bad_lane = nil
 for lane = 1, 3 do
-  while want > 0 and looked < MAX_LOOK do
-    local ids = redis.call('LPOP', KEYS[lane], math.min(want, MAX_LOOK - looked))
+  while want > 0 and looked < MAX_LOOK and not bad_lane do
+    local ids = redis.pcall('LPOP', KEYS[lane], math.min(want, MAX_LOOK - looked))
+    if type(ids) == 'table' and ids['err'] then
+      bad_lane = 'WRONGTYPE ' .. KEYS[lane] .. ' holds a ' .. key_type(KEYS[lane]) .. ', not a list'
+      break
+    end
     if not ids then break end
     for _, id in ipairs(ids) do
       looked = looked + 1
@@ -157,7 +168,7 @@ for lane = 1, 3 do
         redis.call('HSET', jk, 'state', 'dead', 'reason', 'decode_error',
           'err', 'no job record for this id in the ready list', 'att', 0, 'rec', 0, 'tok', 0,
           'enq', now, 'end', now, 'prio', 'default')
-        redis.call('RPUSH', KEYS[7], id)
+        redis.pcall('RPUSH', KEYS[7], id)
         redis.pcall('ZREM', prefix .. 'results', id)  -- a swept id reused: not swept again
         n_dead = n_dead + 1
       elseif not JOB_STATES[v[1]] then
@@ -171,13 +182,16 @@ end
 lease(claimed)
 if skipped > 0 then bump(KEYS[8], 'skipped', skipped) end
 if n_dead > 0 then bump(KEYS[8], 'dead', n_dead) end
+if bad_lane and #claimed == 0 then return redis.error_reply(bad_lane) end
 if #claimed > 0 then
   redis.call('SET', KEYS[6], cjson.encode(claimed), 'EX', tonumber(ARGV[5]))
 end
 
-local function lanes_empty()
-  return redis.call('LLEN', KEYS[1]) == 0 and redis.call('LLEN', KEYS[2]) == 0
-    and redis.call('LLEN', KEYS[3]) == 0
+local function lanes_empty()  -- a lane of another type counts as not empty
+  for lane = 1, 3 do
+    if redis.pcall('LLEN', KEYS[lane]) ~= 0 then return false end
+  end
+  return true
 end
 local more = 0
 if want > 0 and looked >= MAX_LOOK and not lanes_empty() then more = 1 end
@@ -196,20 +210,24 @@ if interval > 0 then
   end
 end
 
+-- The parks are a shortcut (enqueue.lua hands jobs to parked workers): a park key of another
+-- type only means no parking (pcall), never a failed claim.
 local function unpark(channel)
-  redis.call('ZREM', KEYS[10], channel)
-  redis.call('HDEL', KEYS[11], channel)
+  redis.pcall('ZREM', KEYS[10], channel)
+  redis.pcall('HDEL', KEYS[11], channel)
 end
 
 local ch = ARGV[9] or ''  -- absent: a caller that never parks
 if ch ~= '' then
-  for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[10], '-inf', '(' .. now, 'LIMIT', 0, 10)) do
-    unpark(old)  -- parks of runtimes that stopped refreshing them
+  local old = redis.pcall('ZRANGEBYSCORE', KEYS[10], '-inf', '(' .. now, 'LIMIT', 0, 10)
+  if old['err'] then old = {} end
+  for _, stale in ipairs(old) do
+    unpark(stale)  -- parks of runtimes that stopped refreshing them
   end
   local room = tonumber(ARGV[2]) - #claimed
   if room > 0 and limited == 0 and interval <= 0 and lanes_empty() then
-    redis.call('ZADD', KEYS[10], now + tonumber(ARGV[10] or '0'), ch)
-    redis.call('HSET', KEYS[11], ch, room .. ' ' .. lease_ms .. ' ' .. tonumber(ARGV[4]))
+    redis.pcall('ZADD', KEYS[10], now + tonumber(ARGV[10] or '0'), ch)
+    redis.pcall('HSET', KEYS[11], ch, room .. ' ' .. lease_ms .. ' ' .. tonumber(ARGV[4]))
   else
     unpark(ch)
   end

@@ -29,8 +29,20 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix = ARGV[1]
 --! records
-local bad_key = wrong_type({KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'list', KEYS[5], 'list',
-  KEYS[6], 'list', KEYS[7], 'list', KEYS[8], 'zset'})
+-- The keys this batch writes must be of their type before anything is written (Redis does
+-- not roll back): the leases always, and per op present only the keys it writes, so a batch
+-- of completions checks two types, not seven. (The DLQ push of a corrupt record is a pcall.)
+local ops = {}
+for i = 6, #ARGV, 7 do ops[ARGV[i]] = true end
+local spec = {KEYS[1], 'zset'}
+local function needs(...)
+  for _, x in ipairs({...}) do table.insert(spec, x) end
+end
+if ops.C then needs(KEYS[8], 'zset') end
+if ops.R then needs(KEYS[2], 'zset') end
+if ops.D or ops.K then needs(KEYS[3], 'list') end
+if ops.L or ops.K then needs(KEYS[5], 'list', KEYS[6], 'list', KEYS[7], 'list') end
+local bad_key = wrong_type(spec)
 if bad_key then return redis.error_reply(bad_key) end
 local keep = tonumber(ARGV[2])
 local codes = {}

@@ -140,6 +140,7 @@ if want > 0 then  -- the jobs popped below are leased at the end: the leases mus
   if bad_leased then return redis.error_reply(bad_leased) end
 end
 local bad_lane = nil
+local emptied = {}  -- lanes a pop found empty here (a script runs alone: they stay empty)
 for lane = 1, 3 do
   while want > 0 and looked < MAX_LOOK and not bad_lane do
     local ids = redis.pcall('LPOP', KEYS[lane], math.min(want, MAX_LOOK - looked))
@@ -147,7 +148,10 @@ for lane = 1, 3 do
       bad_lane = 'WRONGTYPE ' .. KEYS[lane] .. ' holds a ' .. key_type(KEYS[lane]) .. ', not a list'
       break
     end
-    if not ids then break end
+    if not ids then
+      emptied[lane] = true
+      break
+    end
     for _, id in ipairs(ids) do
       looked = looked + 1
       local jk = prefix .. 'job:' .. id
@@ -189,7 +193,7 @@ end
 
 local function lanes_empty()  -- a lane of another type counts as not empty
   for lane = 1, 3 do
-    if redis.pcall('LLEN', KEYS[lane]) ~= 0 then return false end
+    if not emptied[lane] and redis.pcall('LLEN', KEYS[lane]) ~= 0 then return false end
   end
   return true
 end

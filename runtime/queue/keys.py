@@ -14,6 +14,11 @@ Keys (type: what it holds; who removes it):
   settle adds completed ids in one command per batch (cheaper than an ``EXPIRE`` per job)
   and sweeps the due ones (``DEL`` of their records), as does reclaim, so records go while
   any runtime serves the function; enqueue takes out a caller-chosen id it reuses.
+- ``{ns:fn}:history`` (zset): id of a finished job (completed, cancelled, dead) -> when it
+  finished (Redis ms): the run history (``GET /v1/jobs``, ``runtime jobs``). Settle adds
+  its batch's finished ids in one command, reclaim and cancel theirs; an id leaves with its
+  record (the results sweep, a DLQ purge). A requeued dead job stays listed until it ends
+  again (readers skip an id whose record is not finished).
 - ``{ns:fn}:done:<id>`` (list): one marker once terminal, for waiters; keep_result_s.
 - ``{ns:fn}:dlq`` (list): dead-lettered job ids; purge-dlq.
 - ``{ns:fn}:idem:<key>`` (string): idempotency key -> job id; keep_result_s.
@@ -90,6 +95,7 @@ class FunctionKeys:
         "delayed",
         "dlq",
         "function",
+        "history",
         "leased",
         "park",
         "parked",
@@ -107,6 +113,7 @@ class FunctionKeys:
         self.delayed = self.prefix + "delayed"
         self.leased = self.prefix + "leased"
         self.results = self.prefix + "results"  # completed job id -> when its record goes
+        self.history = self.prefix + "history"  # finished job id -> finish ms
         self.dlq = self.prefix + "dlq"
         self.stats = self.prefix + "stats"
         self.rate = self.prefix + "rate"  # GCRA theoretical arrival time of the rate limit

@@ -67,6 +67,8 @@ for _, id in ipairs(expired) do
     redis.call('HSET', jk, 'state', 'cancelled', 'reason', 'cancelled', 'end', now,
       'err', 'cancelled on request')
     redis.call('HDEL', jk, 'tb')
+    -- a new token: the old holder's late settle is stale (0), not taken for a replay (2)
+    redis.call('HINCRBY', jk, 'tok', 1)
     table.insert(cancelled, id)
     notify(id, v[3])
   elseif v[1] == 'running' then

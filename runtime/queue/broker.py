@@ -81,6 +81,18 @@ def _enqueued(res: Any) -> tuple[str, bool]:
     return parsed, res[1] == 1
 
 
+def _ids(unreadable: _Unreadable, function: str, replies: Sequence[Any], what: str) -> list[str]:
+    """The job ids of a script's reply; one that does not read is noted and left out."""
+    ids = []
+    for raw in replies:
+        parsed = as_text(raw)
+        if isinstance(parsed, Invalid):
+            unreadable.note(function, what, parsed)
+        else:
+            ids.append(parsed)
+    return ids
+
+
 def _is_noscript(reply: object) -> bool:
     return isinstance(reply, BrokerError) and isinstance(reply.__cause__, NoScriptError)
 
@@ -298,19 +310,9 @@ class RedisBroker(JobControl):
         for job_id, token in held:
             args += [job_id, token]
         res = await self._extend(keys=[k.leased], args=args)
-        lost = self._ids(function, res[0], "lost id")
-        cancelling = self._ids(function, res[2], "cancelled id") if len(res) > 2 else []
+        lost = _ids(self.unreadable, function, res[0], "lost id")
+        cancelling = _ids(self.unreadable, function, res[2], "cancel") if len(res) > 2 else []
         return lost, self._jobs(function, res[1], "adopted job"), cancelling
-
-    def _ids(self, function: str, replies: Sequence[Any], what: str) -> list[str]:
-        ids = []
-        for raw in replies:
-            parsed = as_text(raw)
-            if isinstance(parsed, Invalid):
-                self.unreadable.note(function, what, parsed)
-            else:
-                ids.append(parsed)
-        return ids
 
     async def reclaim(self, function: str, *, max_recoveries: int) -> tuple[int, int]:
         """Requeue (or dead-letter) jobs whose lease expired. Returns (requeued, dead)."""

@@ -17,8 +17,6 @@ shutdown, or when the job ends.
 from __future__ import annotations
 
 import asyncio
-import datetime
-import re
 import time
 from typing import Any
 
@@ -27,6 +25,7 @@ from aiohttp import web
 
 from runtime.errors import PayloadError
 from runtime.jobs.envelope import function_of
+from runtime.jobs.instants import instant_ms
 from runtime.jobs.records import TERMINAL, JobRecord, iso_ms, progress_fields
 from runtime.queue.control import MAX_PAGE, RunSummary
 from runtime.server.admission import MIN_WAIT_S, float_param, known_params
@@ -36,34 +35,7 @@ from runtime.server.routes import job_body
 
 POLL_S = 0.25  # how often an event stream reads its job's record
 HISTORY_PARAMS = ("function", "state", "reason", "since", "until", "cursor", "limit")
-_AGE = re.compile(r"([0-9]{1,9})(s|m|h|d)")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _json = msgspec.json.Encoder()
-
-
-def instant_ms(text: str, now_s: float | None = None) -> int:
-    """An instant as Redis ms: unix seconds, an ISO 8601 instant (UTC unless it says),
-    or an age ago (``90s``, ``15m``, ``1h``, ``2d``). ValueError if it is none of these."""
-    now_s = time.time() if now_s is None else now_s
-    text = text.strip()
-    age = _AGE.fullmatch(text)
-    if age is not None:
-        return max(0, round((now_s - int(age[1]) * _UNIT_S[age[2]]) * 1000))
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(
-                f"{text[:40]!r} is not unix seconds, an ISO 8601 instant or an age (15m, 1h, 2d)"
-            ) from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=datetime.UTC)
-        seconds = moment.timestamp()
-    if not 0 <= seconds < 10**11:  # NaN fails too
-        raise ValueError(f"{text[:40]!r} is not an instant from 1970 to 5138")
-    return round(seconds * 1000)
 
 
 def run_body(run: RunSummary) -> dict[str, Any]:

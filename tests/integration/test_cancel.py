@@ -6,6 +6,7 @@ settle never completes the job."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import textwrap
@@ -223,3 +224,24 @@ def _stats(redis_url: str) -> bytes:
 
     with redis.Redis.from_url(redis_url) as r:
         return b" ".join(r.hkeys("{rt:sleeper}:stats"))
+
+
+async def test_the_cli_cancels_and_lists_the_history(
+    make_harness: MakeHarness, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runtime.cli.main import run
+
+    h = await make_harness(HANDLERS, start=False)
+    job_id = await h.client.enqueue("quick", 1, delay_s=60)
+    assert await asyncio.to_thread(run, ["cancel", job_id, "--redis", redis_url]) == 0
+    assert "cancelled (it was delayed" in capsys.readouterr().out
+    assert await asyncio.to_thread(run, ["cancel", job_id, "--redis", redis_url]) == 1
+    assert await asyncio.to_thread(run, ["cancel", "quick.nope", "--redis", redis_url]) == 2
+    capsys.readouterr()
+    argv = ["jobs", "--function", "quick", "--since", "1h", "--redis", redis_url]
+    assert await asyncio.to_thread(run, [*argv, "--json"]) == 0
+    page = json.loads(capsys.readouterr().out)
+    assert [(r["id"], r["state"]) for r in page["jobs"]] == [(job_id, "cancelled")]
+    assert page["next_cursor"] is None
+    assert await asyncio.to_thread(run, [*argv, "--state", "dead"]) == 0
+    assert capsys.readouterr().out.strip() == "no finished runs match"

@@ -73,8 +73,8 @@ async def test_a_queued_job_is_removed_and_never_runs(make_harness: MakeHarness)
     assert await h.redis.lrange("{rt:quick}:ready:default", 0, -1) == [after.encode()]
     h.start()
     assert await h.client.result(after, 10) == 2  # FIFO: the cancelled one went first
-    record = await h.client.job(job_id)
-    assert record is not None and record.state == "cancelled" and record.started_ms is None
+    stored = await h.client.job(job_id)
+    assert stored is not None and stored.state == "cancelled" and stored.started_ms is None
     stats = await h.broker.stats("quick")
     assert (stats["completed"], stats["cancelled"]) == (1, 1)
     again = await h.client.cancel(job_id)

@@ -264,6 +264,7 @@ def _invoke(
                 "description": "The handler's result",
                 "content": {"application/json": {"schema": {}}},
             },
+            "409": _error("The job was cancelled while it was waited for"),
             "502": _error("The job failed (dead-lettered): code is the reason"),
             "504": _error("Not finished in time; poll the Location"),
             **BODY_ERRORS,

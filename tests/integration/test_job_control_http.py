@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from runtime.config.registry import load_registry
 from runtime.config.schema import HttpSettings, RedisSettings, Settings
 from runtime.server.app import build_app
+from runtime.server.appkeys import BROKER_KEY
 from tests.integration.conftest import FAST_WORKER
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -199,3 +200,18 @@ async def test_event_stream_ends_at_its_timeout(client: Client) -> None:
     assert events[-1][0] == "timeout"
     assert (await client.get("/v1/jobs/slow.nope/events", headers=AUTH)).status == 404
     await client.delete(f"/v1/jobs/{job_id}", headers=AUTH)
+
+
+async def test_an_invoke_whose_job_is_cancelled_answers_409(client: Client) -> None:
+    invoke = asyncio.ensure_future(
+        client.post("/v1/functions/slow/invoke", json=20.0, headers=AUTH, params={"timeout_s": 15})
+    )
+    for _ in range(500):
+        running = await client.app[BROKER_KEY].redis.zrange("{rt:slow}:leased", 0, -1)
+        if running:
+            break
+        await asyncio.sleep(0.02)
+    (job_id,) = [i.decode() for i in running]
+    assert (await client.delete(f"/v1/jobs/{job_id}", headers=AUTH)).status == 202
+    r = await invoke
+    assert r.status == 409 and (await r.json())["error"]["code"] == "cancelled"

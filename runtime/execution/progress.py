@@ -60,12 +60,15 @@ class ProgressReporter:
                 self._loop.call_soon_threadsafe(self._offer, p)
 
     def close(self) -> None:
-        """The attempt is over: no more writes (one in flight ends on its own)."""
-        self._is_closed = True
-        self._pending = None
+        """The attempt is over: a report still waiting its turn is written now (the last
+        one, often "done", is the one a reader wants; it races the settle, and is refused
+        if the settle lands first); nothing after it."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._pending is not None and not self._is_closed:
+            self._flush()
+        self._is_closed = True
 
     def _offer(self, p: Progress) -> None:
         if self._is_closed:

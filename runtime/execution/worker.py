@@ -201,6 +201,10 @@ class FunctionWorker:
     def wake(self) -> None:
         self._events.wake.set()
 
+    def beat_now(self) -> None:
+        """Heartbeat now: a cancel was requested for a running job of this function."""
+        self._heartbeat.nudge()
+
     async def drain(self, grace_s: float) -> None:
         """Stop claiming, let running jobs finish within ``grace_s``, release the rest now."""
         self._events.stop.set()

@@ -25,6 +25,7 @@ from runtime.jobs.envelope import function_of
 from runtime.jobs.records import TERMINAL, Invalid, as_int, as_text
 from runtime.queue import scripts
 from runtime.queue.connection import RedisClient
+from runtime.queue.keys import done_channel, wake_channel
 from runtime.queue.queries import JobQueries
 
 MAX_PAGE = 500  # jobs one history page may return
@@ -126,7 +127,14 @@ class JobControl(JobQueries):
         k = self.keys(function)
         res = await self._cancel(
             keys=[k.delayed, *k.lanes, k.results, k.history, k.stats],
-            args=[k.prefix, job_id, self.keep_result_s, f"{{{self.namespace}}}:done"],
+            args=[
+                k.prefix,
+                job_id,
+                self.keep_result_s,
+                done_channel(self.namespace),
+                wake_channel(self.namespace),
+                function,
+            ],
         )
         outcome = _opt_text(res[0]) if isinstance(res, list) and len(res) == 2 else None
         if outcome is None:

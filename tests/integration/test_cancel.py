@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -245,3 +246,15 @@ async def test_the_cli_cancels_and_lists_the_history(
     assert page["next_cursor"] is None
     assert await asyncio.to_thread(run, [*argv, "--state", "dead"]) == 0
     assert capsys.readouterr().out.strip() == "no finished runs match"
+
+
+async def test_a_cancel_does_not_wait_for_the_next_heartbeat(make_harness: MakeHarness) -> None:
+    """cancel.lua's hint on the wake channel makes the holder heartbeat at once."""
+    h = await make_harness(HANDLERS, heartbeat_s=10.0, lease_s=30.0)
+    job_id = await h.client.enqueue("sleeper", 30.0)
+    await _until_state(h.client, job_id, "running")
+    started = time.monotonic()
+    await h.client.cancel(job_id)
+    record = await h.client.wait(job_id, 8)
+    assert record.state == "cancelled"
+    assert time.monotonic() - started < 3.0  # not the 10 s heartbeat

@@ -65,10 +65,11 @@ async def test_reports_are_throttled_and_the_latest_wins() -> None:
     await asyncio.sleep(0.06)  # the trailing write's timer, on the loop's clock
     assert [p.message for p in written] == ["a", "9"] and reporter.writes == 2
     assert written[-1] == Progress(0.9, "9", 7)
-    reporter.close()
+    reporter.report(0.95, "last")  # waits its turn ...
+    reporter.close()  # ... and the end of the attempt writes it at once
     reporter.report(1.0, "after")  # the attempt is over: nothing more is written
     await asyncio.sleep(0.06)
-    assert reporter.writes == 2
+    assert reporter.writes == 3 and written[-1].message == "last"
 
 
 async def test_a_report_from_a_handler_thread_reaches_the_loop() -> None:

@@ -1,12 +1,14 @@
 -- cancel: cancel one job on request (DELETE /v1/jobs/{id}, `runtime cancel`, Client.cancel).
 -- KEYS: 1 delayed, 2 ready:high, 3 ready:default, 4 ready:low, 5 results, 6 history,
 --       7 stats
--- ARGV: 1 key prefix, 2 job id, 3 keep_result_s, 4 done channel
+-- ARGV: 1 key prefix, 2 job id, 3 keep_result_s, 4 done channel, 5 wake channel,
+--       6 function name
 -- Derived keys (from the prefix and the id): job:<id>, done:<id>, minute:<now>.
 -- A queued or delayed job is taken out of its lane or the delayed set and ends 'cancelled'
 -- here, atomically: no claim can start it afterwards. A running job gets the request in its
--- record ('cxl' = Redis ms): its holder learns of it by its next heartbeat (extend.lua) and
--- stops the run; whatever it settles then, settle.lua ends the job 'cancelled', and if the
+-- record ('cxl' = Redis ms) and 'cancel:<function>' goes on the wake channel, so the
+-- function's workers heartbeat at once: its holder learns of it (extend.lua) and stops the
+-- run; whatever it settles then, settle.lua ends the job 'cancelled', and if the
 -- holder never settles (crashed, partitioned), reclaim.lua does. So the request holds across
 -- worker restarts, reclaims and retries. A cancelled job is kept keep_result_s like a
 -- completed one (listed in results and in the run history).
@@ -36,6 +38,8 @@ local jk = prefix .. 'job:' .. id
 local state = v[1]
 if state == 'running' then
   if not v[4] then redis.call('HSET', jk, 'cxl', now) end
+  -- a hint on the wake channel: the function's workers heartbeat now (and read the request)
+  redis.call('PUBLISH', ARGV[5], 'cancel:' .. ARGV[6])
   return {'requested', state}
 end
 if state ~= 'queued' and state ~= 'delayed' then return {'finished', state} end

@@ -152,11 +152,11 @@ async def job_events(request: web.Request) -> web.StreamResponse:
         if record is None:  # its record expired meanwhile
             await response.write(_event("gone", {"id": job_id}))
             break
-        if last is None or record.state != last.state:
-            await response.write(_event("state", {"id": job_id, "state": record.state}))
         progress = progress_fields(record).get("progress")
         if progress is not None and (last is None or record.progress != last.progress):
             await response.write(_event("progress", {"id": job_id, **progress}))
+        if last is None or record.state != last.state:
+            await response.write(_event("state", {"id": job_id, "state": record.state}))
         if record.is_terminal:
             await response.write(_event("end", job_body(record)))
             break

@@ -218,18 +218,9 @@ class RedisBroker(JobControl):
         ``park_ttl_ms``: enqueue hands it new jobs directly (lua/claim.lua, enqueue.lua)."""
         k = self.keys(function)
         claim_id = claim_id or new_claim_id()
+        keys = [*k.lanes, k.delayed, k.leased, k.claim(claim_id), k.dlq, k.stats, k.rate]
         res = await self._claim(
-            keys=[
-                *k.lanes,
-                k.delayed,
-                k.leased,
-                k.claim(claim_id),
-                k.dlq,
-                k.stats,
-                k.rate,
-                k.parked,
-                k.park,
-            ],
+            keys=[*keys, k.parked, k.park],
             args=[
                 k.prefix,
                 count,
@@ -241,6 +232,8 @@ class RedisBroker(JobControl):
                 rate_burst,
                 park_channel,
                 park_ttl_ms,
+                self.done_channel,
+                self.keep_result_s,
             ],
         )
         jobs = self._jobs(function, res[0], "claimed job")

@@ -58,12 +58,7 @@ if keep > 0 then
 else
   drop_records({id})
 end
-if v[3] == '1' then
-  local dk = prefix .. 'done:' .. id
-  redis.call('PUBLISH', ARGV[4], id)
-  redis.pcall('RPUSH', dk, '1')
-  redis.call('EXPIRE', dk, math.max(keep, 1))
-end
+notify_done(id, v[3], ARGV[4], math.max(keep, 1))
 bump(KEYS[7], 'cancelled', 1)
 local mk = prefix .. 'minute:' .. math.floor(now / 60000)
 bump(mk, 'cancelled', 1)

@@ -35,12 +35,7 @@ local requeued, dead = 0, 0
 local FIELDS = {'state', 'prio', 'notify', 'rec', 'tok', 'exec', 'hand', 'cxl'}
 local finished, cancelled = {}, {}
 local function notify(id, flag)
-  if flag == '1' then
-    local dk = prefix .. 'done:' .. id
-    redis.call('PUBLISH', ARGV[8], id)
-    redis.pcall('RPUSH', dk, '1')  -- a marker key of another type: its waiters time out
-    redis.call('EXPIRE', dk, keep)
-  end
+  notify_done(id, flag, ARGV[8], keep)
 end
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[1], id)
@@ -79,6 +74,7 @@ for _, id in ipairs(expired) do
     if rec > tonumber(ARGV[2]) then
       redis.call('HSET', jk, 'state', 'dead', 'reason', 'worker_crashed', 'end', now,
         'err', 'the worker holding this job died or stopped heartbeating ' .. rec .. ' times')
+      redis.call('HDEL', jk, 'tb')  -- an older attempt's traceback: not this error's
       redis.call('RPUSH', KEYS[2], id)
       notify(id, v[3])
       dead = dead + 1

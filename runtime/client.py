@@ -32,6 +32,7 @@ from runtime.observe.metrics import Metrics
 from runtime.observe.tracing import Tracing
 from runtime.queue.broker import RedisBroker
 from runtime.queue.connection import RedisClient, connect
+from runtime.queue.control import CancelReply, HistoryPage
 from runtime.queue.enqueue_args import NewJob
 
 MAX_DELAY_S = 365 * 86400.0
@@ -345,6 +346,19 @@ class Client:
 
     async def job(self, job_id: str) -> JobRecord | None:
         return await self.broker.job(job_id)
+
+    async def cancel(self, job_id: str) -> CancelReply:
+        """Cancel a job. ``outcome`` says what happened: ``cancelled`` (it was queued or
+        delayed and will never run), ``requested`` (it is running: its worker stops it within
+        a heartbeat and it ends ``cancelled``, whatever its handler returns), ``finished``
+        (it had already ended: ``state`` says how), ``missing`` or ``corrupt``. The request
+        is kept in the job's record: it holds across worker restarts and reclaims."""
+        return await self.broker.cancel(job_id)
+
+    async def history(self, function: str, **filters: Any) -> HistoryPage:
+        """A page of ``function``'s finished runs, newest first (``JobControl.history``:
+        state, reason, since_ms, until_ms, cursor, limit)."""
+        return await self.broker.history(function, **filters)
 
     async def wait(self, job_id: str, timeout_s: float) -> JobRecord:
         """The job's record once terminal; ResultTimeout if it is not done in time."""

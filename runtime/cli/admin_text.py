@@ -16,7 +16,9 @@ from runtime.queue.dlq import DlqFilter, DlqReport
 from runtime.queue.peek import JobView, Peek
 
 ELLIPSIS = "…"
-TOTAL_COLUMNS = ("completed", "retried", "dead", "recovered", "stale_acks", "purged", "requeued")
+TOTAL_COLUMNS = (
+    "completed", "retried", "dead", "cancelled", "recovered", "stale_acks", "purged", "requeued",
+)  # fmt: skip
 
 
 def format_age(seconds: float | None) -> str:

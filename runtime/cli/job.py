@@ -91,7 +91,7 @@ def job_json(record: JobRecord) -> dict[str, Any]:
 def job_text(record: JobRecord) -> str:
     """The job for a person: one ``label  value`` line each, the traceback last, indented."""
     state = record.state
-    if record.state != "completed" and record.reason:
+    if record.state not in ("completed", "cancelled") and record.reason:
         state += f" ({'last failure: ' if record.state != 'dead' else ''}{record.reason})"
     rows: list[tuple[str, str | None]] = [
         ("job", record.id),
@@ -103,6 +103,11 @@ def job_text(record: JobRecord) -> str:
         ("started", when(record.started_ms)),
         ("finished", when(record.finished_ms)),
     ]
+    if record.progress is not None:
+        p = record.progress
+        rows.append(("progress", f"{p.fraction:.0%} {p.message}".rstrip() + f" ({when(p.at_ms)})"))
+    if record.cancel_requested_ms is not None and not record.is_terminal:
+        rows.append(("cancel", f"requested {when(record.cancel_requested_ms)}"))
     data = job_json(record)
     if "result" in data:
         rows.append(("result", msgspec.json.encode(data["result"]).decode()))

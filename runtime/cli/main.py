@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from runtime.cli.admin import ADMIN_COMMANDS, admin_main
+from runtime.cli.control import CONTROL_COMMANDS, control_main
 from runtime.cli.deploy import DEPLOY_COMMANDS, deploy_main
 from runtime.cli.exits import KNOWN_ERRORS, ExitStatus, error_line, status_of
 from runtime.cli.functions import FUNCTION_COMMANDS, functions_main
@@ -95,6 +96,8 @@ def _dispatch(args: argparse.Namespace) -> ExitStatus:
         return asyncio.run(admin_main(args, settings, _redis_url(settings)))
     if args.command in JOB_COMMANDS:
         return asyncio.run(job_main(args, settings, _redis_url(settings)))
+    if args.command in CONTROL_COMMANDS:
+        return asyncio.run(control_main(args, settings, _redis_url(settings)))
     if args.command in TOOL_COMMANDS:
         return asyncio.run(tools_main(args, settings, _redis_url(settings)))
     if args.command in DEPLOY_COMMANDS:

@@ -19,6 +19,7 @@ from runtime.cli.argtypes import (
     seconds_from_zero,
     whole_number_in,
 )
+from runtime.jobs.instants import instant_ms
 from runtime.queue.dlq import MAX_BATCH
 
 DEFAULT_REQUEUE_RATE = "100/s"
@@ -102,6 +103,28 @@ def _add_function_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
 
     cfg = sub.add_parser("config", help="show or check the effective configuration")
     cfg.add_argument("action", choices=["show", "check"])
+    _add_control_commands(sub)
+
+
+def _add_control_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``jobs`` (the run history) and ``cancel``."""
+    instant = argparse_type(instant_ms)
+    js = sub.add_parser("jobs", help="a function's finished runs, newest first")
+    js.add_argument("--function", required=True, metavar="NAME", help="whose runs")
+    js.add_argument("--state", choices=["completed", "cancelled", "dead"])
+    js.add_argument("--reason", metavar="R", help="only this reason (dead: timeout, rejected, ...)")
+    since = "finished since: an age (15m, 1h, 2d), unix seconds or ISO 8601"
+    js.add_argument("--since", type=instant, metavar="WHEN", help=since)
+    js.add_argument("--until", type=instant, metavar="WHEN", help="finished until (as --since)")
+    js.add_argument("--limit", type=argparse_type(whole_number_in(1, 500)), default=50, metavar="N",
+                    help="runs per page (default 50, at most 500)")  # fmt: skip
+    js.add_argument("--cursor", metavar="C", help="the page after the one that printed C")
+    js.add_argument("--json", action="store_true", help="print the page as JSON")
+    js.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded one)")
+
+    cn = sub.add_parser("cancel", help="cancel a job: queued or delayed at once, running soon")
+    cn.add_argument("job_id", metavar="ID", help="the job's id")
+    cn.add_argument("--redis", metavar="URL", help="Redis URL (default: the embedded one)")
 
 
 def _add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

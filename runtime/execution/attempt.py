@@ -25,6 +25,7 @@ import asyncio
 import contextvars
 import functools
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,7 @@ from opentelemetry.trace import Status, StatusCode, get_current_span
 from runtime.context import Context
 from runtime.execution.held import Lease
 from runtime.execution.process_pool import ChildCrashed, ProcessPool
+from runtime.execution.progress import ProgressReporter
 from runtime.function import FunctionSpec
 from runtime.jobs import envelope
 from runtime.jobs.outcome import (
@@ -65,6 +67,7 @@ class Attempts:
         extend_lease: Callable[[ClaimedJob], Awaitable[float]],
         time_out: Callable[[Lease], None],
         why_stopped: Callable[[Lease], str | None],
+        write_progress: Callable[[ClaimedJob, bytes], Awaitable[bool]] | None = None,
         params: Mapping[str, Any] | None = None,
         metrics: FunctionMetrics | None = None,
         tracing: Tracing | None = None,
@@ -75,6 +78,9 @@ class Attempts:
         self._extend_lease = extend_lease
         self._time_out = time_out  # stops the run of an async handler past its timeout
         self._why_stopped = why_stopped  # why the runtime stopped that run, if it did
+        self._write_progress = write_progress  # the job's progress, fenced by its token
+        # lease -> its handler's ctx.cancelled, while a handler that takes a Context runs
+        self._cancel_flags: dict[Lease, threading.Event] = {}
         self._params = params or {}
         self._metrics = metrics
         self._tracing = tracing or Tracing()
@@ -148,12 +154,38 @@ class Attempts:
             return classify(exc)
         if self._processes is not None:
             return await self._in_process(job, env)
-        args = (payload, self._context(job)) if spec.takes_context else (payload,)
+        if not spec.takes_context:
+            return await self._run_handler(job, (payload,))
+        lease = (job.id, job.token)
+        flag = self._cancel_flags[lease] = threading.Event()
+        reporter = self._reporter(job)
+        try:
+            return await self._run_handler(job, (payload, self._context(job, flag, reporter)))
+        finally:
+            self._cancel_flags.pop(lease, None)
+            if reporter is not None:
+                reporter.close()
+
+    async def _run_handler(self, job: ClaimedJob, args: tuple[Any, ...]) -> Outcome:
         if self._threads is None:
             return await self._on_loop(job, args)
         return await self._in_thread(job, args)
 
-    def _context(self, job: ClaimedJob) -> Context:
+    def flag_cancelled(self, lease: Lease) -> None:
+        """Set ``ctx.cancelled`` of the handler running ``lease``, if it has a Context."""
+        flag = self._cancel_flags.get(lease)
+        if flag is not None:
+            flag.set()
+
+    def _reporter(self, job: ClaimedJob) -> ProgressReporter | None:
+        write = self._write_progress
+        if write is None:
+            return None
+        return ProgressReporter(lambda value: write(job, value))
+
+    def _context(
+        self, job: ClaimedJob, cancelled: threading.Event, reporter: ProgressReporter | None
+    ) -> Context:
         """The handler's Context (built only for a handler that takes one)."""
         return Context(
             job_id=job.id,
@@ -163,6 +195,8 @@ class Attempts:
             params=self._params,
             extend_lease=lambda: self._extend_lease(job),
             logger=self._handler_log,
+            progress=reporter.report if reporter is not None else None,
+            cancelled=cancelled,
         )
 
     async def _on_loop(self, job: ClaimedJob, args: tuple[Any, ...]) -> Outcome:

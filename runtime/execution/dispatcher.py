@@ -56,6 +56,7 @@ log = logging.getLogger("runtime.dispatcher")
 
 LISTENER = "wake-listener"
 MAX_WAKE_BYTES = 1000
+CANCEL_HINT = "cancel:"  # a wake message asking for a heartbeat now (cancel.lua)
 
 
 class Dispatcher:
@@ -259,8 +260,14 @@ class Dispatcher:
         except UnicodeDecodeError:
             rejects.reject("wake_channel", f"not UTF-8: {rejects.sample(data)}")
             return
-        worker = self.workers.get(name)
-        if worker is not None:
+        # "cancel:<function>" (lua/cancel.lua): a running job of that function is to be
+        # cancelled; its holder's heartbeat reads which now rather than at its next turn.
+        # Only a hint: the request itself is read from the job's record.
+        is_cancel = name.startswith(CANCEL_HINT)
+        worker = self.workers.get(name.removeprefix(CANCEL_HINT) if is_cancel else name)
+        if worker is not None and is_cancel:
+            worker.beat_now()
+        elif worker is not None:
             worker.wake()
 
     async def _listen(self) -> None:

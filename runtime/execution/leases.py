@@ -3,7 +3,9 @@ to it whose message was lost), and the reclaimer that requeues every instance's 
 leases of its function.
 
 A lease the heartbeat finds gone was reclaimed by another runtime: the worker stops working
-on that job and settles nothing for it. A job whose lease expired is requeued with one
+on that job and settles nothing for it. A held job whose cancel was requested (its record's
+``cxl``, see ``lua/cancel.lua``) is reported by the same reply: the worker stops its run,
+and the job ends ``cancelled`` when that run settles. A job whose lease expired is requeued with one
 more recovery, or dead-lettered as ``worker_crashed`` past ``max_recoveries``.
 
 Leases are (job id, token) pairs (held.py): a heartbeat's reply names the leases it sent,
@@ -15,6 +17,7 @@ each is noted in the outage log and the loop tries again at its next turn.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -31,6 +34,7 @@ from runtime.observe.supervisor import raise_if_cancelled
 from runtime.queue.broker import RedisBroker
 
 log = logging.getLogger("runtime.worker")  # the worker's parts log as the worker
+NUDGE_GAP_S = 0.05  # a nudged heartbeat waits this long, so a burst of hints costs one beat
 
 
 class Heartbeat:
@@ -42,6 +46,7 @@ class Heartbeat:
         *,
         held: HeldLeases,
         lose: Callable[[Lease], None],
+        cancel: Callable[[Lease], None],
         handoffs: Handoffs,
         stop: asyncio.Event,
         counters: WorkerCounters,
@@ -55,21 +60,31 @@ class Heartbeat:
         self._interval_s = settings.heartbeat_s
         self._held = held  # the worker's leases, from claim until settled
         self._lose = lose  # stops the run of a lease no longer ours (runs.py)
+        self._cancel = cancel  # stops the run of a job whose cancel was requested
         self._handoffs = handoffs
         self._stop = stop  # set by a drain: adopt nothing more
         self._counters = counters
         self._metrics = metrics
         self._outages = outages
+        self._nudged = asyncio.Event()  # beat now: a cancel was requested (dispatcher)
+
+    def nudge(self) -> None:
+        """Beat now rather than at the next interval (a hint: at most every NUDGE_GAP_S)."""
+        self._nudged.set()
 
     async def run(self) -> None:
         while True:  # ends when its supervisor cancels it (worker.drain)
-            await asyncio.sleep(self._interval_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval_s):
+                    await self._nudged.wait()
+                await asyncio.sleep(NUDGE_GAP_S)  # nudged: a burst of hints makes one beat
+            self._nudged.clear()
             held = self._held.pairs()
             channel = "" if self._stop.is_set() else self._handoffs.adoption_channel()
             if not held and not channel:
                 continue
             try:
-                lost, adopted = await self._broker.heartbeat(
+                lost, adopted, cancelling = await self._broker.heartbeat(
                     self._name, held, lease_ms=self._lease_ms, channel=channel
                 )
             except Exception as exc:  # any Redis error, or a reply that does not parse
@@ -81,6 +96,10 @@ class Heartbeat:
                 token = sent.get(job_id)
                 if token is not None:
                     self._lose((job_id, token))
+            for job_id in cancelling:
+                token = sent.get(job_id)
+                if token is not None:
+                    self._cancel((job_id, token))
             for job in adopted:
                 self._adopt(job)
 

@@ -6,12 +6,15 @@ attempt (attempt.py), an ``async def`` handler inline in this very task. It hold
 the worker's slots until its handler really ends: a thread past its timeout keeps it, and
 so does a coroutine that ignores its cancellation.
 
-The runtime stops a run for three reasons only, recorded on the run before
+The runtime stops a run for four reasons only, recorded on the run before
 ``task.cancel()``: the attempt's timeout (it fails as ``timeout``), a drain (the job is
-released to the front of its lane) and a lost lease (nothing is settled: the job's new
-holder runs it). That record decides how the run ends, whatever the handler made of its
-cancellation (raised it, swallowed it and returned, raised something else); any other
-cancellation of a run is not the runtime's, and fails its attempt as a handler error.
+released to the front of its lane), a lost lease (nothing is settled: the job's new
+holder runs it) and a cancel request (the heartbeat found one in the job's record: the
+handler's ``ctx.cancelled`` is set too, and the run settles a release, which settle.lua
+turns into ``cancelled`` because the record asks for it). That record decides how the run
+ends, whatever the handler made of its cancellation (raised it, swallowed it and
+returned, raised something else); any other cancellation of a run is not the runtime's,
+and fails its attempt as a handler error.
 A handler still running ``STOP_GRACE_S`` after its run was stopped is abandoned: the run
 ends on the runtime's terms from outside its task (settled as timed out, released, or
 given up), gives its quarantine turn back, and whatever its task does later is ignored;
@@ -38,7 +41,7 @@ from runtime.jobs.records import ClaimedJob
 from runtime.observe.metrics import FunctionMetrics
 
 log = logging.getLogger("runtime.worker")  # the worker's parts log as the worker
-StopReason = Literal["timeout", "drain", "lost"]
+StopReason = Literal["timeout", "drain", "lost", "cancel"]
 STOP_GRACE_S = 1.0  # a stopped run's handler's time to end before it is abandoned
 
 
@@ -112,6 +115,15 @@ class Runs:
         run = self._runs.get(lease)
         if run is not None and run.why is None:
             self._stop(run, "timeout")
+
+    def cancel(self, lease: Lease) -> None:
+        """The job of ``lease`` is to be cancelled (its record says so): stop its run."""
+        run = self._runs.get(lease)
+        if run is None or run.is_over or run.why is not None:
+            return  # ended, or already stopping: settle.lua ends it cancelled anyway
+        log.info("%s: job %s cancelled on request; stopping its run", self._name, lease[0])
+        self._attempts.flag_cancelled(lease)
+        self._stop(run, "cancel")
 
     def why_stopped(self, lease: Lease) -> StopReason | None:
         """Why the runtime stopped the run of ``lease``, if it did."""
@@ -223,10 +235,13 @@ class Runs:
         if self._over is not None:
             self._over.set()
         why = run.why
-        if why == "lost" or why == "drain":
+        if why == "lost" or why == "drain" or why == "cancel":
             self._breaker.cancelled(run.lease)
             if why == "drain":
                 self._counters.released += 1
+            if why != "lost":
+                # A release: settle.lua ends a job whose cancel was requested 'cancelled',
+                # whatever the entry; were the request somehow gone, it goes back to its lane.
                 self._settler.release(run.job)
             return
         if why == "timeout":

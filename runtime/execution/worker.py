@@ -103,6 +103,9 @@ class FunctionWorker:
             extend_lease=lambda job: self._heartbeat.extend_one(job),
             time_out=lambda lease: self._runs.time_out(lease),
             why_stopped=lambda lease: self._runs.why_stopped(lease),
+            write_progress=lambda job, value: broker.report_progress(
+                self.name, job.id, job.token, value
+            ),
             params=params,
             metrics=metrics,
             tracing=self._tracing,
@@ -151,6 +154,7 @@ class FunctionWorker:
             settings,
             held=self._held,
             lose=self._runs.lose,
+            cancel=self._runs.cancel,
             handoffs=self._handoffs,
             stop=self._events.stop,
             counters=self.counters,
@@ -196,6 +200,10 @@ class FunctionWorker:
 
     def wake(self) -> None:
         self._events.wake.set()
+
+    def beat_now(self) -> None:
+        """Heartbeat now: a cancel was requested for a running job of this function."""
+        self._heartbeat.nudge()
 
     async def drain(self, grace_s: float) -> None:
         """Stop claiming, let running jobs finish within ``grace_s``, release the rest now."""

@@ -20,8 +20,11 @@ from typing import Any, Literal
 
 import msgspec
 
-JobState = Literal["queued", "delayed", "running", "completed", "dead"]
-TERMINAL: frozenset[str] = frozenset({"completed", "dead"})
+from runtime.jobs import progress as progress_field
+from runtime.jobs.progress import Progress
+
+JobState = Literal["queued", "delayed", "running", "completed", "dead", "cancelled"]
+TERMINAL: frozenset[str] = frozenset({"completed", "dead", "cancelled"})
 
 
 class ClaimedJob(msgspec.Struct):
@@ -145,13 +148,17 @@ class JobRecord(msgspec.Struct):
     error: str | None = None
     corrupt: str | None = None  # the fields that could not be read, and why (None: sound)
     traceback: str | None = None  # of the failure ``error`` describes, if it raised
+    progress: Progress | None = None  # the last its handler reported (ctx.progress)
+    cancel_requested_ms: int | None = None  # when a cancel was asked (running: pending)
 
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL
 
 
-STATES: frozenset[str] = frozenset({"queued", "delayed", "running", "completed", "dead"})
+STATES: frozenset[str] = frozenset(
+    {"queued", "delayed", "running", "completed", "dead", "cancelled"}
+)
 
 
 def as_record(job_id: str, function: str, fields: Mapping[bytes, bytes]) -> JobRecord:
@@ -198,6 +205,15 @@ def as_record(job_id: str, function: str, fields: Mapping[bytes, bytes]) -> JobR
         error=text("err", None),
         traceback=text("tb", None),
     )
+    raw_progress = fields.get(b"prg")
+    if raw_progress is not None:
+        parsed = progress_field.parse(raw_progress)
+        if isinstance(parsed, str):
+            problems.append(f"prg: {parsed}")
+        else:
+            record.progress = parsed
+    if b"cxl" in fields:  # any value is a request (as the scripts read it); the time may be bad
+        record.cancel_requested_ms = number("cxl") or 0
     record.corrupt = "; ".join(problems) or None
     return record
 
@@ -223,4 +239,20 @@ def job_fields(record: JobRecord) -> dict[str, Any]:
         "enqueued_at": iso_ms(record.enqueued_ms),
         "started_at": iso_ms(record.started_ms),
         "finished_at": iso_ms(record.finished_ms),
+        **progress_fields(record),
     }
+
+
+def progress_fields(record: JobRecord) -> dict[str, Any]:
+    """The job's progress and pending cancel request, where it has them."""
+    out: dict[str, Any] = {}
+    if record.progress is not None:
+        p = record.progress
+        out["progress"] = {
+            "fraction": p.fraction,
+            "message": p.message,
+            "at": iso_ms(p.at_ms),
+        }
+    if record.cancel_requested_ms is not None:
+        out["cancel_requested_at"] = iso_ms(record.cancel_requested_ms)
+    return out

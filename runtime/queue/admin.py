@@ -117,7 +117,7 @@ class Admin:
 
         def call(mode: str, start: int, quota: int, call_id: str) -> Awaitable[Any]:
             return self._purge(
-                keys=[k.dlq, k.stats, k.admin_call(call_id)],
+                keys=[k.dlq, k.stats, k.admin_call(call_id), k.history],
                 args=[k.prefix, self.batch, mode, start, *self._filter_args(dlq_filter)],
             )
 

@@ -35,9 +35,9 @@ from runtime.jobs.settle import SettleEntry, settle_argv
 from runtime.jobs.suspects import suspect_threshold
 from runtime.queue import scripts
 from runtime.queue.connection import RedisClient, once
+from runtime.queue.control import JobControl
 from runtime.queue.enqueue_args import ENQUEUE_KEYS, EnqueueArgs, NewJob
 from runtime.queue.keys import done_channel, wake_channel
-from runtime.queue.queries import JobQueries
 
 CLAIM_RECORD_TTL_S = 60
 PROMOTE_LIMIT = 1000
@@ -81,6 +81,18 @@ def _enqueued(res: Any) -> tuple[str, bool]:
     return parsed, res[1] == 1
 
 
+def _ids(unreadable: _Unreadable, function: str, replies: Sequence[Any], what: str) -> list[str]:
+    """The job ids of a script's reply; one that does not read is noted and left out."""
+    ids = []
+    for raw in replies:
+        parsed = as_text(raw)
+        if isinstance(parsed, Invalid):
+            unreadable.note(function, what, parsed)
+        else:
+            ids.append(parsed)
+    return ids
+
+
 def _is_noscript(reply: object) -> bool:
     return isinstance(reply, BrokerError) and isinstance(reply.__cause__, NoScriptError)
 
@@ -90,15 +102,14 @@ def _int(raw: object, default: int) -> int:
     return default if isinstance(value, Invalid) else value
 
 
-class RedisBroker(JobQueries):
+class RedisBroker(JobControl):
     """Job transitions for a namespace on one Redis (or Redis Cluster), on top of the
-    reads of ``JobQueries``."""
+    reads of ``JobQueries`` and the cancel, progress and history of ``JobControl``."""
 
     def __init__(
         self, client: RedisClient, namespace: str, *, keep_result_s: int, block_s: float
     ) -> None:
-        super().__init__(client, namespace, block_s=block_s)
-        self.keep_result_s = keep_result_s
+        super().__init__(client, namespace, keep_result_s=keep_result_s, block_s=block_s)
         self.wake_channel = wake_channel(namespace)
         self.done_channel = done_channel(namespace)
         self._enqueue = scripts.register(client, "enqueue")
@@ -266,7 +277,7 @@ class RedisBroker(JobQueries):
         ]
         args += settle_argv(entries)
         res = await self._settle(
-            keys=[k.leased, k.delayed, k.dlq, k.stats, *k.lanes, k.results],
+            keys=[k.leased, k.delayed, k.dlq, k.stats, *k.lanes, k.results, k.history],
             args=args,
         )
         return [_int(c, 0) for c in res]
@@ -277,33 +288,29 @@ class RedisBroker(JobQueries):
         """Renew leases; returns the ids this worker no longer holds."""
         if not held:
             return []
-        lost, _ = await self.heartbeat(function, held, lease_ms=lease_ms)
+        lost, _, _ = await self.heartbeat(function, held, lease_ms=lease_ms)
         return lost
 
     async def heartbeat(
         self, function: str, held: Sequence[tuple[str, str]], *, lease_ms: int, channel: str = ""
-    ) -> tuple[list[str], list[ClaimedJob]]:
+    ) -> tuple[list[str], list[ClaimedJob], list[str]]:
         """Renew leases, and adopt the jobs handed to ``channel`` that are not in ``held``
-        (their message was lost). Returns (ids no longer held, adopted jobs)."""
+        (their message was lost). Returns (ids no longer held, adopted jobs, held ids whose
+        cancel was requested)."""
         k = self.keys(function)
         args: list[Any] = [k.prefix, lease_ms, channel]
         for job_id, token in held:
             args += [job_id, token]
         res = await self._extend(keys=[k.leased], args=args)
-        lost = []
-        for raw in res[0]:
-            parsed = as_text(raw)
-            if isinstance(parsed, Invalid):
-                self.unreadable.note(function, "lost id", parsed)
-            else:
-                lost.append(parsed)
-        return lost, self._jobs(function, res[1], "adopted job")
+        lost = _ids(self.unreadable, function, res[0], "lost id")
+        cancelling = _ids(self.unreadable, function, res[2], "cancel") if len(res) > 2 else []
+        return lost, self._jobs(function, res[1], "adopted job"), cancelling
 
     async def reclaim(self, function: str, *, max_recoveries: int) -> tuple[int, int]:
         """Requeue (or dead-letter) jobs whose lease expired. Returns (requeued, dead)."""
         k = self.keys(function)
         res = await self._reclaim(
-            keys=[k.leased, k.dlq, k.stats, *k.lanes, k.results],
+            keys=[k.leased, k.dlq, k.stats, *k.lanes, k.results, k.history],
             args=[
                 k.prefix,
                 max_recoveries,

@@ -8,12 +8,18 @@ Keys (type: what it holds; who removes it):
 - ``{ns:fn}:ready:<priority>`` (list): job ids waiting, FIFO per lane; popped by claim.
 - ``{ns:fn}:delayed`` (zset): job id -> due ms (scheduled, backoff); promoted by claim.
 - ``{ns:fn}:leased`` (zset): job id -> lease deadline ms; removed by settle or reclaim.
-- ``{ns:fn}:job:<id>`` (hash): envelope, state, counters, token; removed keep_result_s
-  after completion (by the sweep below), kept while dead (until purged).
-- ``{ns:fn}:results`` (zset): id of a completed job -> when its record goes (Redis ms):
+- ``{ns:fn}:job:<id>`` (hash): envelope, state, counters, token, ``cxl`` (a cancel request),
+  ``prg`` (progress); removed keep_result_s after completion or cancel (by the sweep
+  below), kept while dead (until purged).
+- ``{ns:fn}:results`` (zset): id of a completed or cancelled job -> when its record goes:
   settle adds completed ids in one command per batch (cheaper than an ``EXPIRE`` per job)
   and sweeps the due ones (``DEL`` of their records), as does reclaim, so records go while
   any runtime serves the function; enqueue takes out a caller-chosen id it reuses.
+- ``{ns:fn}:history`` (zset): id of a finished job (completed, cancelled, dead) -> when it
+  finished (Redis ms): the run history (``GET /v1/jobs``, ``runtime jobs``). Settle adds
+  its batch's finished ids in one command, reclaim and cancel theirs; an id leaves with its
+  record (the results sweep, a DLQ purge). A requeued dead job stays listed until it ends
+  again (readers skip an id whose record is not finished).
 - ``{ns:fn}:done:<id>`` (list): one marker once terminal, for waiters; keep_result_s.
 - ``{ns:fn}:dlq`` (list): dead-lettered job ids; purge-dlq.
 - ``{ns:fn}:idem:<key>`` (string): idempotency key -> job id; keep_result_s.
@@ -36,7 +42,8 @@ Keys (type: what it holds; who removes it):
 - ``{ns:fn}:minute:<unix minute>`` (hash): completed, retried, dead, recovered in that minute
   of Redis time, written by settle and reclaim for ``runtime stats`` rates; 2 h.
 - ``{ns:fn}:admin:<call id>`` (string): the reply of one purge/requeue batch, for replay; 60 s.
-- ``{ns}:wake`` (pub/sub channel): function name, published when work becomes ready.
+- ``{ns}:wake`` (pub/sub channel): function name, published when work becomes ready;
+  ``cancel:<function>`` when a running job of it is to be cancelled (its workers heartbeat).
 - ``{ns}:done`` (pub/sub channel): id of a waited-for job (``notify``) that just ended.
 - ``{ns}:handoff:<instance>:<n>`` (pub/sub channel): jobs leased by enqueue to worker
   ``n`` of that runtime instance while it is parked (``function\nid\nnow_ms\nenvelope``);
@@ -90,6 +97,7 @@ class FunctionKeys:
         "delayed",
         "dlq",
         "function",
+        "history",
         "leased",
         "park",
         "parked",
@@ -106,7 +114,8 @@ class FunctionKeys:
         self.ready: dict[Priority, str] = {p: f"{self.prefix}ready:{p}" for p in PRIORITIES}
         self.delayed = self.prefix + "delayed"
         self.leased = self.prefix + "leased"
-        self.results = self.prefix + "results"  # completed job id -> when its record goes
+        self.results = self.prefix + "results"  # finished job id -> when its record goes
+        self.history = self.prefix + "history"  # finished job id -> finish ms
         self.dlq = self.prefix + "dlq"
         self.stats = self.prefix + "stats"
         self.rate = self.prefix + "rate"  # GCRA theoretical arrival time of the rate limit

@@ -50,7 +50,7 @@ from runtime.queue.epoch import EpochWatch
 from runtime.queue.instances import Instances
 from runtime.queue.redis_config import RedisConfigWatch
 from runtime.queue.waiter import ResultWaiter
-from runtime.server import drain, health, limits, listen, middlewares, routes
+from runtime.server import drain, health, jobs_api, limits, listen, middlewares, routes
 from runtime.server.admission import memory_ratio
 from runtime.server.appkeys import (
     BACKLOG_KEY,
@@ -314,6 +314,7 @@ def build_app(
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics_route)
     routes.add_routes(app)
+    jobs_api.add_job_routes(app)
     return app
 
 

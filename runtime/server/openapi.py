@@ -15,8 +15,10 @@ import msgspec
 
 from runtime.config.registry import Registry
 from runtime.function import FunctionSpec
+from runtime.jobs.records import STATES
 from runtime.server.admission import MAX_DELAY_S, MAX_IDEMPOTENCY_KEY_CHARS, MIN_WAIT_S
 from runtime.server.batch import MAX_BATCH_ITEMS
+from runtime.server.jobs_api import cancel_operation, events_operation, history_operation
 from runtime.server.scale import operation as scale_operation
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -118,8 +120,10 @@ def document(registry: Registry, *, max_wait_s: float = 300.0) -> dict[str, Any]
                         "function": {"type": "string"},
                         "state": {
                             "type": "string",
-                            "enum": ["queued", "delayed", "running", "completed", "dead"],
+                            "enum": [*sorted(STATES)],
                         },
+                        "progress": {"type": "object"},
+                        "cancel_requested_at": {"type": "string", "format": "date-time"},
                         "priority": {"type": "string"},
                         "attempts": {"type": "integer"},
                         "recoveries": {"type": "integer"},
@@ -155,8 +159,11 @@ def document(registry: Registry, *, max_wait_s: float = 300.0) -> dict[str, Any]
                         "404": _error("Unknown or expired job"),
                         **COMMON_ERRORS,
                     },
-                }
+                },
+                "delete": cancel_operation(COMMON_ERRORS),
             },
+            "/v1/jobs": {"get": history_operation(COMMON_ERRORS)},
+            "/v1/jobs/{job_id}/events": {"get": events_operation(COMMON_ERRORS, max_wait_s)},
             "/v1/functions": {
                 "get": {
                     "summary": "The registered functions with their effective limits",
@@ -257,6 +264,7 @@ def _invoke(
                 "description": "The handler's result",
                 "content": {"application/json": {"schema": {}}},
             },
+            "409": _error("The job was cancelled while it was waited for"),
             "502": _error("The job failed (dead-lettered): code is the reason"),
             "504": _error("Not finished in time; poll the Location"),
             **BODY_ERRORS,

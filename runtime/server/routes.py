@@ -4,10 +4,11 @@ a precise status, and bad input is never a 500.
 
 | route | answer |
 |---|---|
-| ``POST /v1/functions/{name}/invoke`` | 200 the result; 502 the job failed; 504 still running |
+| ``POST /v1/functions/{name}/invoke`` | 200 the result; 502 failed; 409 cancelled; 504 running |
 | ``POST /v1/functions/{name}/jobs`` | 202 ``{"job_id"}`` and ``Location: /v1/jobs/{id}`` |
 | ``POST /v1/functions/{name}/jobs:batch`` | 200, a status per item (``batch.py``) |
-| ``GET /v1/jobs/{id}`` | the job's state, attempts, timestamps, result or error |
+| ``GET /v1/jobs/{id}`` | the job's state, attempts, timestamps, result or error, progress |
+| ``GET /v1/jobs``, ``DELETE /v1/jobs/{id}``, ``GET /v1/jobs/{id}/events`` | ``jobs_api.py`` |
 | ``GET /v1/functions`` | the registry with effective limits and payload schemas |
 | ``GET /v1/scale`` | the replicas the fleet needs, for autoscalers (``scale.py``) |
 | ``GET /v1/openapi.json`` | the OpenAPI 3 document of these routes |
@@ -126,6 +127,10 @@ async def invoke(request: web.Request) -> web.Response:
     if record is not None and record.state == "completed":
         return web.Response(
             body=record.result or b"null", content_type="application/json", headers=headers
+        )
+    if record is not None and record.state == "cancelled":
+        raise ApiError(
+            409, "cancelled", f"job {job_id} was cancelled", headers=headers, job_id=job_id
         )
     if record is not None and record.state == "dead":
         raise ApiError(

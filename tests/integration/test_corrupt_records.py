@@ -203,7 +203,7 @@ async def test_heartbeat_and_reclaim_survive_a_record_broken_while_running(
     await h.redis.sadd(P + "job:hello.a", "a set now")
     await h.redis.hset(P + "job:hello.b", "rec", "NaN")
     held = [(j.id, j.token) for j in jobs]
-    lost, _ = await h.broker.heartbeat("hello", held, lease_ms=200)
+    lost, _, _ = await h.broker.heartbeat("hello", held, lease_ms=200)
     assert lost == ["hello.a"]
     totals = [0, 0]
 

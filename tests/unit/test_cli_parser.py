@@ -19,7 +19,7 @@ from runtime.cli.parser import build_parser
 GOLDEN = Path(__file__).parent / "cli_golden"
 COMMANDS = (
     "serve", "check", "functions", "invoke", "job", "config", "stats", "peek", "purge-dlq",
-    "requeue-dlq", "deploy", "deployments", "rollback", "enqueue-dir", "bench",
+    "requeue-dlq", "deploy", "deployments", "rollback", "enqueue-dir", "bench", "jobs", "cancel",
 )  # fmt: skip
 BAD_ARGUMENTS = (
     "", "nope", "--config", "serve --port x", "serve --bogus", "check a b",
@@ -36,6 +36,8 @@ BAD_ARGUMENTS = (
     "invoke f --timeout -5", "invoke f --timeout 0", "invoke f --timeout nan",
     "invoke f --delay -1", "job", "job f.1 --wait -1",
     "bench --count 0", "bench --payload-size 0", "bench --timeout -1", "deployments -n 0",
+    "jobs", "jobs --function f --since yesterday", "jobs --function f --state running",
+    "jobs --function f --limit 501", "cancel",
 )  # fmt: skip
 MINIMAL_ARGUMENTS = (
     "serve", "check", "functions", "invoke f", "job f.1", "job f.1 --wait 2.5 --json",
@@ -46,6 +48,8 @@ MINIMAL_ARGUMENTS = (
     "--config c stats --function a --function b --watch --interval 0.5 --iterations 3",
     "purge-dlq f --reason timeout --reason rejected --older-than 1h30m --dry-run --json -y",
     "requeue-dlq f --rate 300/m --limit 9", "enqueue-dir d --function f --rate 50/s",
+    "jobs --function f", "cancel f.1",
+    "jobs --function f --state dead --reason timeout --limit 10 --cursor 1.0 --json",
 )  # fmt: skip
 
 

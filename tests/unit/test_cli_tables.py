@@ -170,9 +170,9 @@ a_longer_name*     0   123456    7        3          4     7       -      0.25  
 a_longer_name: circuit breaker open on h:1
 a_longer_name: 2 lease(s) expired, waiting for a reclaimer (a runtime died or stopped heartbeating)
 
-TOTALS         COMPLETED  RETRIED  DEAD  RECOVERED  STALE ACKS  PURGED  REQUEUED
-hello                900        0     7          0       12345       0         0
-a_longer_name          0        0     0          0           0       0         0
+TOTALS         COMPLETED  RETRIED  DEAD  CANCELLED  RECOVERED  STALE ACKS  PURGED  REQUEUED
+hello                900        0     7          0          0       12345       0         0
+a_longer_name          0        0     0          0          0           0       0         0
 
 DONE/MIN, FAILED/MIN: completions, and retries + dead letters, in the last 60 s
 OLDEST: the longest wait at the head of a lane; * not in the functions folder

@@ -1,5 +1,6 @@
 """``runtime job``'s text and JSON, pinned (``cli_golden/job.txt``): completed, dead with a
-traceback, queued after a failure, a recovered job, and a corrupt record; without Redis."""
+traceback, queued after a failure, a recovered job, a corrupt record, a running job's progress
+and cancel request, and a cancelled job; without Redis."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 from pathlib import Path
 
 from runtime.cli.job import job_json, job_text
+from runtime.jobs.progress import Progress
 from runtime.jobs.records import JobRecord
 
 GOLDEN = Path(__file__).parent / "cli_golden" / "job.txt"
@@ -33,6 +35,12 @@ RECORDS = {
     "corrupt": JobRecord(
         "rows.9c0d", "rows", "completed", "default", 0, 0, T0, None, T0 + 1,
         result=b"{not json", corrupt="att: not an integer: b'x'"),
+    "running, with progress and a cancel requested": JobRecord(
+        "rows.1e2f", "rows", "running", "default", 0, 0, T0, T0 + 10, None,
+        progress=Progress(0.425, "row 17 of 40", T0 + 900), cancel_requested_ms=T0 + 950),
+    "cancelled": JobRecord(
+        "rows.3a4b", "rows", "cancelled", "default", 0, 0, T0, T0 + 10, T0 + 1_200,
+        reason="cancelled", error="cancelled on request", cancel_requested_ms=T0 + 950),
 }  # fmt: skip
 
 

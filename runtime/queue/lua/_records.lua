@@ -10,7 +10,8 @@
 -- (skips) an increment Redis would refuse, rather than abort the script.
 
 local MAX_DIGITS = 15
-local JOB_STATES = {queued = true, delayed = true, running = true, completed = true, dead = true}
+local JOB_STATES = {queued = true, delayed = true, running = true, completed = true, dead = true,
+  cancelled = true}
 local INT_FIELDS = {att = true, rec = true, tok = true, enq = true, due = true, start = true,
   ['end'] = true}
 
@@ -118,17 +119,34 @@ local function drop_records(ids)
   redis.call('DEL', unpack(keys))
 end
 
--- Remove the records of completed jobs whose keep time is over (at most 500 a call) and
--- their entries in `results` (a zset of id -> when the record goes). Only completed jobs
--- are listed there, and enqueue takes out an id it creates a record under, so what is
--- deleted is always a completed job's record.
-local function sweep(results)
+-- Remove the records of completed (or cancelled) jobs whose keep time is over (at most 500
+-- a call), their entries in `results` (a zset of id -> when the record goes) and, given
+-- `history` (the run history, id -> finish ms), theirs there. Only completed and cancelled
+-- jobs are listed in `results`, and enqueue takes out an id it creates a record under, so
+-- what is deleted is always a finished job's record. A results key of another type is
+-- left as it is (nothing listed to sweep).
+local function sweep(results, history)
   local due = redis.pcall('ZRANGEBYSCORE', results, '-inf', now, 'LIMIT', 0, 500)
-  if due['err'] then return end  -- a key of another type: nothing listed to sweep
+  if due['err'] then return end
   if #due > 0 then
     drop_records(due)
     redis.call('ZREM', results, unpack(due))
+    if history then redis.pcall('ZREM', history, unpack(due)) end
   end
+end
+
+-- List `ids` in the run history (a zset: id -> finish ms, Redis time) in one command per
+-- 500 ids. A history key of another type is left as it is (the history is an index, never
+-- the only record of a job: a failed write costs a listing, not a job).
+local function list_finished(history, ids)
+  each_chunk(ids, 500, function(chunk)
+    local args = {}
+    for _, id in ipairs(chunk) do
+      args[#args + 1] = now
+      args[#args + 1] = id
+    end
+    redis.pcall('ZADD', history, unpack(args))
+  end)
 end
 
 -- Tell the waiters of a job that just ended, if one asked (its record's notify flag is '1'):

@@ -5,11 +5,13 @@
 -- ARGV: 1 key prefix, 2 lease_ms, 3 the worker's handoff channel ('': none), then pairs: id,
 --       token
 -- Derived keys (from the prefix): job:<id> of each id, handed:<channel> of ARGV[3].
--- Returns {lost, adopted}: the ids whose lease is no longer this worker's (reclaimed: its ack
+-- Returns {lost, adopted, cancelling}: the ids whose lease is no longer this worker's (reclaimed: its ack
 -- will be refused), and the jobs enqueue handed to this channel that the worker does not
 -- hold, still running on their first lease (the message was lost with a broken subscriber
 -- connection): their leases are renewed and they are returned like claimed ones,
--- {id, token, envelope, attempts, recoveries, ready_ms}.
+-- {id, token, envelope, attempts, recoveries, ready_ms}; and the held ids whose cancel was
+-- requested (their 'cxl' field, cancel.lua): the worker stops their runs, and whatever it
+-- settles for them, settle.lua ends them 'cancelled'. Their leases are renewed as usual.
 -- A record that cannot be read (a key of another type) is lost to its holder; a handed job
 -- whose record fails the checks of _records.lua is not adopted. Either way its lease is left
 -- to expire and the reclaimer dead-letters it (corrupt_record): nothing here raises.
@@ -26,14 +28,15 @@ local prefix = ARGV[1]
 --! records
 local bad_key = wrong_type({KEYS[1], 'zset'})
 if bad_key then return redis.error_reply(bad_key) end
-local lost = {}
+local lost, cancelling = {}, {}
 local held = {}
 for i = 4, #ARGV, 2 do
   local id = ARGV[i]
   held[id] = true
-  local v = read_job(id, {'tok', 'state'}) or {}
+  local v = read_job(id, {'tok', 'state', 'cxl'}) or {}
   if v[1] == ARGV[i + 1] and v[2] == 'running' then
     redis.call('ZADD', KEYS[1], deadline, id)
+    if v[3] then table.insert(cancelling, id) end
   else
     table.insert(lost, id)
   end
@@ -59,4 +62,4 @@ if ch ~= '' then
     end
   end
 end
-return {lost, adopted}
+return {lost, adopted, cancelling}

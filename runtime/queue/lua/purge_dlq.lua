@@ -1,5 +1,6 @@
 -- purge_dlq: delete one batch of dead jobs taken from the head (oldest end) of a DLQ.
--- KEYS: 1 dlq, 2 stats, 3 call record (replay of this call)
+-- KEYS: 1 dlq, 2 stats, 3 call record (replay of this call), 4 history (the run history:
+--       a purged job leaves it too)
 -- ARGV: 1 key prefix, 2 batch size, 3 mode: 'run' or 'scan', 4 scan start index,
 --       5 older_than_ms (0: any age), then the reasons to match (none: any reason)
 -- Derived keys (from the prefix and the ids taken off the DLQ): job:<id>, done:<id>.
@@ -62,6 +63,7 @@ for _, id in ipairs(ids) do
       end
       if is_run then
         redis.call('DEL', jk, prefix .. 'done:' .. id)
+        if KEYS[4] then redis.pcall('ZREM', KEYS[4], id) end
         local raw = v[5] and prefix .. 'job:' .. v[5]
         if raw and key_type(raw) ~= 'hash' then redis.call('DEL', raw) end
       end

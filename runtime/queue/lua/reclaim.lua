@@ -1,5 +1,6 @@
 -- reclaim: take back jobs whose lease expired (their worker died or hung), by Redis time.
--- KEYS: 1 leased, 2 dlq, 3 stats, 4 ready:high, 5 ready:default, 6 ready:low, 7 results
+-- KEYS: 1 leased, 2 dlq, 3 stats, 4 ready:high, 5 ready:default, 6 ready:low, 7 results,
+--       8 history (finished job id -> finish ms: the run history, see settle.lua)
 -- ARGV: 1 key prefix, 2 max_recoveries, 3 limit, 4 keep_result_s, 5 wake channel,
 --       6 function name, 7 suspect threshold (recoveries from which a job runs alone),
 --       8 done channel (job ids of waited-for jobs that ended)
@@ -17,6 +18,9 @@
 -- An expired id whose record fails the checks of _records.lua (a key of another type, an id
 -- we never make, a running job whose rec or tok is not an integer) is dead-lettered
 -- corrupt_record and counted dead; it never stops the others.
+-- A job whose cancel was requested (its 'cxl' field, cancel.lua) is not requeued: it ends
+-- 'cancelled' here (kept keep_result_s like a completed job), so a cancel holds across a
+-- worker's crash, restart or partition, and its old holder's late settle is fenced.
 -- Returns {requeued, dead}. Safe to run twice: a second run finds nothing expired.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -24,15 +28,17 @@ local prefix = ARGV[1]
 local keep = tonumber(ARGV[4])
 --! records
 -- The leases are read first (a key of another type fails that read, before any write); the
--- keys the requeues and dead letters write are checked only when something expired, so an
--- idle round costs three commands (TIME, this read, the sweep's read).
+-- keys the requeues, dead letters and cancels write are checked only when something expired,
+-- so an idle round costs three commands (TIME, this read, the sweep's read).
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
 if #expired > 0 then
-  local bad_key = wrong_type({KEYS[2], 'list', KEYS[4], 'list', KEYS[5], 'list', KEYS[6], 'list'})
+  local bad_key = wrong_type({KEYS[2], 'list', KEYS[4], 'list', KEYS[5], 'list', KEYS[6], 'list',
+    KEYS[7], 'zset', KEYS[8], 'zset'})
   if bad_key then return redis.error_reply(bad_key) end
 end
 local requeued, dead = 0, 0
-local FIELDS = {'state', 'prio', 'notify', 'rec', 'tok', 'exec', 'hand'}
+local FIELDS = {'state', 'prio', 'notify', 'rec', 'tok', 'exec', 'hand', 'cxl'}
+local finished, cancelled = {}, {}
 local function notify(id, flag)
   notify_done(id, flag, ARGV[8], keep)
 end
@@ -51,10 +57,20 @@ for _, id in ipairs(expired) do
     redis.call('HDEL', jk, 'hand')
   end
   if why then
-    if bury(id, why, KEYS[2]) then
+    local dlq_id = bury(id, why, KEYS[2])
+    if dlq_id then
       dead = dead + 1
+      table.insert(finished, dlq_id)
       if v then notify(id, v[3]) end
     end
+  elseif v[1] == 'running' and v[8] then
+    redis.call('HSET', jk, 'state', 'cancelled', 'reason', 'cancelled', 'end', now,
+      'err', 'cancelled on request')
+    redis.call('HDEL', jk, 'tb')
+    -- a new token: the old holder's late settle is stale (0), not taken for a replay (2)
+    redis.call('HINCRBY', jk, 'tok', 1)
+    table.insert(cancelled, id)
+    notify(id, v[3])
   elseif v[1] == 'running' then
     local rec = tonumber(v[4] or '0')
     if rec < tonumber(ARGV[7]) or v[6] == v[5] then
@@ -67,6 +83,7 @@ for _, id in ipairs(expired) do
       redis.call('RPUSH', KEYS[2], id)
       notify(id, v[3])
       dead = dead + 1
+      table.insert(finished, id)
     else
       local lane = KEYS[5]
       if v[2] == 'high' then lane = KEYS[4] elseif v[2] == 'low' then lane = KEYS[6] end
@@ -77,6 +94,18 @@ for _, id in ipairs(expired) do
   end
 end
 if dead > 0 then bump(KEYS[3], 'dead', dead) end
+if #cancelled > 0 then
+  bump(KEYS[3], 'cancelled', #cancelled)
+  if keep > 0 then
+    for _, id in ipairs(cancelled) do
+      redis.call('ZADD', KEYS[7], now + keep * 1000, id)
+      table.insert(finished, id)
+    end
+  else
+    drop_records(cancelled)
+  end
+end
+list_finished(KEYS[8], finished)
 if requeued > 0 then
   bump(KEYS[3], 'recovered', requeued)
   redis.call('PUBLISH', ARGV[5], ARGV[6])
@@ -87,5 +116,5 @@ if dead + requeued > 0 then  -- per-minute tallies for `runtime stats` (see sett
   if requeued > 0 then bump(mk, 'recovered', requeued) end
   redis.call('EXPIRE', mk, 7200)
 end
-sweep(KEYS[7])
+sweep(KEYS[7], KEYS[8])
 return {requeued, dead}

@@ -1,6 +1,7 @@
 -- settle: apply a batch of fenced outcomes of one function's jobs.
 -- KEYS: 1 leased, 2 delayed, 3 dlq, 4 stats, 5 ready:high, 6 ready:default, 7 ready:low,
---       8 results (zset: completed job id -> when its record goes, Redis ms)
+--       8 results (zset: completed job id -> when its record goes, Redis ms),
+--       9 history (zset: finished job id -> when it finished, Redis ms; the run history)
 -- ARGV: 1 key prefix, 2 keep_result_s, 3 wake channel, 4 function name, 5 done channel,
 --       then 7 values per entry: op, id, token, a, b, c, d
 -- Derived keys (from the prefix): job:<id>, done:<id>, minute:<now>, and handed:<channel>
@@ -18,6 +19,11 @@
 -- the failure 'err' describes, never an older attempt's.
 --   L release        (graceful shutdown: back to the front of its lane, no counter changes)
 --   K worker crashed a=max_recoveries, b=error (a process child died holding the job)
+-- Cancel requested (the record's 'cxl' field, set by cancel.lua while the job ran): whatever
+-- the entry's op, the job ends 'cancelled' (kept like a completed one): a holder that missed
+-- the request (partitioned, or its handler ignored it) never completes a cancelled job.
+-- Finished jobs (completed, cancelled, dead) are listed in `history` in one ZADD per batch;
+-- the sweep takes the swept ones out again, the DLQ purge the purged dead ones.
 -- Returns one code per entry: 1 applied, 2 already applied (a retried script), 0 refused
 -- because the token is no longer the holder's (the lease was reclaimed: fenced), 3 the
 -- holder's job, but its record is corrupt (a counter this outcome would bump is not an
@@ -30,15 +36,15 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix = ARGV[1]
 --! records
 -- The keys this batch writes must be of their type before anything is written (Redis does
--- not roll back): the leases always, and per op present only the keys it writes, so a batch
--- of completions checks two types, not seven. (The DLQ push of a corrupt record is a pcall.)
+-- not roll back): the leases, results and history always (any entry may end its job, and a
+-- cancel request turns any op into an end), and per op present only the keys it writes, so a
+-- batch of completions checks three types, not eight. (A corrupt record's DLQ push is a pcall.)
 local ops = {}
 for i = 6, #ARGV, 7 do ops[ARGV[i]] = true end
-local spec = {KEYS[1], 'zset'}
+local spec = {KEYS[1], 'zset', KEYS[8], 'zset', KEYS[9], 'zset'}
 local function needs(...)
   for _, x in ipairs({...}) do table.insert(spec, x) end
 end
-if ops.C then needs(KEYS[8], 'zset') end
 if ops.R then needs(KEYS[2], 'zset') end
 if ops.D or ops.K then needs(KEYS[3], 'list') end
 if ops.L or ops.K then needs(KEYS[5], 'list', KEYS[6], 'list', KEYS[7], 'list') end
@@ -46,7 +52,7 @@ local bad_key = wrong_type(spec)
 if bad_key then return redis.error_reply(bad_key) end
 local keep = tonumber(ARGV[2])
 local codes = {}
-local n_done, n_dead, n_retry, n_stale = 0, 0, 0, 0
+local n_done, n_dead, n_retry, n_stale, n_cancel = 0, 0, 0, 0, 0
 local wake = false
 local done_state = {C = 'completed', R = 'delayed', D = 'dead', L = 'queued', K = 'queued'}
 
@@ -63,17 +69,19 @@ local function set_tb(jk, tb)
   if tb ~= '' then redis.call('HSET', jk, 'tb', tb) else redis.call('HDEL', jk, 'tb') end
 end
 
+-- ids whose lease goes; ids completed or cancelled (kept keep_result_s); ids dead-lettered
+local unleased, completed, buried = {}, {}, {}
+
 local function dead(jk, id, reason, err, flag, tb)
   redis.call('HSET', jk, 'state', 'dead', 'reason', reason, 'err', err, 'end', now)
   set_tb(jk, tb)
   redis.call('RPUSH', KEYS[3], id)
   notify(jk, id, flag)
   n_dead = n_dead + 1
+  table.insert(buried, id)
 end
 
-local unleased, completed = {}, {}  -- ids whose lease goes; ids completed (see the header)
-
-local FIELDS = {'tok', 'state', 'notify', 'prio', 'rec', 'hand', 'att'}
+local FIELDS = {'tok', 'state', 'notify', 'prio', 'rec', 'hand', 'att', 'cxl'}
 for i = 6, #ARGV, 7 do
   local op, id, token = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local a, b, c, d = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6] or ''
@@ -92,10 +100,12 @@ for i = 6, #ARGV, 7 do
     bury(id, why, KEYS[3])
     notify(jk, id, v[3])
     n_dead = n_dead + 1
+    table.insert(buried, id)
     table.insert(codes, 3)
   elseif v[1] ~= token or v[2] ~= 'running' then
     -- Same token but already moved on by this very batch run earlier: a retried script.
-    if v[1] == token and (v[2] == done_state[op] or ((op == 'K' or why) and v[2] == 'dead')) then
+    if v[1] == token and (v[2] == done_state[op] or ((op == 'K' or why) and v[2] == 'dead')
+        or (v[8] and v[2] == 'cancelled')) then
       table.insert(codes, 2)
     else
       table.insert(codes, 0)
@@ -107,7 +117,14 @@ for i = 6, #ARGV, 7 do
       redis.pcall('SREM', prefix .. 'handed:' .. v[6], id)
       redis.call('HDEL', jk, 'hand')
     end
-    if op == 'C' then
+    if v[8] then  -- cancel requested: the job ends cancelled, whatever its outcome
+      redis.call('HSET', jk, 'state', 'cancelled', 'reason', 'cancelled', 'end', now,
+        'err', 'cancelled on request')
+      set_tb(jk, '')
+      table.insert(completed, id)
+      notify(jk, id, v[3])
+      n_cancel = n_cancel + 1
+    elseif op == 'C' then
       redis.call('HSET', jk, 'state', 'completed', 'res', a, 'end', now)
       table.insert(completed, id)
       notify(jk, id, v[3])
@@ -148,20 +165,24 @@ if keep > 0 then
     end
     redis.call('ZADD', KEYS[8], unpack(args))
   end)
+  list_finished(KEYS[9], completed)
 else
   each_chunk(completed, 500, function(ids) drop_records(ids) end)
 end
-sweep(KEYS[8])
+list_finished(KEYS[9], buried)
+sweep(KEYS[8], KEYS[9])
 if n_done > 0 then bump(KEYS[4], 'completed', n_done) end
 if n_dead > 0 then bump(KEYS[4], 'dead', n_dead) end
 if n_retry > 0 then bump(KEYS[4], 'retried', n_retry) end
+if n_cancel > 0 then bump(KEYS[4], 'cancelled', n_cancel) end
 -- The same applied counts, per minute of Redis time, for `runtime stats` rates. Only applied
 -- entries count, so a replayed batch (code 2) adds nothing here either.
-if n_done + n_dead + n_retry > 0 then
+if n_done + n_dead + n_retry + n_cancel > 0 then
   local mk = prefix .. 'minute:' .. math.floor(now / 60000)
   if n_done > 0 then bump(mk, 'completed', n_done) end
   if n_dead > 0 then bump(mk, 'dead', n_dead) end
   if n_retry > 0 then bump(mk, 'retried', n_retry) end
+  if n_cancel > 0 then bump(mk, 'cancelled', n_cancel) end
   redis.call('EXPIRE', mk, 7200)  -- two hours: stats reads the last two minutes
 end
 if n_stale > 0 then bump(KEYS[4], 'stale_acks', n_stale) end

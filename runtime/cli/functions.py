@@ -35,7 +35,7 @@ def functions_main(
         if args.command == "check":
             print(f"\n{len(registry)} function(s) OK in {settings.functions_dir}")
         return ExitStatus.OK
-    assert args.command == "invoke", args.command
+    assert args.command == "invoke", args.command  # noqa: S101 — argparse allows only these commands; a guard for the developer
     return asyncio.run(_invoke(args, settings, registry, redis_url))
 
 

@@ -26,7 +26,11 @@ ensure_venv() {
     fi
     local stamp
     stamp="$dir/.installed-$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)"
-    if [ ! -f "$stamp" ]; then
+    if [ ! -f "$stamp" ] && [ -L "$dir" ]; then
+        # A link to another checkout's virtualenv (a git worktree sharing one): installing
+        # here would point its editable package at this checkout. Use it as it is.
+        echo "bootstrap: $dir is a link to $(readlink "$dir"); not reinstalling into it" >&2
+    elif [ ! -f "$stamp" ]; then
         echo "bootstrap: installing Python dependencies into $dir" >&2
         "$dir/bin/python" -m pip install -q --upgrade pip >/dev/null
         "$dir/bin/python" -m pip install -q --require-hashes -r requirements.lock
@@ -36,19 +40,22 @@ ensure_venv() {
     fi
 }
 
-# find_python X.Y: the path of a Python X.Y interpreter (pythonX.Y on PATH, else pyenv's
-# newest X.Y.*), or nothing.
+# find_python X.Y: the path of a working Python X.Y (pythonX.Y on PATH, else pyenv's
+# newest X.Y.*), or nothing. Each candidate is run: a pyenv shim for a version that is
+# installed but not selected exists on PATH and fails.
 find_python() {
-    local found
-    if found=$(command -v "python$1" 2>/dev/null); then
-        echo "$found"
-        return
-    fi
-    local candidate
-    for candidate in "${PYENV_ROOT:-$HOME/.pyenv}/versions/$1".*/bin/python; do
-        [ -x "$candidate" ] && found="$candidate"
+    local candidate check="import sys; sys.exit(sys.version_info[:2] != tuple(map(int, '$1'.split('.'))))"
+    local candidates=()
+    if candidate=$(command -v "python$1" 2>/dev/null); then candidates+=("$candidate"); fi
+    for candidate in $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}/versions/$1".* 2>/dev/null | sort -rV); do
+        candidates+=("$candidate/bin/python")
     done
-    [ -n "${found:-}" ] && echo "$found"
+    for candidate in "${candidates[@]}"; do
+        if "$candidate" -c "$check" >/dev/null 2>&1; then
+            echo "$candidate"
+            return 0
+        fi
+    done
     return 0
 }
 

@@ -30,8 +30,9 @@ from runtime.jobs import envelope
 from runtime.jobs.records import JobRecord
 from runtime.observe.metrics import Metrics
 from runtime.observe.tracing import Tracing
-from runtime.queue.broker import NewJob, RedisBroker
+from runtime.queue.broker import RedisBroker
 from runtime.queue.connection import RedisClient, connect
+from runtime.queue.enqueue_args import NewJob
 
 MAX_DELAY_S = 365 * 86400.0
 # enqueue_many sends a pipeline once it holds this many jobs or envelope bytes: thousands of
@@ -115,6 +116,7 @@ class Producer:
                 delay_s=delay_s,
                 idempotency_key=idempotency_key,
                 notify=notify,
+                own_id=job_id is not None,
             )
             if span.is_recording():
                 span.set_attribute("runtime.job_id", job)
@@ -169,7 +171,9 @@ class Producer:
                 except (PayloadError, OverflowError, TypeError) as exc:
                     results[i] = EnqueueResult(None, error=_payload_error(function, exc))
                     continue
-                job = NewJob(full_id, data, priority or default_priority, delay_s, key)
+                job = NewJob(
+                    full_id, data, priority or default_priority, delay_s, key, own_id is not None
+                )
                 chunk.append((i, job, own_id is None))
                 size += len(data)
                 if len(chunk) >= CHUNK_JOBS or size >= CHUNK_BYTES or i == len(payloads) - 1:

@@ -4,12 +4,14 @@ The code comes from the functions folder (``--functions DIR``, or no signing key
 snapshots of the folder hot-swapped on edits (``--reload``), or from the active deployment
 (plain ``runtime serve`` with a signing key), followed as versions are published.
 
-SIGTERM always ends the process: the drain is bounded by ``worker.shutdown_grace_s``, and
-behind it :class:`ShutdownWatchdog`, armed at the first SIGTERM/SIGINT, ends the process
-(an ERROR line, exit status 1) if it is still alive ``WATCHDOG_EXTRA_S`` after the grace,
-whatever its tasks do: a task that swallows its cancellation, a Redis call that never
-returns, an aiohttp cleanup that waits on either. Jobs it held are reclaimed when their
-leases expire, as after a crash.
+SIGTERM always ends the process: the drain is bounded by the longest ``timeout_s`` of the
+loaded functions plus a margin, at most ``worker.shutdown_grace_s`` (server/drain.py);
+handler threads still running past their timeout are not waited for; and behind it
+:class:`ShutdownWatchdog`, armed at the first SIGTERM/SIGINT, ends the process (an ERROR
+line, exit status 1) if it is still alive ``WATCHDOG_EXTRA_S`` after that bound, whatever
+its tasks do: a task that swallows its cancellation, a Redis call that never returns, an
+aiohttp cleanup that waits on either. Jobs it held are reclaimed when their leases
+expire, as after a crash.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING
 from runtime.cli.exits import ExitStatus
 from runtime.config.registry import Registry, load_registry
 from runtime.config.schema import Settings
+from runtime.server.drain import WATCHDOG_EXTRA_S, exit_past_stragglers
 
 if TYPE_CHECKING:
     from runtime.deploy.watcher import ServeMode
@@ -32,25 +35,26 @@ if TYPE_CHECKING:
 log = logging.getLogger("runtime.deploy")  # where deploy mode's warnings have always been
 shutdown_log = logging.getLogger("runtime.shutdown")
 
-WATCHDOG_EXTRA_S = 10.0  # beyond worker.shutdown_grace_s: the drain's own bounded steps
-
 
 class ShutdownWatchdog:
     """The last resort behind a graceful stop: a daemon timer thread, started by ``arm``,
     that ends the process with ``os._exit`` when it fires (it does not need the event
     loop, which may be the thing that is stuck)."""
 
-    def __init__(self, limit_s: float, exit_status: int = 1) -> None:
-        self.limit_s = limit_s
+    def __init__(self, extra_s: float = WATCHDOG_EXTRA_S, exit_status: int = 1) -> None:
+        self.extra_s = extra_s
+        self.limit_s = 0.0  # set by arm: the drain's bound + extra_s
         self._exit_status = exit_status
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
 
-    def arm(self) -> None:
-        """Start counting (idempotent: a second signal does not restart the count)."""
+    def arm(self, drain_s: float) -> None:
+        """Start counting ``drain_s + extra_s`` (idempotent: a second signal does not
+        restart the count)."""
         with self._lock:
             if self._timer is not None:
                 return
+            self.limit_s = drain_s + self.extra_s
             self._timer = threading.Timer(self.limit_s, self._fire)
             self._timer.name = "shutdown-watchdog"
             self._timer.daemon = True
@@ -78,9 +82,10 @@ def serve_main(args: argparse.Namespace, settings: Settings) -> ExitStatus:
 
     mode = serve_mode(args, settings)
     registry = serve_registry(mode, settings)
-    watchdog = ShutdownWatchdog(settings.worker.shutdown_grace_s + WATCHDOG_EXTRA_S)
+    watchdog = ShutdownWatchdog()
     try:
         serve(settings, registry, mode=mode, on_stop=watchdog.arm)
+        exit_past_stragglers()
     finally:
         watchdog.disarm()
     return ExitStatus.OK

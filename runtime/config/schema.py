@@ -64,6 +64,13 @@ class MetricsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     refresh_s: Annotated[float, Meta(ge=0.1, le=300)] = 2.0  # queue gauges, instances
 
 
+class ScaleSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``GET /v1/scale`` (docs/deploying.md, "Autoscaling")."""
+
+    # The share of each replica's slots the fleet should keep busy; ?target= overrides it.
+    target_utilization: Annotated[float, Meta(gt=0, le=1)] = 0.7
+
+
 class TracingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     enabled: bool = False
     exporter: Literal["otlp_http", "otlp_grpc", "console"] = "otlp_http"
@@ -134,6 +141,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     log: LogSettings = LogSettings()
     admission: AdmissionSettings = AdmissionSettings()
     metrics: MetricsSettings = MetricsSettings()
+    scale: ScaleSettings = ScaleSettings()
     tracing: TracingSettings = TracingSettings()
     deploy: DeploySettings = DeploySettings()
     # [functions.<name>]: FunctionOptions keys, merged over decorator options by the registry
@@ -151,6 +159,7 @@ SECTIONS: dict[str, type[msgspec.Struct]] = {
     "log": LogSettings,
     "admission": AdmissionSettings,
     "metrics": MetricsSettings,
+    "scale": ScaleSettings,
     "tracing": TracingSettings,
     "deploy": DeploySettings,
 }

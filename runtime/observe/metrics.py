@@ -1,7 +1,8 @@
 """Prometheus metrics, in a registry owned by the app (never the global default one).
 
 Labels are bounded: ``function`` takes only registered names, ``reason`` only the DLQ
-vocabulary, ``state`` only the queue states. Hot-path calls use label children bound once
+vocabulary (or, on ``queue_held_backlog``, the three limits), ``state`` only the queue
+states. Hot-path calls use label children bound once
 per function, so counting a job costs a few attribute lookups.
 """
 
@@ -18,8 +19,11 @@ from runtime.observe import rejects, supervisor
 
 __all__ = ["CONTENT_TYPE_LATEST", "FunctionMetrics", "Metrics"]
 
-# Seconds: from a 5 ms handler to a minute-long one.
-DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Seconds: from a 5 ms handler to a minute-long one. 2 is the latency objective of
+# docs/slos.md ("p95 < 2 s"): a ratio SLI needs a bucket boundary at its threshold.
+DURATION_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 2.5, 5, 10, 30, 60,
+)  # fmt: skip
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300, 1800)
 QUEUE_STATES = ("ready_high", "ready_default", "ready_low", "delayed", "in_flight", "dead")
 
@@ -126,8 +130,63 @@ class Metrics:
             fn,
             registry=r,
         )
+        self._autoscaling(fn)
+        # route: the matched template ("/v1/jobs/{job_id}") or "unmatched"; method: the
+        # HTTP verbs or "other"; so no value a client sends becomes a label.
+        self.http_requests = Counter(
+            "http_requests",
+            "HTTP answers, by route template, method and status code",
+            ["route", "method", "code"],
+            registry=r,
+        )
         r.register(_ProcessTallies())
         self.functions = {name: FunctionMetrics(self, name) for name in functions}
+
+    def _autoscaling(self, fn: list[str]) -> None:
+        """What an autoscaler needs and only the runtime knows (docs/metrics.md)."""
+        r = self.registry
+        self.schedulable = Gauge(
+            "queue_schedulable_backlog",
+            "Ready jobs no limit holds back: they start as soon as a slot is free (Redis)",
+            fn,
+            registry=r,
+        )
+        self.held = Gauge(
+            "queue_held_backlog",
+            "Ready jobs a limit keeps from starting now, by limit: rate_limit, "
+            "max_in_flight (the fleet cap) or breaker (an open circuit breaker) (Redis)",
+            [*fn, "reason"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "queue_in_flight_leases", "Jobs running fleet-wide: live leases (Redis)", fn, registry=r
+        )
+        self.slots = Gauge(
+            "worker_slots", "Jobs this instance runs at once (its concurrency)", fn, registry=r
+        )
+        self.oldest_ready_age = Gauge(
+            "queue_oldest_ready_age_seconds",
+            "Seconds since the oldest ready job became ready, on Redis's clock (0: none)",
+            fn,
+            registry=r,
+        )
+
+    def set_backlog(
+        self,
+        function: str,
+        *,
+        schedulable: int,
+        held: Iterable[tuple[str, int]],
+        in_flight: int,
+        slots: int,
+        oldest_ready_age_s: float,
+    ) -> None:
+        self.schedulable.labels(function).set(schedulable)
+        for reason, n in held:
+            self.held.labels(function, reason).set(n)
+        self.in_flight.labels(function).set(in_flight)
+        self.slots.labels(function).set(slots)
+        self.oldest_ready_age.labels(function).set(oldest_ready_age_s)
 
     def for_function(self, function: str) -> FunctionMetrics:
         # A deployment can add functions after start-up; still only registered names.

@@ -1,6 +1,6 @@
 """The Redis broker: every job state transition, each one atomic Lua script.
 
-    enqueue ─> queued|delayed ─claim─> running ─settle C─> completed (TTL keep_result_s)
+    enqueue ─> queued|delayed ─claim─> running ─settle C─> completed (kept keep_result_s)
                      ^                    │ ├─settle R─> delayed (backoff) ─claim promotes─┐
                      └────────────────────┘ ├─settle D─> dead (in the DLQ)                 │
                        reclaim (lease expired, recoveries+1) / settle L (release) / K      │
@@ -23,26 +23,26 @@ import os
 import socket
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 from redis.exceptions import NoScriptError
 
-from runtime.errors import BrokerError
+from runtime.errors import BrokerError, BrokerUnavailable
 from runtime.function import Priority
 from runtime.jobs.records import Claim, ClaimedJob, Invalid, as_int, as_job, as_text
 from runtime.jobs.settle import SettleEntry, settle_argv
 from runtime.jobs.suspects import suspect_threshold
 from runtime.queue import scripts
-from runtime.queue.connection import RedisClient
-from runtime.queue.keys import FunctionKeys, done_channel, wake_channel
+from runtime.queue.connection import RedisClient, once
+from runtime.queue.enqueue_args import ENQUEUE_KEYS, EnqueueArgs, NewJob
+from runtime.queue.keys import done_channel, wake_channel
 from runtime.queue.queries import JobQueries
 
 CLAIM_RECORD_TTL_S = 60
 PROMOTE_LIMIT = 1000
 RECLAIM_LIMIT = 1000
 LOG_EVERY_S = 10.0
-ENQUEUE_KEYS = 10  # KEYS of lua/enqueue.lua
 
 log = logging.getLogger("runtime.broker")
 
@@ -70,37 +70,6 @@ class _Unreadable:
                 invalid.why,
                 self.count,
             )
-
-
-class NewJob(NamedTuple):
-    """One job for ``enqueue``/``enqueue_many``: its full id, envelope and placement."""
-
-    job_id: str
-    envelope: bytes
-    priority: Priority = "default"
-    delay_s: float | None = None
-    idempotency_key: str | None = None
-
-
-class _EnqueueFixed:
-    """The arguments of lua/enqueue.lua that are the same for every job of a function,
-    encoded once (see RedisBroker._enqueue_call)."""
-
-    def __init__(self, k: FunctionKeys, keep_result_s: int, wake: str, function: str) -> None:
-        self.k = k
-        self.job_prefix = k.job("").encode()  # a job's key is this and its id
-        self.ready = {p: lane.encode() for p, lane in k.ready.items()}
-        self.priority = {p: p.encode() for p in k.ready}
-        self.delayed = k.delayed.encode()
-        self.no_idem = k.idem("-").encode()
-        self.park_and_lanes = [k.parked.encode(), k.park.encode(), k.leased.encode()] + [
-            lane.encode() for lane in k.lanes
-        ]
-        self.keep_result_s = b"%d" % keep_result_s
-        self.tail = [wake.encode(), function.encode(), k.prefix.encode()]
-
-    def idem(self, key: str) -> bytes:
-        return self.k.idem(key).encode()
 
 
 def _enqueued(res: Any) -> tuple[str, bool]:
@@ -140,7 +109,7 @@ class RedisBroker(JobQueries):
         self._exec = scripts.register(client, "mark_exec")
         self._unpark = scripts.register(client, "unpark")
         self.unreadable = _Unreadable()
-        self._enqueue_fixed: dict[str, _EnqueueFixed] = {}
+        self._enqueue_fixed: dict[str, EnqueueArgs] = {}
 
     async def enqueue(
         self,
@@ -152,71 +121,70 @@ class RedisBroker(JobQueries):
         delay_s: float | None = None,
         idempotency_key: str | None = None,
         notify: bool = False,
+        own_id: bool = False,
     ) -> tuple[str, bool]:
-        """Create the job unless it (or its idempotency key) exists. Returns (id, created)."""
-        item = NewJob(job_id, envelope, priority, delay_s, idempotency_key)
-        keys, args = self._enqueue_call(function, item, notify=notify)
+        """Create the job unless it (or its idempotency key) exists. Returns (id, created).
+        ``own_id``: the caller chose ``job_id`` (see NewJob)."""
+        item = NewJob(job_id, envelope, priority, delay_s, idempotency_key, own_id)
+        fixed = self._fixed(function)
+        if not own_id:
+            try:
+                with once():  # fresh: sent one time (lua/enqueue.lua, "Fresh")
+                    keys, args = fixed.call(item, notify, fresh=True)
+                    return _enqueued(await self._enqueue(keys=keys, args=args))
+            except BrokerUnavailable:
+                pass  # its outcome is unknown: sent again below, as a job that may exist
+        keys, args = fixed.call(item, notify, fresh=False)
         return _enqueued(await self._enqueue(keys=keys, args=args))
 
     async def enqueue_many(
-        self, function: str, jobs: Sequence[NewJob], *, is_reload: bool = False
+        self, function: str, jobs: Sequence[NewJob]
     ) -> list[tuple[str, bool] | BrokerError]:
         """Create each job unless it (or its idempotency key) exists: one pipeline of the
         enqueue script (EVALSHA, not a transaction), one connection, one round trip.
 
         Per job (id, created), or the error reply Redis gave that job (e.g. RedisMemoryFull);
-        the others still go in. A failed connection raises BrokerUnavailable after
-        redis-py's retries, which send the whole pipeline again: safe, because every job is
-        keyed by its id (made before this call) and its idempotency key, so a second landing
-        creates nothing and answers (id, 0)."""
+        the others still go in. The first send goes once, its made ids fresh (no look for an
+        existing job: lua/enqueue.lua); if its outcome is unknown (a broken connection), the
+        pipeline goes again with every job looked for first, with redis-py's retries: safe,
+        because every job is keyed by its id (made before this call) and its idempotency
+        key, so a second landing creates nothing and answers (id, 0). A connection that
+        stays broken raises BrokerUnavailable."""
         if not jobs:
             return []
+        try:
+            with once():
+                replies = await self._enqueue_pipeline(function, jobs, fresh=True)
+        except BrokerUnavailable:
+            replies = await self._enqueue_pipeline(function, jobs, fresh=False)
+        if any(_is_noscript(r) for r in replies):
+            # The script cache was flushed between the pipeline's SCRIPT EXISTS and its
+            # EVALSHAs (a restart, SCRIPT FLUSH): once more, loading it first. Safe: see above.
+            replies = await self._enqueue_pipeline(function, jobs, fresh=False)
+        return [r if isinstance(r, BrokerError) else _enqueued(r) for r in replies]
+
+    async def _enqueue_pipeline(
+        self, function: str, jobs: Sequence[NewJob], *, fresh: bool
+    ) -> list[Any]:
+        fixed = self._fixed(function)
         pipe = self.redis.pipeline(transaction=False)
         # loaded (SCRIPT EXISTS, LOAD) before the EVALSHAs, as AsyncScript.__call__ does
         pipe.scripts.add(self._enqueue)  # type: ignore[arg-type]
         sha, n_keys = self._enqueue.sha, ENQUEUE_KEYS
         for job in jobs:
-            keys, args = self._enqueue_call(function, job)
+            keys, args = fixed.call(job, False, fresh=fresh)
             pipe.execute_command("EVALSHA", sha, n_keys, *keys, *args)  # queued, not sent
-        replies = await pipe.execute(raise_on_error=False)
-        if not is_reload and any(_is_noscript(r) for r in replies):
-            # The script cache was flushed between the pipeline's SCRIPT EXISTS and its
-            # EVALSHAs (a restart, SCRIPT FLUSH): once more, loading it first. Safe: see above.
-            return await self.enqueue_many(function, jobs, is_reload=True)
-        return [r if isinstance(r, BrokerError) else _enqueued(r) for r in replies]
+        return await pipe.execute(raise_on_error=False)
 
-    def _enqueue_call(
-        self, function: str, job: NewJob, *, notify: bool = False
-    ) -> tuple[list[bytes], list[bytes]]:
-        """KEYS and ARGV of lua/enqueue.lua for one job, as bytes: what does not change
-        from job to job is encoded once per function (redis-py's packing of str and int
-        arguments was most of enqueue_many's time)."""
+    def _fixed(self, function: str) -> EnqueueArgs:
+        """What enqueue.lua's arguments share for ``function``, encoded once (redis-py's
+        packing of str and int arguments was most of enqueue_many's time)."""
         fixed = self._enqueue_fixed.get(function)
         if fixed is None:
-            fixed = self._enqueue_fixed[function] = _EnqueueFixed(
+            fixed = self._enqueue_fixed[function] = EnqueueArgs(
                 self.keys(function), self.keep_result_s, self.wake_channel, function
             )
-        key = job.idempotency_key
-        job_id = job.job_id.encode()
-        keys = [
-            fixed.job_prefix + job_id,
-            fixed.ready[job.priority],
-            fixed.delayed,
-            fixed.idem(key) if key else fixed.no_idem,
-            *fixed.park_and_lanes,
-        ]
-        delay_ms = round((job.delay_s or 0) * 1000)
-        args = [
-            job_id,
-            job.envelope,
-            fixed.priority[job.priority],
-            b"%d" % delay_ms if delay_ms > 0 else b"0",
-            b"1" if key else b"0",
-            fixed.keep_result_s,
-            b"1" if notify else b"0",
-            *fixed.tail,
-        ]
-        return keys, args
+        return fixed
 
     async def claim(
         self,
@@ -306,7 +274,7 @@ class RedisBroker(JobQueries):
         ]
         args += settle_argv(entries)
         res = await self._settle(
-            keys=[k.leased, k.delayed, k.dlq, k.stats, *k.lanes],
+            keys=[k.leased, k.delayed, k.dlq, k.stats, *k.lanes, k.results],
             args=args,
         )
         return [_int(c, 0) for c in res]
@@ -343,7 +311,7 @@ class RedisBroker(JobQueries):
         """Requeue (or dead-letter) jobs whose lease expired. Returns (requeued, dead)."""
         k = self.keys(function)
         res = await self._reclaim(
-            keys=[k.leased, k.dlq, k.stats, *k.lanes],
+            keys=[k.leased, k.dlq, k.stats, *k.lanes, k.results],
             args=[
                 k.prefix,
                 max_recoveries,

@@ -8,8 +8,12 @@ Keys (type: what it holds; who removes it):
 - ``{ns:fn}:ready:<priority>`` (list): job ids waiting, FIFO per lane; popped by claim.
 - ``{ns:fn}:delayed`` (zset): job id -> due ms (scheduled, backoff); promoted by claim.
 - ``{ns:fn}:leased`` (zset): job id -> lease deadline ms; removed by settle or reclaim.
-- ``{ns:fn}:job:<id>`` (hash): envelope, state, counters, token; expires keep_result_s
-  after completion, kept while dead (until purged).
+- ``{ns:fn}:job:<id>`` (hash): envelope, state, counters, token; removed keep_result_s
+  after completion (by the sweep below), kept while dead (until purged).
+- ``{ns:fn}:results`` (zset): id of a completed job -> when its record goes (Redis ms):
+  settle adds completed ids in one command per batch (cheaper than an ``EXPIRE`` per job)
+  and sweeps the due ones (``DEL`` of their records), as does reclaim, so records go while
+  any runtime serves the function; enqueue takes out a caller-chosen id it reuses.
 - ``{ns:fn}:done:<id>`` (list): one marker once terminal, for waiters; keep_result_s.
 - ``{ns:fn}:dlq`` (list): dead-lettered job ids; purge-dlq.
 - ``{ns:fn}:idem:<key>`` (string): idempotency key -> job id; keep_result_s.
@@ -24,7 +28,8 @@ Keys (type: what it holds; who removes it):
   extend, settle, reclaim) from the prefix and the channel they read from ``parked`` or
   the job hash's ``hand`` field: no caller can know the channel in advance.
 - ``{ns:fn}:breaker`` (hash): ``host:pid`` -> JSON ``{"state", "at"}`` of each process's
-  circuit breaker, for ``runtime stats``; expires a day after the last report.
+  circuit breaker, for ``runtime stats`` and the backlog (``backlog.lua``); expires a day
+  after the last report.
 - ``{ns:fn}:rate`` (string): GCRA theoretical arrival time (ms) of the rate limit; expires.
 - ``{ns:fn}:stats`` (hash): counters (completed, dead, stale acks, purged, requeued); never
   (tiny).
@@ -91,6 +96,7 @@ class FunctionKeys:
         "prefix",
         "rate",
         "ready",
+        "results",
         "stats",
     )
 
@@ -100,6 +106,7 @@ class FunctionKeys:
         self.ready: dict[Priority, str] = {p: f"{self.prefix}ready:{p}" for p in PRIORITIES}
         self.delayed = self.prefix + "delayed"
         self.leased = self.prefix + "leased"
+        self.results = self.prefix + "results"  # completed job id -> when its record goes
         self.dlq = self.prefix + "dlq"
         self.stats = self.prefix + "stats"
         self.rate = self.prefix + "rate"  # GCRA theoretical arrival time of the rate limit

@@ -43,15 +43,17 @@ from runtime.execution.dispatcher import Dispatcher
 from runtime.observe.metrics import Metrics
 from runtime.observe.supervisor import Supervisor, raise_if_cancelled
 from runtime.observe.tracing import Tracing
+from runtime.queue.backlog import BacklogReader
 from runtime.queue.broker import RedisBroker
 from runtime.queue.connection import connect
 from runtime.queue.epoch import EpochWatch
 from runtime.queue.instances import Instances
 from runtime.queue.redis_config import RedisConfigWatch
 from runtime.queue.waiter import ResultWaiter
-from runtime.server import health, limits, listen, middlewares, routes
+from runtime.server import drain, health, limits, listen, middlewares, routes
 from runtime.server.admission import memory_ratio
 from runtime.server.appkeys import (
+    BACKLOG_KEY,
     BROKER_KEY,
     DISPATCHER_KEY,
     EPOCH_KEY,
@@ -124,6 +126,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         block_s=settings.redis.block_s,
     )
     app[BROKER_KEY] = broker
+    app[BACKLOG_KEY] = BacklogReader(client, settings.namespace)
     app[PRODUCER_KEY] = Producer(
         broker, app[REGISTRY_KEY], metrics=app[METRICS_KEY], tracing=app[TRACING_KEY]
     )
@@ -188,8 +191,18 @@ async def refresh_once(app: web.Application) -> None:
     metrics.redis_up.set(1)
     metrics.redis_eviction_policy_ok.set((await app[REDIS_CONFIG_KEY].refresh()).gauge)
     app[MEMORY_RATIO_KEY][0] = memory_ratio(await broker.redis.info("memory"))
-    for name in app[REGISTRY_KEY].names:
-        metrics.set_queue(name, await broker.stats(name))
+    for spec in app[REGISTRY_KEY]:
+        metrics.set_queue(spec.name, await broker.stats(spec.name))
+        backlog = await app[BACKLOG_KEY].read(spec.name, spec.options)
+        if backlog is not None:  # else counted and logged by the reader; the gauges stay
+            metrics.set_backlog(
+                spec.name,
+                schedulable=backlog.schedulable,
+                held=backlog.held.items(),
+                in_flight=backlog.in_flight,
+                slots=spec.options.concurrency,
+                oldest_ready_age_s=backlog.oldest_ready_age_s,
+            )
     if await app[EPOCH_KEY].check():
         metrics.redis_data_loss.inc()
     window = max(3 * app[SETTINGS_KEY].metrics.refresh_s, 5.0)
@@ -209,8 +222,16 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     names = ", ".join(app[REGISTRY_KEY].names) or "none"
     log.info("dispatcher started; functions: %s", names)
     yield
-    grace_s = app[SETTINGS_KEY].worker.shutdown_grace_s
-    log.info("draining: finishing in-flight jobs for up to %gs", grace_s)
+    shutdown_grace_s = app[SETTINGS_KEY].worker.shutdown_grace_s
+    registry = app[REGISTRY_KEY]
+    specs = list(registry)
+    grace_s = drain.drain_grace_s(shutdown_grace_s, specs)
+    log.info(
+        "draining: running jobs may finish for %s, then go back to their lanes; the "
+        "process ends within %gs at the latest",
+        drain.describe(shutdown_grace_s, specs),
+        grace_s + drain.WATCHDOG_EXTRA_S,
+    )
     await dispatcher.drain(grace_s)
     log.info("drained")
 
@@ -264,6 +285,7 @@ def build_app(
         client_max_size=settings.http.max_body_bytes,
         handler_args=limits.handler_args(settings.http.header_timeout_s),
         middlewares=[
+            middlewares.count_middleware,
             middlewares.errors_middleware,
             limits.requests_middleware(
                 guard, limits.Concurrency(settings.http.max_concurrent_requests)
@@ -319,11 +341,11 @@ def serve(
     registry: Registry,
     *,
     mode: ServeMode = "local",
-    on_stop: Callable[[], None] | None = None,
+    on_stop: Callable[[float], None] | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT; aiohttp's runner then unwinds cleanup_ctx (the drain).
     ``on_stop`` is called as the stop begins (the first thing the runner does after the
-    signal), e.g. to arm a watchdog."""
+    signal) with the drain's bound in seconds (drain.py), e.g. to arm a watchdog."""
     from runtime.observe.tracing import build_provider
 
     provider = build_provider(settings.tracing)
@@ -336,7 +358,9 @@ def serve(
         stop_hook = on_stop
 
         async def stopping(app: web.Application) -> None:
-            stop_hook()
+            grace_s = settings.worker.shutdown_grace_s
+            registry = app[REGISTRY_KEY]
+            stop_hook(drain.drain_grace_s(grace_s, list(registry)))
 
         app.on_shutdown.insert(0, stopping)
     # Everything loaded so far lives as long as the process: keep it out of the garbage

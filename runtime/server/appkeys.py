@@ -14,6 +14,7 @@ from runtime.execution.dispatcher import Dispatcher
 from runtime.observe.metrics import Metrics
 from runtime.observe.supervisor import Supervisor
 from runtime.observe.tracing import Tracing
+from runtime.queue.backlog import BacklogReader
 from runtime.queue.broker import RedisBroker
 from runtime.queue.epoch import EpochWatch
 from runtime.queue.instances import Instances
@@ -24,6 +25,7 @@ from runtime.server.limits import ConnectionGuard
 SETTINGS_KEY = web.AppKey("settings", Settings)
 REGISTRY_KEY = web.AppKey("registry", Registry)
 BROKER_KEY = web.AppKey("broker", RedisBroker)
+BACKLOG_KEY = web.AppKey("backlog", BacklogReader)  # the autoscaling reads (scale.py)
 PRODUCER_KEY = web.AppKey("producer", Producer)
 DISPATCHER_KEY = web.AppKey("dispatcher", Dispatcher)
 METRICS_KEY = web.AppKey("metrics", Metrics)

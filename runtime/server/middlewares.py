@@ -1,4 +1,4 @@
-"""The middlewares of the HTTP surface: errors, bearer token, tracing.
+"""The middlewares of the HTTP surface: answers counted, errors, bearer token, tracing.
 
 Every failure becomes a JSON answer, and no Redis error is a 500: Redis unreachable is
 ``503 redis_unavailable``, Redis out of memory (a write refused: OOM) is
@@ -12,6 +12,7 @@ tracing is on.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -23,12 +24,37 @@ from aiohttp import web
 
 from runtime.errors import BrokerError, BrokerUnavailable, RedisMemoryFull
 from runtime.server.answers import ApiError, error_response
-from runtime.server.appkeys import SETTINGS_KEY, TOKEN_KEY, TRACING_KEY
+from runtime.server.appkeys import METRICS_KEY, SETTINGS_KEY, TOKEN_KEY, TRACING_KEY
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("runtime.http")
 QUIET_S = 5.0
 _last_logged: dict[str, float] = {}  # error code -> when it was last logged
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+@web.middleware
+async def count_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Counts every answer in ``http_requests_total`` (outermost: it sees the status the
+    client gets, after the error middleware made one). A client that went away is not
+    counted: no answer was sent."""
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:  # only < 400 get past errors_middleware
+        status = exc.status
+        raise
+    except (ConnectionError, asyncio.CancelledError):
+        status = 0
+        raise
+    finally:
+        if status:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            method = request.method if request.method in METHODS else "other"
+            request.app[METRICS_KEY].http_requests.labels(route, method, str(status)).inc()
 
 
 @web.middleware

@@ -17,6 +17,7 @@ from runtime.config.registry import Registry
 from runtime.function import FunctionSpec
 from runtime.server.admission import MAX_DELAY_S, MAX_IDEMPOTENCY_KEY_CHARS, MIN_WAIT_S
 from runtime.server.batch import MAX_BATCH_ITEMS
+from runtime.server.scale import operation as scale_operation
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 JOB = {"$ref": "#/components/schemas/Job"}
@@ -168,6 +169,7 @@ def document(registry: Registry, *, max_wait_s: float = 300.0) -> dict[str, Any]
                     },
                 }
             },
+            "/v1/scale": {"get": scale_operation(COMMON_ERRORS)},
             "/v1/openapi.json": {
                 "get": {
                     "summary": "This document",

@@ -9,6 +9,7 @@ a precise status, and bad input is never a 500.
 | ``POST /v1/functions/{name}/jobs:batch`` | 200, a status per item (``batch.py``) |
 | ``GET /v1/jobs/{id}`` | the job's state, attempts, timestamps, result or error |
 | ``GET /v1/functions`` | the registry with effective limits and payload schemas |
+| ``GET /v1/scale`` | the replicas the fleet needs, for autoscalers (``scale.py``) |
 | ``GET /v1/openapi.json`` | the OpenAPI 3 document of these routes |
 
 Every ``/v1`` route needs ``Authorization: Bearer <http.token>`` (compared in constant
@@ -51,6 +52,7 @@ from runtime.server.appkeys import (
     WAITER_KEY,
 )
 from runtime.server.batch import enqueue_batch
+from runtime.server.scale import scale
 
 MAX_JOB_ID_CHARS = 300
 
@@ -213,4 +215,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/functions/{name}/jobs:batch", enqueue_batch)
     app.router.add_get("/v1/jobs/{job_id}", get_job)
     app.router.add_get("/v1/functions", list_functions)
+    app.router.add_get("/v1/scale", scale)
     app.router.add_get("/v1/openapi.json", openapi)

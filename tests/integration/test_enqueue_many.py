@@ -1,5 +1,6 @@
 """``Client.enqueue_many`` against a real redis-server: thousands of jobs pipelined on one
-connection, one bad payload failing alone, and a chunk sent twice creating nothing twice."""
+connection, one bad payload failing alone, and a chunk sent again (a lost reply, a flushed
+script cache) creating nothing twice."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pytest
 
 from runtime.client import CHUNK_JOBS, PIPELINES, Client
 from runtime.config.schema import RedisSettings
-from runtime.errors import PayloadError
-from runtime.queue.broker import NewJob, RedisBroker
+from runtime.errors import BrokerUnavailable, PayloadError
+from runtime.queue.connection import RedisClient, TranslatedPipeline
 from tests.integration.conftest import Harness, MakeHarness
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -93,26 +94,81 @@ async def test_a_call_repeated_with_the_same_ids_or_keys_creates_nothing_twice(
     assert await h.setup.llen("{rt:hello}:ready:default") == 2400
 
 
-async def test_a_chunk_sent_twice_by_a_retry_creates_nothing_twice_and_says_created(
+async def test_a_chunk_whose_reply_was_lost_is_sent_again_creating_nothing_twice(
     make_harness: MakeHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What redis-py's retry does when a pipeline's connection breaks after Redis ran it:
-    the same EVALSHAs again. The second landing creates nothing; the ids were this call's,
-    so their jobs are reported created (by the first landing)."""
+    """A pipeline's connection breaks after Redis ran it: its reply is lost
+    (BrokerUnavailable). The first send's made ids went fresh (no look for an existing
+    job), so the broker sends the chunk again with every job looked for: the second landing
+    creates nothing; the ids were this call's, so their jobs are reported created."""
     h = await make_harness(HELLO, start=False)
-    real = RedisBroker.enqueue_many
+    real = TranslatedPipeline.execute
+    lost: list[int] = []
 
-    async def landed_twice(self: RedisBroker, function: str, jobs: list[NewJob], **kw: Any) -> Any:
-        await real(self, function, jobs, **kw)  # landed; its reply lost
-        return await real(self, function, jobs, **kw)
+    async def reply_lost(self: TranslatedPipeline, raise_on_error: bool = True) -> list[Any]:
+        replies = await real(self, raise_on_error)
+        if not lost:  # the first pipeline landed; its reply never came back
+            lost.append(len(replies))
+            raise BrokerUnavailable("Connection reset by peer", "ConnectionError")
+        return replies
 
-    monkeypatch.setattr(RedisBroker, "enqueue_many", landed_twice)
+    monkeypatch.setattr(TranslatedPipeline, "execute", reply_lost)
     results = await h.client.enqueue_many(
-        "hello", [{"name": f"n{i}"} for i in range(800)], idempotency_keys=[None] * 799 + ["k"]
+        "hello", [{"name": f"n{i}"} for i in range(400)], idempotency_keys=[None] * 399 + ["k"]
     )
-    assert all(r.created for r in results) and len({r.job_id for r in results}) == 800
-    assert await _jobs_in_redis(h) == 800
-    assert await h.setup.llen("{rt:hello}:ready:default") == 800
+    assert lost and lost[0] >= 400  # the whole chunk had landed
+    assert all(r.created for r in results) and len({r.job_id for r in results}) == 400
+    assert await _jobs_in_redis(h) == 400
+    assert await h.setup.llen("{rt:hello}:ready:default") == 400
+
+
+async def test_a_script_cache_flushed_mid_pipeline_loses_and_doubles_nothing(
+    make_harness: MakeHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The script cache is flushed (a Redis restart, SCRIPT FLUSH) after the pipeline's
+    SCRIPT EXISTS and some of its EVALSHAs: the rest answer NOSCRIPT. The broker loads the
+    script and sends the pipeline again; the jobs that had landed are not made twice."""
+    h = await make_harness(HELLO, start=False)
+    real = TranslatedPipeline.execute
+    flushed: list[bool] = []
+
+    async def flush_midway(self: TranslatedPipeline, raise_on_error: bool = True) -> list[Any]:
+        if not flushed:
+            flushed.append(True)
+            self.command_stack.insert(150, (("SCRIPT", "FLUSH"), {}))  # after 150 EVALSHAs
+            replies = await real(self, raise_on_error)
+            del replies[150]  # the FLUSH's own reply
+            return replies
+        return await real(self, raise_on_error)
+
+    monkeypatch.setattr(TranslatedPipeline, "execute", flush_midway)
+    results = await h.client.enqueue_many("hello", [{"name": f"n{i}"} for i in range(300)])
+    assert flushed
+    assert [r.error for r in results] == [None] * 300
+    assert all(r.created for r in results) and len({r.job_id for r in results}) == 300
+    assert await _jobs_in_redis(h) == 300
+    assert await h.setup.llen("{rt:hello}:ready:default") == 300
+
+
+async def test_one_enqueue_whose_reply_was_lost_is_sent_again_creating_nothing_twice(
+    make_harness: MakeHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = await make_harness(HELLO, start=False)
+    real = RedisClient.execute_command
+    lost: list[bool] = []
+
+    async def reply_lost(self: RedisClient, *args: Any, **options: Any) -> Any:
+        reply = await real(self, *args, **options)
+        if args[0] == "EVALSHA" and not lost:
+            lost.append(True)
+            raise BrokerUnavailable("Connection reset by peer", "ConnectionError")
+        return reply
+
+    monkeypatch.setattr(RedisClient, "execute_command", reply_lost)
+    job_id = await h.client.enqueue("hello", {"name": "Ada"})
+    assert lost
+    assert await _jobs_in_redis(h) == 1
+    assert await h.setup.lrange("{rt:hello}:ready:default", 0, -1) == [job_id.encode()]
 
 
 async def test_thousands_of_jobs_hold_at_most_two_connections(redis_url: str) -> None:

@@ -99,7 +99,7 @@ def test_generated_job_id_is_function_dot_suffix() -> None:
 def test_generated_job_ids_are_unique_and_time_ordered() -> None:
     ids = [new_job_id("f") for _ in range(200)]
     assert len(set(ids)) == 200
-    stamps = [int(i.split(".")[1][:-12], 16) for i in ids]  # millisecond prefix, then 6 bytes
+    stamps = [int(i.split(".")[1][:-16], 16) for i in ids]  # millisecond prefix, then 8 bytes
     assert stamps == sorted(stamps)
 
 

@@ -102,3 +102,30 @@ local function bury(id, why, dlq)
   redis.pcall('RPUSH', dlq, id)
   return id
 end
+
+-- Call fn with the items of `list` in slices of at most n (one command per slice, never
+-- more arguments than Lua's unpack takes).
+local function each_chunk(list, n, fn)
+  for i = 1, #list, n do
+    fn({unpack(list, i, math.min(i + n - 1, #list))})
+  end
+end
+
+-- Delete the job records of `ids` in one command.
+local function drop_records(ids)
+  local keys = {}
+  for i, id in ipairs(ids) do keys[i] = prefix .. 'job:' .. id end
+  redis.call('DEL', unpack(keys))
+end
+
+-- Remove the records of completed jobs whose keep time is over (at most 500 a call) and
+-- their entries in `results` (a zset of id -> when the record goes). Only completed jobs
+-- are listed there, and enqueue takes out an id it creates a record under, so what is
+-- deleted is always a completed job's record.
+local function sweep(results)
+  local due = redis.call('ZRANGEBYSCORE', results, '-inf', now, 'LIMIT', 0, 500)
+  if #due > 0 then
+    drop_records(due)
+    redis.call('ZREM', results, unpack(due))
+  end
+end

@@ -4,7 +4,8 @@
 -- ARGV: 1 key prefix, 2 count, 3 lease_ms, 4 max_in_flight (0: none), 5 claim record ttl_s,
 --       6 promote limit, 7 rate interval ms (0: no rate limit), 8 rate burst,
 --       9 handoff channel ('': never park), 10 park ttl ms
--- Derived keys (from the prefix and ids popped here): job:<id> of each leased or bad id.
+-- Derived keys (from the prefix and ids popped here): job:<id> of each leased or bad id, and
+-- results (an orphan id's record is made: see enqueue.lua on results).
 -- Parking: a claim that leaves the lanes empty with room to spare (and no fleet or rate
 -- limit in the way) records the caller's handoff channel, its room, lease and cap, until
 -- now + park ttl; enqueue then leases new jobs straight to it (see enqueue.lua). Any other
@@ -45,6 +46,20 @@ end
 local bad_key = wrong_type(spec)
 if bad_key then return redis.error_reply(bad_key) end
 
+-- Lease the jobs of `jobs` ({id, ...} each) until now + lease_ms: one ZADD per 500 jobs,
+-- not one per job.
+local function lease(jobs)
+  local args = {}
+  for i, job in ipairs(jobs) do
+    args[#args + 1] = now + lease_ms
+    args[#args + 1] = job[1]
+    if #args >= 1000 or i == #jobs then
+      redis.call('ZADD', KEYS[5], unpack(args))
+      args = {}
+    end
+  end
+end
+
 local prior = redis.pcall('GET', KEYS[6])
 if type(prior) == 'string' then
   local is_json, pairs_ = pcall(cjson.decode, prior)
@@ -52,10 +67,10 @@ if type(prior) == 'string' then
     for _, pair in ipairs(pairs_) do
       local v = type(pair) == 'table' and read_job(pair[1], JOB)
       if v and not flaw(JOB, v) and v[1] == 'running' and tonumber(v[7]) == pair[2] then
-        redis.call('ZADD', KEYS[5], now + lease_ms, pair[1])
         table.insert(out, {pair[1], pair[2], v[2], v[3], v[4], v[6] or v[5]})
       end
     end
+    lease(out)
     return {out, -1, now, 0, -1, 0, 0}
   end
 end
@@ -124,9 +139,9 @@ for lane = 1, 3 do
       if not v or why then
         dead_letter(id, why)
       elseif v[1] == 'queued' then
-        local tok = redis.call('HINCRBY', jk, 'tok', 1)
-        redis.call('HSET', jk, 'state', 'running', 'start', now)
-        redis.call('ZADD', KEYS[5], now + lease_ms, id)
+        -- the token read above passed flaw(): digits below 10^15, so this is exact
+        local tok = (tonumber(v[7]) or 0) + 1
+        redis.call('HSET', jk, 'tok', string.format('%d', tok), 'state', 'running', 'start', now)
         table.insert(out, {id, tok, v[2], v[3], v[4], v[6] or v[5]})
         table.insert(claimed, {id, tok})
         want = want - 1
@@ -137,6 +152,7 @@ for lane = 1, 3 do
           'err', 'no job record for this id in the ready list', 'att', 0, 'rec', 0, 'tok', 0,
           'enq', now, 'end', now, 'prio', 'default')
         redis.call('RPUSH', KEYS[7], id)
+        redis.pcall('ZREM', prefix .. 'results', id)  -- a swept id reused: not swept again
         n_dead = n_dead + 1
       elseif not JOB_STATES[v[1]] then
         dead_letter(id, v[1] and flaw({'state'}, v) or 'job record has no state')
@@ -146,6 +162,7 @@ for lane = 1, 3 do
     end
   end
 end
+lease(claimed)
 if skipped > 0 then bump(KEYS[8], 'skipped', skipped) end
 if n_dead > 0 then bump(KEYS[8], 'dead', n_dead) end
 if #claimed > 0 then

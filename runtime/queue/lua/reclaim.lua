@@ -1,10 +1,12 @@
 -- reclaim: take back jobs whose lease expired (their worker died or hung), by Redis time.
--- KEYS: 1 leased, 2 dlq, 3 stats, 4 ready:high, 5 ready:default, 6 ready:low
+-- KEYS: 1 leased, 2 dlq, 3 stats, 4 ready:high, 5 ready:default, 6 ready:low, 7 results
 -- ARGV: 1 key prefix, 2 max_recoveries, 3 limit, 4 keep_result_s, 5 wake channel,
 --       6 function name, 7 suspect threshold (recoveries from which a job runs alone),
 --       8 done channel (job ids of waited-for jobs that ended)
 -- Derived keys (from the prefix and the expired ids): job:<id>, done:<id>, minute:<now>,
--- and handed:<channel> of the channel stored in the job's 'hand' field.
+-- and handed:<channel> of the channel stored in the job's 'hand' field; job:<id> of the
+-- results swept (the due records of completed jobs, as settle.lua sweeps them: reclaim runs
+-- on every worker even while no job settles, so results go on time on an idle function).
 -- A suspect (recoveries >= threshold) is blamed only if it was executing: its worker marks
 -- `exec` = token when it starts it alone. A suspect that was still waiting its turn when
 -- its process died goes back without blame (it cannot be the job that killed it).
@@ -22,7 +24,7 @@ local prefix = ARGV[1]
 local keep = tonumber(ARGV[4])
 --! records
 local bad_key = wrong_type({KEYS[1], 'zset', KEYS[2], 'list', KEYS[4], 'list', KEYS[5], 'list',
-  KEYS[6], 'list'})
+  KEYS[6], 'list', KEYS[7], 'zset'})
 if bad_key then return redis.error_reply(bad_key) end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
 local requeued, dead = 0, 0
@@ -85,4 +87,5 @@ if dead + requeued > 0 then  -- per-minute tallies for `runtime stats` (see sett
   if requeued > 0 then bump(mk, 'recovered', requeued) end
   redis.call('EXPIRE', mk, 7200)
 end
+sweep(KEYS[7])
 return {requeued, dead}

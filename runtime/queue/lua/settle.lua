@@ -1,9 +1,14 @@
 -- settle: apply a batch of fenced outcomes of one function's jobs.
--- KEYS: 1 leased, 2 delayed, 3 dlq, 4 stats, 5 ready:high, 6 ready:default, 7 ready:low
+-- KEYS: 1 leased, 2 delayed, 3 dlq, 4 stats, 5 ready:high, 6 ready:default, 7 ready:low,
+--       8 results (zset: completed job id -> when its record goes, Redis ms)
 -- ARGV: 1 key prefix, 2 keep_result_s, 3 wake channel, 4 function name, 5 done channel,
 --       then 7 values per entry: op, id, token, a, b, c, d
 -- Derived keys (from the prefix): job:<id>, done:<id>, minute:<now>, and handed:<channel>
--- of the channel stored in the job's 'hand' field.
+-- of the channel stored in the job's 'hand' field; job:<id> of the results swept.
+-- Cost: the leases of the whole batch are dropped in one ZREM, and completed jobs are
+-- listed in `results` in one ZADD, rather than an EXPIRE per job; then the results that
+-- are due go, up to 500 a call (sweep, also run by reclaim.lua). So an applied 'C' entry
+-- costs two commands of its own: the HMGET of its fence and the HSET of its outcome.
 --   C complete       a=result JSON
 --   R retry later    a=delay_ms, b=error, c=reason, d=traceback
 --   D dead-letter    a=reason, b=error, c=1 if this attempt counts toward attempts,
@@ -25,7 +30,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local prefix = ARGV[1]
 --! records
 local bad_key = wrong_type({KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'list', KEYS[5], 'list',
-  KEYS[6], 'list', KEYS[7], 'list'})
+  KEYS[6], 'list', KEYS[7], 'list', KEYS[8], 'zset'})
 if bad_key then return redis.error_reply(bad_key) end
 local keep = tonumber(ARGV[2])
 local codes = {}
@@ -59,6 +64,8 @@ local function dead(jk, id, reason, err, flag, tb)
   n_dead = n_dead + 1
 end
 
+local unleased, completed = {}, {}  -- ids whose lease goes; ids completed (see the header)
+
 local FIELDS = {'tok', 'state', 'notify', 'prio', 'rec', 'hand', 'att'}
 for i = 6, #ARGV, 7 do
   local op, id, token = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -70,7 +77,7 @@ for i = 6, #ARGV, 7 do
   if (op == 'R' or (op == 'D' and c == '1')) then why = flaw({'att'}, {v[7]}) end
   if op == 'K' then why = flaw({'rec'}, {v[5]}) end
   if v[1] == token and v[2] == 'running' and why then
-    redis.call('ZREM', KEYS[1], id)
+    table.insert(unleased, id)
     if v[6] then
       redis.pcall('SREM', prefix .. 'handed:' .. v[6], id)
       redis.call('HDEL', jk, 'hand')
@@ -88,14 +95,14 @@ for i = 6, #ARGV, 7 do
       n_stale = n_stale + 1
     end
   else
-    redis.call('ZREM', KEYS[1], id)
+    table.insert(unleased, id)
     if v[6] then  -- it came by handoff: no longer one to adopt (see enqueue.lua)
       redis.pcall('SREM', prefix .. 'handed:' .. v[6], id)
       redis.call('HDEL', jk, 'hand')
     end
     if op == 'C' then
       redis.call('HSET', jk, 'state', 'completed', 'res', a, 'end', now)
-      redis.call('EXPIRE', jk, keep)
+      table.insert(completed, id)
       notify(jk, id, v[3])
       n_done = n_done + 1
     elseif op == 'R' then
@@ -124,6 +131,20 @@ for i = 6, #ARGV, 7 do
     table.insert(codes, 1)
   end
 end
+each_chunk(unleased, 500, function(ids) redis.call('ZREM', KEYS[1], unpack(ids)) end)
+if keep > 0 then
+  each_chunk(completed, 500, function(ids)
+    local args = {}
+    for _, id in ipairs(ids) do
+      args[#args + 1] = now + keep * 1000
+      args[#args + 1] = id
+    end
+    redis.call('ZADD', KEYS[8], unpack(args))
+  end)
+else
+  each_chunk(completed, 500, function(ids) drop_records(ids) end)
+end
+sweep(KEYS[8])
 if n_done > 0 then bump(KEYS[4], 'completed', n_done) end
 if n_dead > 0 then bump(KEYS[4], 'dead', n_dead) end
 if n_retry > 0 then bump(KEYS[4], 'retried', n_retry) end

@@ -208,17 +208,8 @@ class RedisBroker(JobQueries):
         k = self.keys(function)
         claim_id = claim_id or new_claim_id()
         res = await self._claim(
-            keys=[
-                *k.lanes,
-                k.delayed,
-                k.leased,
-                k.claim(claim_id),
-                k.dlq,
-                k.stats,
-                k.rate,
-                k.parked,
-                k.park,
-            ],
+            keys=[*k.lanes, k.delayed, k.leased, k.claim(claim_id), k.dlq, k.stats, k.rate]
+            + [k.parked, k.park],
             args=[
                 k.prefix,
                 count,
@@ -230,6 +221,8 @@ class RedisBroker(JobQueries):
                 rate_burst,
                 park_channel,
                 park_ttl_ms,
+                self.done_channel,
+                self.keep_result_s,
             ],
         )
         jobs = self._jobs(function, res[0], "claimed job")

@@ -17,6 +17,7 @@ import pytest
 from runtime.jobs import envelope
 from runtime.jobs.settle import Complete, RetryLater
 from runtime.queue.admin import Admin
+from runtime.queue.waiter import ResultWaiter
 from tests.integration.checks import job_places
 from tests.integration.conftest import Harness, MakeHarness
 
@@ -318,3 +319,25 @@ async def test_a_park_key_of_the_wrong_type_leaves_the_job_to_its_lane(
     await h.redis.delete(P + "park", P + "parked")
     h.start()
     assert await h.client.result(job_id, 10) == "Hello, a"
+
+
+async def test_a_waiter_hears_of_a_corrupt_record_the_claim_dead_letters(
+    make_harness: MakeHarness,
+) -> None:
+    """An HTTP caller waits (shared subscription, no polling) on a job whose record is then
+    corrupted; the claim dead-letters it: the waiter is told at once, not at its timeout."""
+    h = await make_harness(HELLO, start=False)
+    job_id, _ = await h.client.producer.enqueue("hello", "x", job_id="waited", notify=True)
+    await h.redis.hset(P + f"job:{job_id}", "att", "many")
+    waiter = ResultWaiter(h.broker)
+    try:
+        waiting = asyncio.ensure_future(waiter.wait(job_id, 30))
+        await asyncio.wait_for(waiter.is_subscribed.wait(), 10)
+        started = time.monotonic()
+        h.start()
+        record = await asyncio.wait_for(waiting, 30)
+        assert record is not None and (record.state, record.reason) == ("dead", "corrupt_record")
+        assert time.monotonic() - started < 5  # told, not timed out
+        assert await h.redis.lrange(P + f"done:{job_id}", 0, -1) == [b"1"]  # for BLMOVE waiters
+    finally:
+        await waiter.close()

@@ -86,6 +86,26 @@ async def test_a_later_failure_without_a_traceback_clears_the_older_one(
     assert record.traceback is None  # not attempt 1's ValueError, which err no longer names
 
 
+async def test_a_job_dead_of_worker_crashes_keeps_no_older_traceback(
+    make_harness: MakeHarness,
+) -> None:
+    """Attempt 1 failed with a traceback (kept as 'tb'); then every worker holding the job
+    died until it was dead-lettered worker_crashed: its error is the crash, so the old
+    traceback, which no longer matches 'err', must go."""
+    h = await make_harness(HANDLERS, start=False)
+    job_id = await h.client.enqueue("broken", 5)
+    jk = h.broker.keys("broken").job(job_id)
+    await h.redis.hset(jk, mapping={"tb": "Traceback ...\nValueError: bad row 5", "rec": 2})
+    claim = await h.broker.claim("broken", 1, lease_ms=50, max_in_flight=0)
+    assert [job.id for job in claim.jobs] == [job_id]
+    assert await h.broker.mark_executing("broken", job_id, claim.jobs[0].token)  # alone
+    await asyncio.sleep(0.1)  # ... the process dies; the lease expires
+    assert await h.broker.reclaim("broken", max_recoveries=2) == (0, 1)
+    record = await h.client.job(job_id)
+    assert record is not None and (record.state, record.reason) == ("dead", "worker_crashed")
+    assert record.traceback is None
+
+
 class _Cli:
     def __init__(self, h: Harness, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
         self.capsys = capsys

@@ -98,8 +98,9 @@ SCENARIOS: dict[int, Scenario] = {
             12,
             "Redis OOM 3 s",
             "writes refused for want of memory (noeviction) while jobs longer than the lease "
-            "run break no loop: no worker_crashed, jobs started after the memory is freed run "
-            "once, every runtime ready and accepting HTTP enqueues within 2 s",
+            "run break no loop and make no job run twice (heartbeats renew leases during the "
+            "episode): no worker_crashed, every runtime ready and accepting HTTP enqueues "
+            "within 2 s",
             redis_limits.oom,
             budget_s=75.0,
         ),

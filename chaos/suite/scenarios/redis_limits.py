@@ -101,7 +101,11 @@ async def oom(stage: Stage) -> None:
         await redis.delete(FILLER_KEY)
         healed = time.time()
         stage.check("writes applied again", await _write_refused(stage) is None)
-        stage.record(Fault(f"Redis OOM {OOM_S:g} s", at, healed, must_hit=True))
+        # No re-run allowed: heartbeats renew leases while memory is full (extend.lua runs
+        # with allow-oom), so no lease lapses under a running job however long the episode.
+        stage.record(
+            Fault(f"Redis OOM {OOM_S:g} s", at, healed, allows_reruns=False, must_hit=True)
+        )
         alive = stage.fleet.alive
         accepts = asyncio.gather(*(_http_accepts(stage, r, healed) for r in alive))
         _, times = await asyncio.gather(_after_heal(stage, watch, healed), accepts)

@@ -129,3 +129,16 @@ local function sweep(results)
     redis.call('ZREM', results, unpack(due))
   end
 end
+
+-- Tell the waiters of a job that just ended, if one asked (its record's notify flag is '1'):
+-- its id on the done channel, for waiters sharing one subscription (HTTP), and a marker in
+-- done:<id> for blocking waiters (BLMOVE), kept keep_s seconds. A marker key of another
+-- type is left as it is: its waiters time out.
+local function notify_done(id, flag, channel, keep_s)
+  if flag == '1' then
+    local dk = prefix .. 'done:' .. id
+    redis.call('PUBLISH', channel, id)
+    redis.pcall('RPUSH', dk, '1')
+    redis.call('EXPIRE', dk, keep_s)
+  end
+end

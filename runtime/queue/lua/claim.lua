@@ -3,7 +3,8 @@
 --       8 stats, 9 rate (GCRA theoretical arrival time, ms), 10 parked (zset), 11 park (hash)
 -- ARGV: 1 key prefix, 2 count, 3 lease_ms, 4 max_in_flight (0: none), 5 claim record ttl_s,
 --       6 promote limit, 7 rate interval ms (0: no rate limit), 8 rate burst,
---       9 handoff channel ('': never park), 10 park ttl ms
+--       9 handoff channel ('': never park), 10 park ttl ms, 11 done channel, 12 keep_result_s
+--       (absent: no waiter is told of a job dead-lettered here)
 -- Derived keys (from the prefix and ids popped here): job:<id> of each leased or bad id, and
 -- results (an orphan id's record is made: see enqueue.lua on results).
 -- Parking: a claim that leaves the lanes empty with room to spare (and no fleet or rate
@@ -77,7 +78,12 @@ end
 
 local n_dead = 0
 local function dead_letter(id, why)
-  if bury(id, why, KEYS[7]) then n_dead = n_dead + 1 end
+  local dlq_id = bury(id, why, KEYS[7])
+  if dlq_id then n_dead = n_dead + 1 end
+  if dlq_id == id and ARGV[11] then  -- a corrupt record kept in place: its waiters are told
+    local flag = redis.pcall('HGET', prefix .. 'job:' .. id, 'notify')
+    notify_done(id, flag, ARGV[11], tonumber(ARGV[12]))
+  end
 end
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, tonumber(ARGV[6]))

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- extend: renew the leases of jobs this worker still holds (heartbeat), and adopt jobs handed
 -- to it whose message it never got.
 -- KEYS: 1 leased
@@ -13,6 +14,11 @@
 -- whose record fails the checks of _records.lua is not adopted. Either way its lease is left
 -- to expire and the reclaimer dead-letters it (corrupt_record): nothing here raises.
 -- Safe to run twice: it only moves deadlines forward for the same holder.
+-- Runs while Redis is out of memory (allow-oom, the first line): a renewal rewrites scores of
+-- members that exist and grows nothing, while a claim, whose first write (LPOP) frees memory,
+-- is not refused by Redis either. Refused renewals would let a lease lapse under a running
+-- job during an OOM episode longer than the lease, and the reclaimer, then a claim, would run
+-- it a second time. (An adoption writes a few fields of a handed job: bounded, rare.)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local deadline = now + tonumber(ARGV[2])

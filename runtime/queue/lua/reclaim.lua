@@ -30,12 +30,7 @@ local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, to
 local requeued, dead = 0, 0
 local FIELDS = {'state', 'prio', 'notify', 'rec', 'tok', 'exec', 'hand'}
 local function notify(id, flag)
-  if flag == '1' then
-    local dk = prefix .. 'done:' .. id
-    redis.call('PUBLISH', ARGV[8], id)
-    redis.pcall('RPUSH', dk, '1')  -- a marker key of another type: its waiters time out
-    redis.call('EXPIRE', dk, keep)
-  end
+  notify_done(id, flag, ARGV[8], keep)
 end
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[1], id)
@@ -64,6 +59,7 @@ for _, id in ipairs(expired) do
     if rec > tonumber(ARGV[2]) then
       redis.call('HSET', jk, 'state', 'dead', 'reason', 'worker_crashed', 'end', now,
         'err', 'the worker holding this job died or stopped heartbeating ' .. rec .. ' times')
+      redis.call('HDEL', jk, 'tb')  -- an older attempt's traceback: not this error's
       redis.call('RPUSH', KEYS[2], id)
       notify(id, v[3])
       dead = dead + 1

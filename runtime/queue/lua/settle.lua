@@ -44,12 +44,7 @@ local function lane_of(p)
 end
 
 local function notify(jk, id, flag)
-  if flag == '1' then
-    local dk = prefix .. 'done:' .. id
-    redis.call('PUBLISH', ARGV[5], id)  -- for waiters sharing one subscription (HTTP)
-    redis.pcall('RPUSH', dk, '1')  -- a marker key of another type: its waiters time out
-    redis.call('EXPIRE', dk, keep)
-  end
+  notify_done(id, flag, ARGV[5], keep)
 end
 
 local function set_tb(jk, tb)

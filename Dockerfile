@@ -10,10 +10,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --create-home --uid 10001 runtime
 WORKDIR /app
 
+# The dependencies first, pinned and sha256-checked (a layer that changes only with the
+# lock), then the package itself without resolving anything again.
+COPY requirements-runtime.lock ./
+RUN pip install --require-hashes -r requirements-runtime.lock
 COPY pyproject.toml README.md ./
 COPY runtime ./runtime
 COPY chaos ./chaos
-RUN pip install .
+RUN pip install --no-deps .
 
 COPY config ./config
 COPY functions ./functions

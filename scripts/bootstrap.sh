@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a fresh Debian/Ubuntu machine, idempotently:
-# redis-server (apt, only when missing), a virtualenv in .venv, and the package with its
-# dev dependencies. Sourced by scripts/serve and scripts/test.
+# redis-server (apt, only when missing), a virtualenv in .venv, the pinned dependencies
+# from requirements.lock (sha256-checked: --require-hashes) and the package itself
+# (editable, --no-deps: nothing unpinned comes in). Sourced by scripts/serve and
+# scripts/test; scripts/test also calls ensure_venv for the other interpreters of its
+# matrix (.venv-3.12, .venv-3.13), made only when missing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -13,17 +16,47 @@ if ! command -v redis-server >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
 
-PY="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-    echo "bootstrap: creating .venv" >&2
-    "$PY" -m venv .venv
-fi
-# Reinstall only when pyproject.toml changed since the last install.
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
-if [ ! -f "$stamp" ]; then
-    echo "bootstrap: installing Python dependencies" >&2
-    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    .venv/bin/python -m pip install -q -e '.[dev]'
-    rm -f .venv/.installed-*
-    touch "$stamp"
-fi
+# ensure_venv DIR PYTHON: DIR holds PYTHON's virtualenv with the locked dependencies and
+# the package. Reinstalls only when pyproject.toml or requirements.lock changed since.
+ensure_venv() {
+    local dir="$1" python="$2"
+    if [ ! -x "$dir/bin/python" ]; then
+        echo "bootstrap: creating $dir ($("$python" --version 2>&1))" >&2
+        "$python" -m venv "$dir"
+    fi
+    local stamp
+    stamp="$dir/.installed-$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)"
+    if [ ! -f "$stamp" ] && [ -L "$dir" ]; then
+        # A link to another checkout's virtualenv (a git worktree sharing one): installing
+        # here would point its editable package at this checkout. Use it as it is.
+        echo "bootstrap: $dir is a link to $(readlink "$dir"); not reinstalling into it" >&2
+    elif [ ! -f "$stamp" ]; then
+        echo "bootstrap: installing Python dependencies into $dir" >&2
+        "$dir/bin/python" -m pip install -q --upgrade pip >/dev/null
+        "$dir/bin/python" -m pip install -q --require-hashes -r requirements.lock
+        "$dir/bin/python" -m pip install -q --no-deps -e .
+        rm -f "$dir"/.installed-*
+        touch "$stamp"
+    fi
+}
+
+# find_python X.Y: the path of a working Python X.Y (pythonX.Y on PATH, else pyenv's
+# newest X.Y.*), or nothing. Each candidate is run: a pyenv shim for a version that is
+# installed but not selected exists on PATH and fails.
+find_python() {
+    local candidate check="import sys; sys.exit(sys.version_info[:2] != tuple(map(int, '$1'.split('.'))))"
+    local candidates=()
+    if candidate=$(command -v "python$1" 2>/dev/null); then candidates+=("$candidate"); fi
+    for candidate in $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}/versions/$1".* 2>/dev/null | sort -rV); do
+        candidates+=("$candidate/bin/python")
+    done
+    for candidate in "${candidates[@]}"; do
+        if "$candidate" -c "$check" >/dev/null 2>&1; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    return 0
+}
+
+ensure_venv .venv "${PYTHON:-python3}"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from chaos.proxy.errors import ListenError
 
 LISTEN_BACKLOG = 128
-_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 — the set of wildcard spellings, to recognise them; nothing binds here
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +35,7 @@ class ListenAddress:
     @property
     def text(self) -> str:
         if self.is_wildcard:
-            return join_host_port("::" if socket.has_ipv6 else "0.0.0.0", self.port)
+            return join_host_port("::" if socket.has_ipv6 else "0.0.0.0", self.port)  # noqa: S104 — shows a wildcard address the operator asked for
         return join_host_port(self.host, self.port)
 
 
@@ -116,7 +116,7 @@ def bind(address: ListenAddress) -> tuple[socket.socket, str]:
                 raise
             # No IPv6 on this host (common in containers): fall back to IPv4 only.
     if address.is_wildcard:
-        return _bind_socket(socket.AF_INET, "0.0.0.0", address.port, is_dual_stack=False)
+        return _bind_socket(socket.AF_INET, "0.0.0.0", address.port, is_dual_stack=False)  # noqa: S104 — binds all interfaces only when the operator's listen address is a wildcard
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     return _bind_socket(family, address.host, address.port, is_dual_stack=False)
 

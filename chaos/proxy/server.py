@@ -53,7 +53,7 @@ def load_config(path: Path) -> list[ProxyInput]:
 @contextlib.asynccontextmanager
 async def registry_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS_KEY]
-    registry = ProxyRegistry(random.Random(settings.seed))
+    registry = ProxyRegistry(random.Random(settings.seed))  # noqa: S311 — seeded fault injection must be reproducible, not secret
     try:
         await registry.populate(app[CONFIG_KEY])
     except PopulateFailed as exc:

@@ -226,7 +226,7 @@ async def _active_manifest(store: DeployStore, key: str) -> Manifest | None:
 
 
 async def _deployments(args: argparse.Namespace, settings: Settings, url: str) -> ExitStatus:
-    key = settings.deploy.signing_key
+    keys = settings.deploy.verification_keys()
     redis = connect(settings.redis, url)
     try:
         store = DeployStore(redis, settings.namespace, keep_versions=settings.deploy.keep_versions)
@@ -244,10 +244,10 @@ async def _deployments(args: argparse.Namespace, settings: Settings, url: str) -
                 continue
             manifest = peek_manifest(stored.manifest_json)
             signature = "unverified"
-            if key:
+            if keys:
                 try:
                     verify_manifest(
-                        key,
+                        keys,
                         stored.manifest_json,
                         stored.signature,
                         namespace=settings.namespace,
@@ -279,7 +279,7 @@ async def _deployments(args: argparse.Namespace, settings: Settings, url: str) -
     elif not rows:
         print("no deployments yet: publish one with `runtime deploy DIR`")
     else:
-        print(deployments_text(rows, has_key=bool(key)))
+        print(deployments_text(rows, has_key=bool(keys)))
     return ExitStatus.OK
 
 
@@ -317,7 +317,8 @@ async def _live_statuses(store: DeployStore, namespace: str) -> list[InstanceSta
 
 
 async def _rollback(args: argparse.Namespace, settings: Settings, url: str) -> ExitStatus:
-    key = _key(settings)
+    _key(settings)  # a deployer's command: it needs the key, though it signs nothing
+    keys = settings.deploy.verification_keys()  # an older version may carry an older key
     redis = connect(settings.redis, url)
     try:
         store = DeployStore(redis, settings.namespace, keep_versions=settings.deploy.keep_versions)
@@ -337,7 +338,7 @@ async def _rollback(args: argparse.Namespace, settings: Settings, url: str) -> E
                 listed = ", ".join(map(str, versions)) or "none"
                 raise DeployError(f"version {target} is not stored (stored: {listed})")
             verify_manifest(
-                key,
+                keys,
                 stored.manifest_json,
                 stored.signature,
                 namespace=settings.namespace,

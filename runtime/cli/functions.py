@@ -35,7 +35,7 @@ def functions_main(
         if args.command == "check":
             print(f"\n{len(registry)} function(s) OK in {settings.functions_dir}")
         return ExitStatus.OK
-    assert args.command == "invoke", args.command
+    assert args.command == "invoke", args.command  # noqa: S101 — argparse allows only these commands; a guard for the developer
     return asyncio.run(_invoke(args, settings, registry, redis_url))
 
 
@@ -57,7 +57,7 @@ def _follows_deployments(args: argparse.Namespace, settings: Settings) -> bool:
     """`invoke` validates against the active deployment when there is no local folder to
     validate against (a deployer's or operator's machine) and a signing key is set."""
     no_folder = not args.functions and not Path(settings.functions_dir).is_dir()
-    return no_folder and bool(settings.deploy.signing_key)
+    return no_folder and bool(settings.deploy.verification_keys())
 
 
 async def _deployed_registry(settings: Settings, redis_url: Callable[[], str]) -> Registry:
@@ -77,7 +77,7 @@ async def _deployed_registry(settings: Settings, redis_url: Callable[[], str]) -
                  "give --functions DIR, or deploy one with `runtime deploy DIR`"]
             )  # fmt: skip
         limits = BundleLimits.of(settings.deploy)
-        bundle = await store.fetch(version, settings.deploy.signing_key, limits)
+        bundle = await store.fetch(version, settings.deploy.verification_keys(), limits)
     finally:
         await redis.aclose()
     folder = extract(bundle, Path(settings.deploy.dir))

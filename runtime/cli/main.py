@@ -104,7 +104,7 @@ def _dispatch(args: argparse.Namespace) -> ExitStatus:
         return deploy_main(args, settings, lambda: _redis_url(settings))
     if args.command == "serve":
         return serve_main(args, settings)
-    assert args.command in FUNCTION_COMMANDS, args.command
+    assert args.command in FUNCTION_COMMANDS, args.command  # noqa: S101 — argparse allows only these commands; a guard for the developer
     return functions_main(args, settings, lambda: _redis_url(settings))
 
 

@@ -21,6 +21,7 @@ from runtime.cli.argtypes import (
 )
 from runtime.jobs.instants import instant_ms
 from runtime.queue.dlq import MAX_BATCH
+from runtime.version import DISTRIBUTION, UNKNOWN, package_version
 
 DEFAULT_REQUEUE_RATE = "100/s"
 DEFAULT_DEPLOY_WAIT_S = 10
@@ -40,17 +41,13 @@ class _VersionAction(argparse.Action):
         )
 
     def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            text = version(DISTRIBUTION)
-        except PackageNotFoundError:
+        text = package_version()
+        if text == UNKNOWN:
             text = f"unknown ({DISTRIBUTION} is not installed; pip install -e .)"
         print(f"runtime {text}")  # to stdout, as argparse's own version action does
         parser.exit()
 
 
-DISTRIBUTION = "redis-function-runtime"  # [project] name in pyproject.toml
 SECONDS = argparse_type(seconds_from_zero)
 POSITIVE_SECONDS = argparse_type(positive_seconds)
 

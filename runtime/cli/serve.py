@@ -96,7 +96,7 @@ def serve_mode(args: argparse.Namespace, settings: Settings) -> ServeMode:
     ever; otherwise (plain ``runtime serve`` with a key): follow the active deployment."""
     if getattr(args, "reload", False):
         return "reload"
-    if getattr(args, "functions", None) is None and settings.deploy.signing_key:
+    if getattr(args, "functions", None) is None and settings.deploy.verification_keys():
         return "deploy"
     return "local"
 

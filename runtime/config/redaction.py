@@ -20,7 +20,7 @@ import msgspec
 from runtime.config.schema import Key, Settings
 
 _SECRET_NAME = re.compile(
-    r"pass(word)?|secret|token|api_?key|signing_?key|credential|private|headers", re.I
+    r"pass(word)?|secret|token|api_?key|signing_?key|verify_?keys?|credential|private|headers", re.I
 )
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#\s'\"]*", re.I)
 # In free text: the userinfo of a URL-like word, up to its *last* "@" (a password may hold

@@ -112,7 +112,7 @@ def _error_location(exc: BaseException, path: Path) -> str:
 
 def import_file(path: Path) -> ModuleType:
     """Import one handler file by path under a private, collision-free module name."""
-    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+    digest = hashlib.sha1(str(path.resolve()).encode(), usedforsecurity=False).hexdigest()[:10]
     name = f"{MODULE_PREFIX}.{path.stem}_{digest}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:

@@ -105,12 +105,21 @@ class DeploySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # HMAC-SHA256 key shared by deployers and runtimes, never stored in Redis. Empty:
     # `runtime deploy` refuses to publish and `runtime serve` serves a local folder.
     signing_key: str = ""
+    # More keys a bundle's signature may verify with, besides signing_key: a fleet rotates
+    # keys without downtime by verifying the old and the new one for a while
+    # (docs/deploying.md, "Rotating the signing key"). Never used to sign.
+    verify_keys: tuple[str, ...] = ()
     dir: str = ".runtime/deployments"  # where a runtime extracts the versions it loads
     max_bundle_bytes: Annotated[int, Meta(ge=1024, le=268_435_456)] = 8_388_608
     max_files: Annotated[int, Meta(ge=1, le=10_000)] = 256
     keep_versions: Annotated[int, Meta(ge=2, le=10_000)] = 20  # in Redis; older are pruned
     check_interval_s: Annotated[float, Meta(gt=0, le=60)] = 1.0  # besides pub/sub
     validate_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 60.0  # the import subprocess
+
+    def verification_keys(self) -> tuple[str, ...]:
+        """The keys a signature may verify with: the signing key, then ``verify_keys``
+        (empty ones and repeats dropped). Empty: deployments are not followed."""
+        return tuple(dict.fromkeys(k for k in (self.signing_key, *self.verify_keys) if k))
 
 
 MIN_SIGNING_KEY_CHARS = 32

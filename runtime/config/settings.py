@@ -41,8 +41,11 @@ CONFIG_DIR_ENV = "RUNTIME_CONFIG_DIR"
 # RUNTIME_* variables that configure the loader itself, not a setting.
 RESERVED_ENV = frozenset({CONFIG_DIR_ENV})
 CLI_SOURCE = "command line"
-_TEXT_KEYS = frozenset(
-    key for key, hint in SCHEMA.items() if typing.get_args(hint)[:1] == (str,) or hint is str
+_TEXT_KEYS = frozenset(  # str and Annotated[str, ...]; a tuple[str, ...] is parsed as a list
+    key
+    for key, hint in SCHEMA.items()
+    if hint is str
+    or (typing.get_origin(hint) is typing.Annotated and typing.get_args(hint)[0] is str)
 )
 
 

@@ -24,6 +24,7 @@ from runtime.function import OPTION_ALIASES, OPTION_NAMES, FunctionOptions, sugg
 Leaf = tuple[Any, str]  # (value, source)
 DEFAULT_SOURCE = "defaults"
 _OPTION_HINTS = typing.get_type_hints(FunctionOptions, include_extras=True)
+_KEY_LISTS = frozenset({("deploy", "verify_keys")})  # lists of signing keys
 _CANDIDATES = [".".join(key) for key in SCHEMA] + list(SECTIONS) + list(TABLES)
 
 
@@ -66,6 +67,13 @@ def validate(leaves: dict[Key, Leaf], problems: list[str]) -> Settings | None:
                 problems.append(_problem(key, value, source, _rule(str(exc), SCHEMA[key])))
                 continue
             if key == ("redis", "url") and checked and (rule := redis_url_problem(checked)):
+                problems.append(_problem(key, value, source, rule))
+                continue
+            if key in _KEY_LISTS and any(0 < len(k) < MIN_SIGNING_KEY_CHARS for k in checked):
+                rule = (
+                    f"each key must be at least {MIN_SIGNING_KEY_CHARS} characters; make one "
+                    "with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                )
                 problems.append(_problem(key, value, source, rule))
                 continue
             if key == ("deploy", "signing_key") and 0 < len(checked) < MIN_SIGNING_KEY_CHARS:

@@ -230,9 +230,19 @@ def sign(key: str, manifest_json: bytes) -> str:
     return hmac.new(key.encode(), _SIGNED_CONTEXT + manifest_json, hashlib.sha256).hexdigest()
 
 
-def is_signed_by(key: str, manifest_json: bytes, signature: bytes | str) -> bool:
+Keys = str | tuple[str, ...]  # one key, or every key a signature may verify with
+
+
+def _as_keys(keys: Keys) -> tuple[str, ...]:
+    return tuple(k for k in ((keys,) if isinstance(keys, str) else keys) if k)
+
+
+def is_signed_by(keys: Keys, manifest_json: bytes, signature: bytes | str) -> bool:
+    """True if the signature is the HMAC of the manifest under any of ``keys`` (each is
+    compared in constant time; which key matched is not revealed to anyone)."""
     sig = signature.decode("ascii", "replace") if isinstance(signature, bytes) else signature
-    return bool(key) and hmac.compare_digest(sign(key, manifest_json), sig)
+    matches = [hmac.compare_digest(sign(k, manifest_json), sig) for k in _as_keys(keys)]
+    return any(matches)
 
 
 def peek_manifest(manifest_json: bytes) -> Manifest | None:
@@ -244,15 +254,20 @@ def peek_manifest(manifest_json: bytes) -> Manifest | None:
 
 
 def verify_manifest(
-    key: str, manifest_json: bytes, signature: bytes | str, *, namespace: str, version: int
+    keys: Keys, manifest_json: bytes, signature: bytes | str, *, namespace: str, version: int
 ) -> Manifest:
-    """The manifest, if it is signed with ``key`` and claims this namespace and version."""
+    """The manifest, if it is signed with one of ``keys`` and claims this namespace and
+    version. The refusal never shows a key, only how many were tried."""
     if len(manifest_json) > MAX_MANIFEST_BYTES:
         raise BundleRefused(f"manifest is {len(manifest_json)} bytes, over {MAX_MANIFEST_BYTES}")
-    if not is_signed_by(key, manifest_json, signature):
+    if not is_signed_by(keys, manifest_json, signature):
+        count = len(_as_keys(keys))
+        tried = "the key" if count == 1 else f"any of the {count} keys"
         raise BundleRefused(
-            "signature does not verify: the manifest or its signature was changed in Redis, "
-            "or it was signed with another deploy.signing_key"
+            f"signature does not verify with {tried} this process holds "
+            "(deploy.signing_key, deploy.verify_keys): the manifest or its signature was "
+            "changed in Redis, or it was signed with a key this process does not hold "
+            "(another key, or one rotated out of deploy.verify_keys)"
         )
     try:
         manifest = _manifest_decoder.decode(manifest_json)
@@ -269,7 +284,7 @@ def verify_manifest(
 
 
 def open_bundle(
-    key: str,
+    keys: Keys,
     manifest_json: bytes,
     signature: bytes | str,
     files_blob: bytes,
@@ -279,7 +294,7 @@ def open_bundle(
     limits: BundleLimits,
 ) -> VerifiedBundle:
     """Verify everything a runtime is about to import; BundleRefused says what failed."""
-    manifest = verify_manifest(key, manifest_json, signature, namespace=namespace, version=version)
+    manifest = verify_manifest(keys, manifest_json, signature, namespace=namespace, version=version)
     check_size(manifest, len(files_blob), limits)
     names = [e.name for e in manifest.files]
     bad = [n for n in names if not is_plain_name(n)]

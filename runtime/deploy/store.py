@@ -29,6 +29,7 @@ from runtime.deploy.bundle import (
     MAX_MANIFEST_BYTES,
     SIGNATURE_CHARS,
     BundleLimits,
+    Keys,
     VerifiedBundle,
     check_size,
     open_bundle,
@@ -287,7 +288,7 @@ class DeployStore:
         signature = f.sig.decode("ascii", "replace")
         return Attempt(activation, signature, f.manifest_bytes, f.files_bytes)
 
-    async def fetch(self, version: int, key: str, limits: BundleLimits) -> VerifiedBundle:
+    async def fetch(self, version: int, keys: Keys, limits: BundleLimits) -> VerifiedBundle:
         """The version's files, verified; BundleRefused if it is missing or does not verify.
 
         The manifest's signature and this runtime's limits are checked before the files
@@ -297,12 +298,12 @@ class DeployStore:
         if stored is None:
             raise BundleRefused(f"version {version} is not stored (pruned or never published)")
         manifest = verify_manifest(
-            key, stored.manifest_json, stored.signature, namespace=self.namespace, version=version
+            keys, stored.manifest_json, stored.signature, namespace=self.namespace, version=version
         )
         check_size(manifest, stored.files_bytes, limits)
         files_blob = await self.redis.hget(self.keys.version(version), "files")
         return open_bundle(
-            key,
+            keys,
             stored.manifest_json,
             stored.signature,
             cast("bytes", files_blob or b""),

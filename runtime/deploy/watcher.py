@@ -250,9 +250,9 @@ class DeployWatcher:
 
     async def _load(self, version: int, attempt: Attempt) -> None:
         noticed = time.monotonic()
-        key = self._settings.deploy.signing_key
+        keys = self._settings.deploy.verification_keys()
         try:
-            bundle = await self._store.fetch(version, key, self._limits)
+            bundle = await self._store.fetch(version, keys, self._limits)
             folder = await asyncio.to_thread(extract, bundle, self._root)
             registry = await self._swap.load(
                 folder, bundle.manifest.overrides, expected=bundle.manifest.function_names

@@ -245,7 +245,7 @@ class Attempts:
         """An ``executor="process"`` handler, in a killable child (the child reports what the
         handler raised, BaseExceptions included; see process_worker.run_job)."""
         spec = self.spec
-        assert self._processes is not None
+        assert self._processes is not None  # noqa: S101 — narrows a type: process mode always has a pool
         try:
             result = await self._processes.run(
                 spec.handler.__code__.co_filename,

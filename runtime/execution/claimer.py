@@ -158,13 +158,13 @@ class Claimer:
                     self._metrics.rate_limit_hits.inc()
                 self._counters.rate_limited += 1
                 wait_s = max(0.0, (claim.rate_ready_ms - claim.now_ms) / 1000)
-                jitter = random.uniform(0, min(0.005, self._rate_interval_ms / 10_000))
+                jitter = random.uniform(0, min(0.005, self._rate_interval_ms / 10_000))  # noqa: S311 — jitter, not a secret
                 await self._pause(wait_s + jitter)
                 continue
             timeout = self._settings.idle_poll_s
             if claim.is_fleet_limited:
                 # Slots held by other instances free without telling us: look again soon.
-                timeout = min(timeout, 0.05 + random.uniform(0, 0.05))
+                timeout = min(timeout, 0.05 + random.uniform(0, 0.05))  # noqa: S311 — jitter, not a secret
             if claim.next_due_ms >= 0:
                 due_in = (claim.next_due_ms - claim.now_ms) / 1000
                 timeout = max(0.001, min(timeout, due_in))

@@ -146,7 +146,7 @@ class Reclaimer:
     async def run(self) -> None:
         while True:  # ends when its supervisor cancels it (worker.drain)
             # Jitter, so a fleet's reclaimers do not all fire at once.
-            await asyncio.sleep(self._interval_s * (0.75 + random.random() / 2))
+            await asyncio.sleep(self._interval_s * (0.75 + random.random() / 2))  # noqa: S311 — jitter, not a secret
             try:
                 requeued, dead = await self._broker.reclaim(
                     self._name, max_recoveries=self._max_recoveries

@@ -116,12 +116,12 @@ class _Child:
         return self.proc.pid
 
     async def send(self, data: bytes) -> None:
-        assert self.proc.stdin is not None
+        assert self.proc.stdin is not None  # noqa: S101 — narrows a type: the child is spawned with stdin=PIPE
         self.proc.stdin.write(data)
         await self.proc.stdin.drain()
 
     async def receive(self) -> Response:
-        assert self.proc.stdout is not None
+        assert self.proc.stdout is not None  # noqa: S101 — narrows a type: the child is spawned with stdout=PIPE
         (size,) = HEADER.unpack(await self.proc.stdout.readexactly(HEADER.size))
         if size > MAX_FRAME_BYTES:
             raise _ProtocolError(f"frame of {size} bytes is over the limit")
@@ -147,7 +147,7 @@ class _Child:
 
     async def stop(self, grace_s: float) -> None:
         """Close stdin (the child exits after its current job), SIGKILL after ``grace_s``."""
-        assert self.proc.stdin is not None
+        assert self.proc.stdin is not None  # noqa: S101 — narrows a type: the child is spawned with stdin=PIPE
         self.proc.stdin.close()
         with contextlib.suppress(ConnectionError):
             await self.proc.stdin.wait_closed()

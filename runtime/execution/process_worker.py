@@ -98,7 +98,7 @@ _request_decoder: Final = msgspec.msgpack.Decoder(JobRequest)
 
 def module_name(path: Path) -> str:
     """A private module name unique to the resolved path: two ``tasks.py`` never collide."""
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    digest = hashlib.sha1(str(path).encode(), usedforsecurity=False).hexdigest()[:10]
     return f"{MODULE_PREFIX}_{_IDENT_RE.sub('_', path.stem)}_{digest}"
 
 

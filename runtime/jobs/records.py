@@ -93,7 +93,7 @@ def as_job(j: object) -> ClaimedJob | Invalid:
     for value in (job_id, token, attempts, recoveries, ready_ms):
         if isinstance(value, Invalid):
             return value
-    assert isinstance(job_id, str) and isinstance(token, int)  # narrowed by the loop
+    assert isinstance(job_id, str) and isinstance(token, int)  # noqa: S101 — narrows types the loop above already checked
     return ClaimedJob(
         job_id,
         str(token),

@@ -22,6 +22,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from runtime.version import package_version
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
@@ -41,6 +43,17 @@ def _parse_headers(raw: str) -> dict[str, str]:
                 raise ValueError(f"tracing.headers: {key.strip()!r} has no '=value'")
             headers[key.strip()] = value.strip()
     return headers
+
+
+def resource_attributes(settings: TracingSettings) -> dict[str, str]:
+    """What this process adds to the span resource: the package version, and the configured
+    service name. The SDK reads OTEL_TRACES_SAMPLER, OTEL_RESOURCE_ATTRIBUTES and
+    OTEL_SERVICE_NAME itself; the configured name applies only when OTEL_SERVICE_NAME is
+    unset. ``service.version`` is always the code's own version (``runtime.version``)."""
+    attributes = {"service.version": package_version()}
+    if not os.environ.get("OTEL_SERVICE_NAME"):
+        attributes["service.name"] = settings.service_name
+    return attributes
 
 
 def build_provider(settings: TracingSettings) -> TracerProvider | None:
@@ -71,10 +84,7 @@ def build_provider(settings: TracingSettings) -> TracerProvider | None:
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         exporter = ConsoleSpanExporter()
-    # The SDK reads OTEL_TRACES_SAMPLER, OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME
-    # itself; the configured service name applies only when OTEL_SERVICE_NAME is unset.
-    name = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": settings.service_name}
-    provider = TracerProvider(resource=Resource.create(name))
+    provider = TracerProvider(resource=Resource.create(resource_attributes(settings)))
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
 
@@ -85,7 +95,7 @@ class Tracing:
     def __init__(self, provider: trace.TracerProvider | None = None) -> None:
         self.enabled = provider is not None
         self.provider = provider
-        self._tracer = (provider or trace.NoOpTracerProvider()).get_tracer(SCOPE)
+        self._tracer = (provider or trace.NoOpTracerProvider()).get_tracer(SCOPE, package_version())
 
     @contextlib.contextmanager
     def server_span(self, name: str, headers: Mapping[str, str]) -> Iterator[trace.Span]:

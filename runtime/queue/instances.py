@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import socket
 import time
-from importlib import metadata
 from typing import Any, cast
 
 import msgspec
@@ -17,13 +16,7 @@ import redis.asyncio as aioredis
 from runtime.queue import scripts
 from runtime.queue.connection import RedisClient
 from runtime.queue.keys import NamespaceKeys
-
-
-def _version() -> str:
-    try:
-        return metadata.version("redis-function-runtime")
-    except metadata.PackageNotFoundError:
-        return "dev"
+from runtime.version import package_version
 
 
 class InstanceInfo(msgspec.Struct):
@@ -73,7 +66,7 @@ class Instances:
             id=f"{host}-{os.getpid()}-{os.urandom(3).hex()}",
             host=host,
             pid=os.getpid(),
-            version=_version(),
+            version=package_version(),
             functions=sorted(functions),
             started_at=time.time(),
         )

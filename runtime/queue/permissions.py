@@ -121,4 +121,4 @@ def _script_names() -> dict[str, str]:
         for entry in resources.files("runtime.queue").joinpath("lua").iterdir()
         if entry.name.endswith(".lua") and not entry.name.startswith("_")
     ]
-    return {hashlib.sha1(source(n).encode()).hexdigest(): n for n in names}
+    return {hashlib.sha1(source(n).encode(), usedforsecurity=False).hexdigest(): n for n in names}

@@ -48,7 +48,8 @@ class ReadOnlyScript:
     def __init__(self, client: aioredis.Redis, name: str) -> None:
         self._client = client
         self._source = source(name)
-        self._sha = hashlib.sha1(self._source.encode()).hexdigest()  # the id Redis gives it
+        # The id Redis gives the script (EVALSHA): SHA-1 is Redis' choice, not a safeguard.
+        self._sha = hashlib.sha1(self._source.encode(), usedforsecurity=False).hexdigest()
 
     async def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         try:

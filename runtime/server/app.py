@@ -77,7 +77,7 @@ from runtime.server.embedded import EmbeddedRedis
 
 log = logging.getLogger("runtime.app")
 
-TOKEN_FILE = "http-token"
+TOKEN_FILE = "http-token"  # noqa: S105 — a file name, not a password
 TASK_STOP_S = 2.0  # a task that swallows its cancellation is left behind after this
 
 __all__ = ["BROKER_KEY", "DISPATCHER_KEY", "build_app", "serve", "token_path", "write_token"]

@@ -153,7 +153,7 @@ class EmbeddedRedis:
             args += ["--port", str(port), "--bind", "127.0.0.1"]
             self.url = f"redis://127.0.0.1:{port}"
         try:
-            self._process = subprocess.Popen(
+            self._process = subprocess.Popen(  # noqa: S603 — argv is the redis-server found on PATH plus our own options, no shell
                 args, stdin=subprocess.DEVNULL, preexec_fn=_child_setup()
             )
         except OSError as exc:

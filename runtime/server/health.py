@@ -6,6 +6,7 @@ instance needs to do its work, 503 while one fails) and ``/metrics`` (Prometheus
 once read), ``registry``, ``dispatcher`` (its loops; those down now are named), ``tasks``
 (the app's supervised tasks: refresher, result waiter, watcher) and ``deployment`` (in
 deploy and reload modes; a refused version is reported but does not make it unready).
+The body also names the package ``version`` this instance runs (``runtime.version``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from runtime.server.appkeys import (
     SUPERVISOR_KEY,
     SWAP_STATE_KEY,
 )
+from runtime.version import package_version
 
 READY_PING_TIMEOUT_S = 1.0
 
@@ -79,7 +81,11 @@ async def readyz(request: web.Request) -> web.Response:
         # A refused version is reported here but is not unready: the older one serves.
         checks["deployment"] = swap_state.body()
     ready = all(c["ok"] for c in checks.values())
-    body = {"status": "ready" if ready else "unready", "checks": checks}
+    body = {
+        "status": "ready" if ready else "unready",
+        "version": package_version(),
+        "checks": checks,
+    }
     return web.json_response(body, status=200 if ready else 503)
 
 

@@ -100,7 +100,7 @@ class _Refuse(asyncio.Protocol):
     """The answer to a connection past the cap when no idle one can make room."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
+        assert isinstance(transport, asyncio.WriteTransport)  # noqa: S101 — narrows a type: asyncio gives a protocol a write transport
         transport.write(REFUSAL % (len(REFUSAL_BODY), REFUSAL_BODY))
         transport.close()
 

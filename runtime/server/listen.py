@@ -38,7 +38,7 @@ class GuardedSite(web.TCPSite):
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with its runner
         server = self._runner.server
-        assert server is not None
+        assert server is not None  # noqa: S101 — narrows a type: BaseSite.start has just made the server
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             self._guard.factory(server), self._host, self._port, backlog=BACKLOG

@@ -19,6 +19,8 @@ ROW = re.compile(r"^\| `([a-z_.]+)` \| (\w+) \| `([^`]*)` \|", re.M)
 
 
 def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is tuple:
+        return "list"  # a TOML list; the struct keeps it as a tuple (frozen settings)
     if typing.get_origin(hint) is typing.Annotated:
         hint = typing.get_args(hint)[0]
     return "str" if typing.get_origin(hint) is typing.Literal else str(hint.__name__)

@@ -2,7 +2,8 @@
 
 The layers, lowest first; a module may import its own layer and those below it:
 
-    0 contract    runtime.errors, runtime.function, runtime.context (what handlers import)
+    0 contract    runtime.errors, runtime.function, runtime.context (what handlers import),
+                  runtime.version (the package's version, read from its metadata)
     1 jobs        envelope, outcome, records and settle entries: values, no I/O
     2 config      settings, the function registry
     3 observe     metrics, tracing, logs
@@ -31,6 +32,7 @@ LAYERS: dict[str, int] = {
     "runtime.errors": 0,
     "runtime.function": 0,
     "runtime.context": 0,
+    "runtime.version": 0,
     "runtime.jobs": 1,
     "runtime.config": 2,
     "runtime.observe": 3,

@@ -314,6 +314,10 @@ def build_app(
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics_route)
     routes.add_routes(app)
+    if settings.ui.enabled:
+        from runtime.server.console import add_console
+
+        add_console(app)
     return app
 
 

@@ -16,6 +16,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from runtime.jobs.records import iso_ms
 from runtime.server.appkeys import TOKEN_KEY
 from runtime.server.console import pages
 from runtime.server.console.session import (
@@ -94,12 +95,13 @@ async def _secure_headers(request: web.Request, response: web.StreamResponse) ->
 
 def add_console(app: web.Application) -> None:
     """The console's routes and its template environment (autoescape on)."""
-    aiohttp_jinja2.setup(
+    env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
         undefined=jinja2.StrictUndefined,
     )
+    env.filters["iso"] = iso_ms
     app.on_response_prepare.append(_secure_headers)
     r = app.router
     r.add_get("/ui/signin", signin_form)

@@ -311,17 +311,14 @@ async def _manifest(
     return manifest, None
 
 
-async def rollback(app: web.Application, version: int) -> str:
+async def rollback(app: web.Application, version: int) -> int | None:
     """Activate a stored version whose manifest verifies (what ``runtime rollback N``
-    does); the runtimes following deployments load it. Returns what happened."""
+    does); the runtimes following deployments load it. Returns the version active before."""
     store = _store(app)
     manifest, problem = await _manifest(app, store, version)
     if manifest is None:
         raise DeployError(f"refusing to activate version {version}: {problem}")
-    activated = await store.activate(version)
-    if activated.before == version:
-        return f"version {version} was already active; runtimes that refused it retry now"
-    return f"version {version} is active again (was {activated.before})"
+    return (await store.activate(version)).before
 
 
 # -- job control: adapters to the queue layer's history, cancellation and progress ------------

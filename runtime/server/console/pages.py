@@ -14,6 +14,7 @@ it shows through ``data.py``. A Redis failure is a 503 page, never a traceback.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -127,7 +128,6 @@ async def dlq(request: web.Request) -> web.Response:
         view = await data.dlq_view(request.app, name, _int(request, "page"), _filter(request.query))
     except BrokerError as exc:
         return _unavailable(request, exc)
-    from urllib.parse import urlencode
 
     query = [("reason", ",".join(view.reasons))] if view.reasons else []
     if view.older_than_s:
@@ -142,10 +142,15 @@ async def deployments(request: web.Request) -> web.Response:
         view = await data.deployments_view(request.app)
     except BrokerError as exc:
         return _unavailable(request, exc)
-    notice = request.query.get("done", "")[:300]
-    return render(
-        request, "deployments.html", {"view": view, "title": "Deployments", "notice": notice}
-    )
+    notice = ""  # built from numbers only: a crafted link cannot put words on this page
+    activated, was = request.query.get("activated", ""), request.query.get("was", "")
+    if activated.isdigit() and len(activated) <= 18 and (was.isdigit() or not was):
+        if activated == was:
+            notice = f"version {activated} was already active; runtimes that refused it retry now"
+        else:
+            notice = f"version {activated} is active again (was {was or 'none'})"
+    context = {"view": view, "title": "Deployments", "notice": notice}
+    return render(request, "deployments.html", context)
 
 
 # -- actions ----------------------------------------------------------------------------------
@@ -200,11 +205,10 @@ async def rollback(request: web.Request) -> web.Response:
     if not isinstance(raw, str) or not raw.isdigit() or len(raw) > 18:
         return render(request, "error.html", {"title": "Bad request", "message": "no version"}, 400)
     try:
-        done = await data.rollback(request.app, int(raw))
+        before = await data.rollback(request.app, int(raw))
     except DeployError as exc:
         return render(request, "error.html", {"title": "Refused", "message": str(exc)[:500]}, 409)
     except BrokerError as exc:
         return _unavailable(request, exc)
-    from urllib.parse import urlencode
-
-    raise web.HTTPSeeOther("/ui/deployments?" + urlencode({"done": done}))
+    was = "" if before is None else str(before)
+    raise web.HTTPSeeOther(f"/ui/deployments?activated={int(raw)}&was={was}")

@@ -166,10 +166,13 @@ class Admin:
         report = DlqReport(function, "requeue", is_dry_run, await self.dlq_length(function))
         return await self._passes.run(report, k, call, limit, rate_per_s, progress)
 
-    async def pick_dlq(self, function: str, action: str, ids: Sequence[str]) -> DlqReport:
+    async def pick_dlq(
+        self, function: str, action: str, ids: Sequence[str], *, from_tail: int = 0
+    ) -> DlqReport:
         """Requeue or purge the chosen DLQ entries (at most ``MAX_BATCH``), one atomic script
-        call; the same report as a pass. Each is found by LREM from the tail (newest end):
-        the console picks from one page of the DLQ."""
+        call; the same report as a pass. They are looked for where they were shown,
+        ``from_tail`` entries from the newest end (``lua/_pick.lua``): one bounded window,
+        whatever the DLQ's length."""
         if action not in ("purge", "requeue"):
             raise ValueError(f"action={action!r} must be 'purge' or 'requeue'")
         kind: Literal["purge", "requeue"] = "purge" if action == "purge" else "requeue"
@@ -178,17 +181,17 @@ class Admin:
             raise ValueError(f"{len(chosen)} ids chosen: choose 1 to {MAX_BATCH}")
         k = self.keys(function)
         report = DlqReport(function, kind, False, await self.dlq_length(function))
-        n = len(chosen)
+        n, at = len(chosen), max(0, from_tail)
 
         def call(mode: str, start: int, quota: int, call_id: str) -> Awaitable[Any]:
             record = k.admin_call(call_id)
             if action == "purge":
                 return self._purge(
-                    keys=[k.dlq, k.stats, record], args=[k.prefix, n, "pick", n, 0, *chosen]
+                    keys=[k.dlq, k.stats, record], args=[k.prefix, at, "pick", n, 0, *chosen]
                 )
             return self._requeue(
                 keys=[k.dlq, k.stats, record, *k.lanes],
-                args=[k.prefix, n, "pick", n, 0, n, self._wake, k.function, *chosen],
+                args=[k.prefix, at, "pick", n, 0, n, self._wake, k.function, *chosen],
             )  # fmt: skip
 
         await self._passes.pick(report, call)

@@ -56,7 +56,23 @@ async def test_picked_entries_are_purged_or_requeued_and_the_rest_keep_their_ord
     assert (report.matched, report.scanned, report.dlq_left) == (0, 0, 2)
     assert (await h.client.job(order[2])).state == "queued"  # type: ignore[union-attr]
 
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be 'purge' or 'requeue'"):
         await admin.pick_dlq("doomed", "delete", [order[0]])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="0 ids chosen"):
         await admin.pick_dlq("doomed", "purge", [])
+
+
+async def test_a_pick_looks_only_where_the_entries_were_shown(make_harness: MakeHarness) -> None:
+    """In a deep DLQ the chosen ids are found around the page they were shown on (one
+    bounded window): the same id named with a far-off position is left alone."""
+    h = await make_harness(HANDLERS, start=False)
+    ghosts = [f"doomed.ghost{i:05d}" for i in range(5000)]  # no records: stale entries
+    await h.redis.rpush(K.dlq, *ghosts)
+    admin = Admin(h.redis, "rt")
+    deep = ghosts[1000]  # 3999 entries from the tail
+    report = await admin.pick_dlq("doomed", "purge", [deep], from_tail=0)
+    assert (report.scanned, report.stale, report.dlq_left) == (0, 0, 5000)
+    report = await admin.pick_dlq("doomed", "purge", [deep, ghosts[1003]], from_tail=3950)
+    assert (report.scanned, report.matched, report.stale, report.dlq_left) == (2, 0, 2, 4998)
+    rest = [i.decode() for i in await h.redis.lrange(K.dlq, 0, -1)]
+    assert rest == [g for g in ghosts if g not in (deep, ghosts[1003])]

@@ -12,8 +12,9 @@
 -- the caller looked) is never deleted. An unfiltered run also drops entries pointing at no
 -- dead job (no hash, or a live job); the live job itself is untouched.
 -- 'scan' reads ids [start, start + batch) and changes nothing (dry run).
--- 'pick' is a 'run' over the chosen ids instead of the head (the console's selection): each
--- is taken out of the DLQ with LREM from the tail (newest end), O(its distance from the tail).
+-- 'pick' is a 'run' over the chosen ids instead of the head (the console's selection), taken
+-- out of the DLQ by `pick` (_pick.lua); ARGV 2 is then where they were shown (entries from
+-- the tail), not a batch size.
 -- Age is the time since the job was dead-lettered ('end'; 'enq' if it has none), by Redis time.
 -- Returns {consumed, matched, kept, stale, {reason, count, ...}, {id, reason, ...}}: the
 -- matched per reason, and the first few matched (a sample for the operator).
@@ -24,6 +25,7 @@
 local prefix = ARGV[1]
 local now = 0
 --! records
+--! pick
 local bad_key = wrong_type({KEYS[1], 'list'})
 if bad_key then return redis.error_reply(bad_key) end
 local prior = redis.pcall('GET', KEYS[3])
@@ -44,10 +46,7 @@ for i = 6 + n_pick, #ARGV do reasons[ARGV[i]] = true end
 
 local ids
 if n_pick > 0 then
-  ids = {}
-  for i = 6, 5 + n_pick do
-    if redis.call('LREM', KEYS[1], -1, ARGV[i]) > 0 then table.insert(ids, ARGV[i]) end
-  end
+  ids = pick(KEYS[1], {unpack(ARGV, 6, 5 + n_pick)}, tonumber(ARGV[2]), '\0picked:' .. KEYS[3])
 elseif is_run then
   ids = redis.call('LRANGE', KEYS[1], 0, batch - 1)
 else

@@ -17,8 +17,9 @@
 -- 'run' takes ids off the head until `limit` jobs moved or `batch` ids were looked at; the
 -- others go back to the tail in order (see purge_dlq.lua: O(batch) per call on any length).
 -- 'scan' reads ids [start, start + batch) and changes nothing (dry run).
--- 'pick' is a 'run' over the chosen ids instead of the head (the console's selection): each
--- is taken out of the DLQ with LREM from the tail (newest end), O(its distance from the tail).
+-- 'pick' is a 'run' over the chosen ids instead of the head (the console's selection), taken
+-- out of the DLQ by `pick` (_pick.lua); ARGV 2 is then where they were shown (entries from
+-- the tail), not a batch size.
 -- 'rotate' moves `batch` ids from the head to the tail untouched: a pass stopped by its limit
 -- finishes its cycle this way, so the DLQ keeps its order (no job is read).
 -- Returns {consumed, matched, kept, 0, {reason, count, ...}, {id, reason, ...}} like purge_dlq.
@@ -31,6 +32,7 @@
 local prefix = ARGV[1]
 local now = 0
 --! records
+--! pick
 local bad_key = wrong_type({KEYS[1], 'list', KEYS[4], 'list', KEYS[5], 'list', KEYS[6], 'list'})
 if bad_key then return redis.error_reply(bad_key) end
 local prior = redis.pcall('GET', KEYS[3])
@@ -61,10 +63,7 @@ for i = 9 + n_pick, #ARGV do reasons[ARGV[i]] = true end
 
 local ids
 if n_pick > 0 then
-  ids = {}
-  for i = 9, 8 + n_pick do
-    if redis.call('LREM', KEYS[1], -1, ARGV[i]) > 0 then table.insert(ids, ARGV[i]) end
-  end
+  ids = pick(KEYS[1], {unpack(ARGV, 9, 8 + n_pick)}, tonumber(ARGV[2]), '\0picked:' .. KEYS[3])
 elseif is_run then
   ids = redis.call('LRANGE', KEYS[1], 0, batch - 1)
 else

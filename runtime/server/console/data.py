@@ -234,13 +234,13 @@ def _matches(reason: str | None, age: float | None, flt: DlqFilter) -> bool:
 
 
 async def dlq_action(
-    app: web.Application, function: str, action: str, flt: DlqFilter, ids: list[str]
+    app: web.Application, function: str, action: str, flt: DlqFilter, ids: list[str], offset: int
 ) -> DlqReport:
     """Requeue or purge what matches the filter, or the selected ids: the CLI's passes
     (``runtime requeue-dlq`` / ``purge-dlq``) and their report."""
     a = admin(app)
     if ids:
-        return await a.pick_dlq(function, action, ids)
+        return await a.pick_dlq(function, action, ids, from_tail=offset)
     if action == "requeue":
         return await a.requeue_dlq(function, flt)
     return await a.purge_dlq(function, flt)

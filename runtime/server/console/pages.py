@@ -41,6 +41,10 @@ def _float(raw: object) -> float:
     return value if value == value and 0 <= value < 1e9 else 0.0  # NaN, negatives: none
 
 
+def _offset(raw: object) -> int:
+    return int(raw) if isinstance(raw, str) and raw.isdigit() and len(raw) < 12 else 0
+
+
 def render(
     request: web.Request, template: str, context: dict[str, Any], status: int = 200
 ) -> web.Response:
@@ -178,7 +182,8 @@ async def dlq_action(request: web.Request) -> web.Response:
             400,
         )
     try:
-        report = await data.dlq_action(request.app, name, str(action), flt, ids[:MAX_BATCH])
+        offset = _offset(form.get("offset"))
+        report = await data.dlq_action(request.app, name, str(action), flt, ids[:MAX_BATCH], offset)
     except BrokerError as exc:
         return _unavailable(request, exc)
     scope = f"{len(ids)} selected" if ids else "the filter"

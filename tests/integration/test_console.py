@@ -34,7 +34,7 @@ if CHROMIUM is None or CHROMEDRIVER is None:
         allow_module_level=True,
     )
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is a dev dependency")
-from selenium.common.exceptions import WebDriverException  # noqa: E402
+from selenium.common.exceptions import TimeoutException, WebDriverException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -130,10 +130,13 @@ def text_of(driver: Driver, css: str) -> str:
 
 
 def wait_text(driver: Driver, css: str, expected: str, timeout_s: float = WAIT_S) -> None:
-    WebDriverWait(driver, timeout_s, poll_frequency=0.1).until(
-        lambda d: expected in text_of(d, css),
-        message=f"{css!r} never showed {expected!r}",
-    )
+    try:
+        WebDriverWait(driver, timeout_s, poll_frequency=0.1).until(
+            lambda d: expected in text_of(d, css)
+        )
+    except TimeoutException:
+        page = text_of(driver, "body")[:2000]
+        raise AssertionError(f"{css!r} never showed {expected!r}; {driver.current_url}:\n{page}")
 
 
 def test_a_wrong_token_is_refused(browser: Driver, local: tuple[ServeProcesses, str]) -> None:

@@ -122,7 +122,9 @@ class UiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     enabled: bool = True
     # A link from a job page to a tracing UI; "{trace_id}" is replaced, e.g.
     # "http://jaeger:16686/trace/{trace_id}" (empty: the trace id is shown, not linked).
-    trace_url: str = ""
+    trace_url: Annotated[str, Meta(pattern=r"^$|^https?://[^\s\"'<>]*\{trace_id\}[^\s\"'<>]*$")] = (
+        ""
+    )
     session_s: Annotated[float, Meta(ge=60, le=2_592_000)] = 43_200.0  # sign-in lifetime
     page_size: Annotated[int, Meta(ge=5, le=500)] = 50  # rows of one page of any list
 

@@ -41,6 +41,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 TOKEN = "console-test-token-" + "t" * 20
 KEY = "console-test-signing-key-" + "k" * 20
 WAIT_S = 15
+TRACE_URL = "http://jaeger.example:16686/trace/{trace_id}"
 HANDLERS = """\
     from runtime import function
 
@@ -98,7 +99,8 @@ def local(
     (tmp / "functions").mkdir()
     (tmp / "functions" / "handlers.py").write_text(textwrap.dedent(HANDLERS))
     env = {"RUNTIME_HTTP__TOKEN": TOKEN, "RUNTIME_NAMESPACE": "console",
-           "RUNTIME_METRICS__REFRESH_S": "0.5"}  # fmt: skip
+           "RUNTIME_METRICS__REFRESH_S": "0.5", "RUNTIME_TRACING__ENABLED": "true",
+           "RUNTIME_TRACING__EXPORTER": "console", "RUNTIME_UI__TRACE_URL": TRACE_URL}  # fmt: skip
     fleet = ServeProcesses(tmp, redis_server.url, env)
     process = fleet.spawn("--functions", "functions")
     try:
@@ -178,6 +180,9 @@ def test_a_failed_job_shows_its_traceback(
     assert "ValueError: exploded on 41" in text_of(browser, "#traceback")
     assert 'raise ValueError(f"exploded on {x}")' in text_of(browser, "#traceback")
     assert text_of(browser, "#payload") == "41"
+    link = browser.find_element(By.CSS_SELECTOR, "#trace a")  # the enqueue's trace
+    assert len(link.text) == 32 and int(link.text, 16)
+    assert link.get_attribute("href") == TRACE_URL.format(trace_id=link.text)
     browser.save_screenshot(str(shots / "job.png"))
 
 

@@ -138,7 +138,9 @@ def wait_text(driver: Driver, css: str, expected: str, timeout_s: float = WAIT_S
         )
     except TimeoutException:
         page = text_of(driver, "body")[:2000]
-        raise AssertionError(f"{css!r} never showed {expected!r}; {driver.current_url}:\n{page}")
+        raise AssertionError(
+            f"{css!r} never showed {expected!r}; {driver.current_url}:\n{page}"
+        ) from None
 
 
 def test_a_wrong_token_is_refused(browser: Driver, local: tuple[ServeProcesses, str]) -> None:

@@ -23,7 +23,7 @@ def test_a_session_cookie_is_accepted_until_it_expires() -> None:
 @pytest.mark.parametrize(
     "cookie",
     [None, "", "x", "1.2", "1.2.3", "a.b.c", "..", "1000000..", "1000000.n." + "0" * 64,
-     "9" * 300, "1000000.n.é"],
+     "9" * 300, "1000000.n.é", "²³.n.mac", "１２.n.mac"],
 )  # fmt: skip
 def test_anything_else_is_no_session(cookie: str | None) -> None:
     assert session_nonce(TOKEN, cookie, 1_000_000, DAY_S) is None
@@ -48,3 +48,12 @@ def test_csrf_tokens_differ_per_session_and_per_token() -> None:
 )  # fmt: skip
 def test_after_sign_in_only_console_paths(given: object, expected: str) -> None:
     assert safe_next(given) == expected
+
+
+def test_a_session_issued_at_a_unicode_digit_is_refused_not_raised() -> None:
+    """ "²".isdigit() is True but int("²") raises: a forged cookie with a valid-looking MAC
+    position must still be a refusal."""
+    from runtime.server.console.session import is_number
+
+    assert not is_number("²", 5) and not is_number("１２", 5) and not is_number("", 5)
+    assert is_number("12", 5) and not is_number("123456", 5)

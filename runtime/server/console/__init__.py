@@ -62,7 +62,9 @@ async def signin(request: web.Request) -> web.StreamResponse:
 
     form = await request.post()
     given, expected = form.get(CSRF_FIELD), request.cookies.get(LOGIN_COOKIE, "")
-    if not isinstance(given, str) or not expected or not hmac.compare_digest(given, expected):
+    if not isinstance(given, str) or not expected:
+        return refused("missing or wrong CSRF token: reload the sign-in page")
+    if not hmac.compare_digest(given.encode(), expected.encode()):  # bytes: any text compares
         return refused("missing or wrong CSRF token: reload the sign-in page")
     token = form.get("token")
     target = safe_next(form.get("next"))

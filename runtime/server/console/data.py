@@ -26,6 +26,7 @@ from runtime.queue.admin_stats import FunctionStats, Stats
 from runtime.queue.dlq import DlqFilter, DlqReport
 from runtime.queue.peek import Peek
 from runtime.server.appkeys import BROKER_KEY, MODE_KEY, REGISTRY_KEY, SETTINGS_KEY
+from runtime.server.routes import function_body
 
 MAX_JOB_ID_CHARS = 300
 MAX_ENVELOPE_SHOWN = 262_144  # a larger envelope is sized, not fetched
@@ -72,7 +73,8 @@ async def overview(app: web.Application, number: int, query: str) -> Overview:
     size = page_size(app)
     page = Page(max(0, min(number, (len(names) - 1) // size if names else 0)), size, len(names))
     shown = names[page.number * size : (page.number + 1) * size]
-    caps = {s.name: s.options.max_in_flight for s in registry if s.name in set(shown)}
+    on_page = set(shown)
+    caps = {s.name: s.options.max_in_flight for s in registry if s.name in on_page}
     stats = await admin(app).stats(shown, caps, registered=shown)
     return Overview(stats, page, query)
 
@@ -89,8 +91,6 @@ class FunctionView(msgspec.Struct):
 
 
 async def function_view(app: web.Application, name: str) -> FunctionView | None:
-    from runtime.server.routes import function_body
-
     registry = app[REGISTRY_KEY]
     spec = next((s for s in registry if s.name == name), None)
     if spec is None:

@@ -23,14 +23,14 @@ from runtime.errors import BrokerError, DeployError
 from runtime.queue.dlq import MAX_BATCH, DlqFilter
 from runtime.server.appkeys import REGISTRY_KEY, SETTINGS_KEY
 from runtime.server.console import data
-from runtime.server.console.session import CSRF_FIELD
+from runtime.server.console.session import CSRF_FIELD, is_number
 
 MAX_QUERY_CHARS = 64
 
 
 def _int(request: web.Request, name: str) -> int:
     raw = request.query.get(name, "0")
-    return int(raw) if raw.isdigit() and len(raw) < 10 else 0
+    return int(raw) if is_number(raw, 9) else 0
 
 
 def _float(raw: object) -> float:
@@ -42,7 +42,7 @@ def _float(raw: object) -> float:
 
 
 def _offset(raw: object) -> int:
-    return int(raw) if isinstance(raw, str) and raw.isdigit() and len(raw) < 12 else 0
+    return int(raw) if is_number(raw, 11) and isinstance(raw, str) else 0
 
 
 def render(
@@ -59,9 +59,7 @@ def render(
 
 
 def _unavailable(request: web.Request, exc: BrokerError) -> web.Response:
-    return render(
-        request, "error.html", {"title": "Redis unavailable", "message": str(exc)[:300]}, 503
-    )
+    return render(request, "error.html", {"title": "Redis error", "message": str(exc)[:300]}, 503)
 
 
 def _not_found(request: web.Request, what: str) -> web.Response:
@@ -148,7 +146,7 @@ async def deployments(request: web.Request) -> web.Response:
         return _unavailable(request, exc)
     notice = ""  # built from numbers only: a crafted link cannot put words on this page
     activated, was = request.query.get("activated", ""), request.query.get("was", "")
-    if activated.isdigit() and len(activated) <= 18 and (was.isdigit() or not was):
+    if is_number(activated, 18) and (is_number(was, 18) or not was):
         if activated == was:
             notice = f"version {activated} was already active; runtimes that refused it retry now"
         else:
@@ -207,7 +205,7 @@ async def cancel(request: web.Request) -> web.Response:
 async def rollback(request: web.Request) -> web.Response:
     form = await request.post()
     raw = form.get("version")
-    if not isinstance(raw, str) or not raw.isdigit() or len(raw) > 18:
+    if not is_number(raw, 18) or not isinstance(raw, str):
         return render(request, "error.html", {"title": "Bad request", "message": "no version"}, 400)
     try:
         before = await data.rollback(request.app, int(raw))

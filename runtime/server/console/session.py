@@ -63,13 +63,19 @@ def session_nonce(token: str, cookie: str | None, now_s: float, lifetime_s: floa
         return None
     issued, _, rest = cookie.partition(".")
     nonce, _, mac = rest.partition(".")
-    if not issued.isdigit() or not nonce or not mac:
+    if not is_number(issued, 12) or not nonce or not mac:
         return None
     if not hmac.compare_digest(mac.encode(), _mac(token, f"session:{issued}.{nonce}").encode()):
         return None
     if not 0 <= now_s - int(issued) <= lifetime_s:
         return None
     return nonce
+
+
+def is_number(raw: object, max_digits: int) -> bool:
+    """A non-negative decimal integer of at most ``max_digits`` ASCII digits ("²" is a
+    digit to ``str.isdigit`` but not to ``int``)."""
+    return isinstance(raw, str) and 0 < len(raw) <= max_digits and raw.isascii() and raw.isdigit()
 
 
 def csrf_token(token: str, nonce: str) -> str:

@@ -34,7 +34,11 @@ if CHROMIUM is None or CHROMEDRIVER is None:
         allow_module_level=True,
     )
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is a dev dependency")
-from selenium.common.exceptions import TimeoutException, WebDriverException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    StaleElementReferenceException,
+    TimeoutException,
+    WebDriverException,
+)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -124,11 +128,20 @@ def sign_in(driver: Driver, base: str, token: str = TOKEN) -> None:
     assert "/ui/signin" in driver.current_url
     driver.find_element(By.ID, "token").send_keys(token)
     driver.find_element(By.ID, "signin").click()
+    if token == TOKEN:  # the next page is the fleet, once the redirect has landed
+        WebDriverWait(driver, WAIT_S, poll_frequency=0.05).until(
+            lambda d: d.current_url.rstrip("/").endswith("/ui") and "Fleet" in text_of(d, "h1")
+        )
 
 
 def text_of(driver: Driver, css: str) -> str:
-    found = driver.find_elements(By.CSS_SELECTOR, css)
-    return found[0].text if found else ""
+    """The element's text; "" while it is absent or being replaced (the fleet table is
+    swapped every 2 s, a submitted form's page goes away)."""
+    try:
+        found = driver.find_elements(By.CSS_SELECTOR, css)
+        return str(found[0].text) if found else ""
+    except StaleElementReferenceException:
+        return ""
 
 
 def wait_text(driver: Driver, css: str, expected: str, timeout_s: float = WAIT_S) -> None:

@@ -125,6 +125,19 @@ class DeploySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 MIN_SIGNING_KEY_CHARS = 32
 
 
+class UiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The web console at /ui (runtime/server/console)."""
+
+    enabled: bool = True
+    # A link from a job page to a tracing UI; "{trace_id}" is replaced, e.g.
+    # "http://jaeger:16686/trace/{trace_id}" (empty: the trace id is shown, not linked).
+    trace_url: Annotated[str, Meta(pattern=r"^$|^https?://[^\s\"'<>]*\{trace_id\}[^\s\"'<>]*$")] = (
+        ""
+    )
+    session_s: Annotated[float, Meta(ge=60, le=2_592_000)] = 43_200.0  # sign-in lifetime
+    page_size: Annotated[int, Meta(ge=5, le=500)] = 50  # rows of one page of any list
+
+
 class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -144,6 +157,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     scale: ScaleSettings = ScaleSettings()
     tracing: TracingSettings = TracingSettings()
     deploy: DeploySettings = DeploySettings()
+    ui: UiSettings = UiSettings()
     # [functions.<name>]: FunctionOptions keys, merged over decorator options by the registry
     functions: dict[str, dict[str, Any]] = {}
     # [params.<name>]: free-form parameters handed to that function's handler
@@ -162,6 +176,7 @@ SECTIONS: dict[str, type[msgspec.Struct]] = {
     "scale": ScaleSettings,
     "tracing": TracingSettings,
     "deploy": DeploySettings,
+    "ui": UiSettings,
 }
 
 

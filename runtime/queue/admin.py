@@ -20,7 +20,7 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
@@ -92,15 +92,27 @@ class Admin:
         return await read_stats(self.redis, self.namespace, keys, caps, registered)
 
     async def peek(
-        self, function: str, *, is_dlq: bool = False, count: int = 20, with_traceback: bool = False
+        self,
+        function: str,
+        *,
+        is_dlq: bool = False,
+        count: int = 20,
+        with_traceback: bool = False,
+        offset: int = 0,
     ) -> Peek:
         """The next ``count`` jobs in claim order (high, default, low), or the newest
-        ``count`` DLQ entries, newest first (with their tracebacks, if asked)."""
+        ``count`` DLQ entries, newest first (with their tracebacks, if asked), after the
+        ``offset`` newest."""
         if not 1 <= count <= MAX_BATCH:
             raise ValueError(f"count={count} must be between 1 and {MAX_BATCH}")
         k = self.keys(function)
         return await read_peek(
-            self.redis, k, is_dlq=is_dlq, count=count, with_traceback=with_traceback
+            self.redis,
+            k,
+            is_dlq=is_dlq,
+            count=count,
+            with_traceback=with_traceback,
+            offset=max(0, offset),
         )
 
     async def purge_dlq(
@@ -153,6 +165,38 @@ class Admin:
 
         report = DlqReport(function, "requeue", is_dry_run, await self.dlq_length(function))
         return await self._passes.run(report, k, call, limit, rate_per_s, progress)
+
+    async def pick_dlq(
+        self, function: str, action: str, ids: Sequence[str], *, from_tail: int = 0
+    ) -> DlqReport:
+        """Requeue or purge the chosen DLQ entries (at most ``MAX_BATCH``), one atomic script
+        call; the same report as a pass. They are looked for where they were shown,
+        ``from_tail`` entries from the newest end (``lua/_pick.lua``): one bounded window,
+        whatever the DLQ's length."""
+        if action not in ("purge", "requeue"):
+            raise ValueError(f"action={action!r} must be 'purge' or 'requeue'")
+        kind: Literal["purge", "requeue"] = "purge" if action == "purge" else "requeue"
+        chosen = list(dict.fromkeys(ids))
+        if not 1 <= len(chosen) <= MAX_BATCH:
+            raise ValueError(f"{len(chosen)} ids chosen: choose 1 to {MAX_BATCH}")
+        k = self.keys(function)
+        report = DlqReport(function, kind, False, await self.dlq_length(function))
+        n, at = len(chosen), max(0, from_tail)
+
+        def call(mode: str, start: int, quota: int, call_id: str) -> Awaitable[Any]:
+            record = k.admin_call(call_id)
+            if action == "purge":
+                return self._purge(
+                    keys=[k.dlq, k.stats, record], args=[k.prefix, at, "pick", n, 0, *chosen]
+                )
+            return self._requeue(
+                keys=[k.dlq, k.stats, record, *k.lanes],
+                args=[k.prefix, at, "pick", n, 0, n, self._wake, k.function, *chosen],
+            )  # fmt: skip
+
+        await self._passes.pick(report, call)
+        report.dlq_left = await self.dlq_length(function)
+        return report
 
     @staticmethod
     def _filter_args(dlq_filter: DlqFilter) -> list[Any]:

@@ -124,6 +124,13 @@ class DlqPasses:
         report.elapsed_s = self._clock() - started
         return report
 
+    async def pick(self, report: DlqReport, call: BatchCall) -> DlqReport:
+        """One 'pick' call (the chosen ids are bound into ``call``), its reply added."""
+        started = self._clock()
+        await self._batch(report, call, "pick", 0, 0)
+        report.elapsed_s = self._clock() - started
+        return report
+
     async def _batch(
         self, report: DlqReport, call: BatchCall, mode: str, start: int, quota: int
     ) -> int:

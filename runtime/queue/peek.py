@@ -87,15 +87,17 @@ async def read_peek(
     is_dlq: bool,
     count: int,
     with_traceback: bool = False,
+    offset: int = 0,
 ) -> Peek:
     """The next ``count`` jobs in claim order (high, default, low), or the newest
-    ``count`` DLQ entries, newest first; envelopes over PEEK_MAX_ENVELOPE_BYTES are sized
+    ``count`` DLQ entries, newest first (skipping the ``offset`` newest: one page of a
+    deep DLQ is one bounded LRANGE); envelopes over PEEK_MAX_ENVELOPE_BYTES are sized
     but not fetched."""
     pipe = redis.pipeline(transaction=False)
     pipe.time()
     if is_dlq:
         pipe.llen(k.dlq)
-        pipe.lrange(k.dlq, -count, -1)
+        pipe.lrange(k.dlq, -(offset + count), -(offset + 1))
     else:
         for lane in k.lanes:
             pipe.llen(lane)

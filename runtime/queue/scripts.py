@@ -7,7 +7,8 @@ those are built from a key prefix passed in ARGV, the script's header says which
 layout is documented in ``keys.py``.
 
 A script that checks job records has a line ``--! records``: ``lua/_records.lua`` (the
-checks and the dead-lettering of a corrupt record, shared) is pasted in its place.
+checks and the dead-lettering of a corrupt record, shared) is pasted in its place; one
+that takes a selection out of a DLQ has ``--! pick`` (``lua/_pick.lua``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import redis.exceptions
 from redis.commands.core import AsyncScript
 
 INCLUDE_RECORDS = "--! records\n"
+INCLUDE_PICK = "--! pick\n"
 
 
 def _read(name: str) -> str:
@@ -32,7 +34,8 @@ def _read(name: str) -> str:
 @cache
 def source(name: str) -> str:
     """The text of ``lua/<name>.lua`` with its includes (read once per process)."""
-    return _read(name).replace(INCLUDE_RECORDS, _read("_records"), 1)
+    text = _read(name).replace(INCLUDE_RECORDS, _read("_records"), 1)
+    return text.replace(INCLUDE_PICK, _read("_pick"), 1) if INCLUDE_PICK in text else text
 
 
 def register(client: aioredis.Redis, name: str) -> AsyncScript:

@@ -315,6 +315,10 @@ def build_app(
     app.router.add_get("/metrics", health.metrics_route)
     routes.add_routes(app)
     jobs_api.add_job_routes(app)
+    if settings.ui.enabled:
+        from runtime.server.console import add_console
+
+        add_console(app)
     return app
 
 

@@ -1,8 +1,9 @@
 -- purge_dlq: delete one batch of dead jobs taken from the head (oldest end) of a DLQ.
 -- KEYS: 1 dlq, 2 stats, 3 call record (replay of this call), 4 history (the run history:
 --       a purged job leaves it too)
--- ARGV: 1 key prefix, 2 batch size, 3 mode: 'run' or 'scan', 4 scan start index,
---       5 older_than_ms (0: any age), then the reasons to match (none: any reason)
+-- ARGV: 1 key prefix, 2 batch size, 3 mode: 'run', 'scan' or 'pick', 4 scan start index
+--       ('pick': how many ids follow), 5 older_than_ms (0: any age), then ('pick') the
+--       chosen ids, then the reasons to match (none: any reason)
 -- Derived keys (from the prefix and the ids taken off the DLQ): job:<id>, done:<id>.
 -- 'run' takes up to `batch` ids off the head. A dead job matching the filters loses its hash,
 -- its done marker and its DLQ entry together. Entries kept go back to the tail in order, so a
@@ -12,6 +13,9 @@
 -- the caller looked) is never deleted. An unfiltered run also drops entries pointing at no
 -- dead job (no hash, or a live job); the live job itself is untouched.
 -- 'scan' reads ids [start, start + batch) and changes nothing (dry run).
+-- 'pick' is a 'run' over the chosen ids instead of the head (the console's selection), taken
+-- out of the DLQ by `pick` (_pick.lua); ARGV 2 is then where they were shown (entries from
+-- the tail), not a batch size.
 -- Age is the time since the job was dead-lettered ('end'; 'enq' if it has none), by Redis time.
 -- Returns {consumed, matched, kept, stale, {reason, count, ...}, {id, reason, ...}}: the
 -- matched per reason, and the first few matched (a sample for the operator).
@@ -22,6 +26,7 @@
 local prefix = ARGV[1]
 local now = 0
 --! records
+--! pick
 local bad_key = wrong_type({KEYS[1], 'list'})
 if bad_key then return redis.error_reply(bad_key) end
 local prior = redis.pcall('GET', KEYS[3])
@@ -33,14 +38,17 @@ local t = redis.call('TIME')
 now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local SAMPLE = 10
 local batch = tonumber(ARGV[2])
-local is_run = ARGV[3] == 'run'
+local is_run = ARGV[3] == 'run' or ARGV[3] == 'pick'
+local n_pick = ARGV[3] == 'pick' and tonumber(ARGV[4]) or 0
 local older_than = tonumber(ARGV[5])
 local reasons = {}
-local is_filtered = older_than > 0 or #ARGV > 5
-for i = 6, #ARGV do reasons[ARGV[i]] = true end
+local is_filtered = older_than > 0 or #ARGV > 5 + n_pick
+for i = 6 + n_pick, #ARGV do reasons[ARGV[i]] = true end
 
 local ids
-if is_run then
+if n_pick > 0 then
+  ids = pick(KEYS[1], {unpack(ARGV, 6, 5 + n_pick)}, tonumber(ARGV[2]), '\0picked:' .. KEYS[3])
+elseif is_run then
   ids = redis.call('LRANGE', KEYS[1], 0, batch - 1)
 else
   local start = tonumber(ARGV[4])
@@ -54,7 +62,7 @@ for _, id in ipairs(ids) do
   if v[1] == 'dead' then
     local at = tonumber(v[3] or v[4] or now) or now
     local reason = v[2] or ''
-    if (older_than == 0 or now - at >= older_than) and (#ARGV == 5 or reasons[reason]) then
+    if (older_than == 0 or now - at >= older_than) and (#ARGV == 5 + n_pick or reasons[reason]) then
       matched = matched + 1
       by_reason[reason] = (by_reason[reason] or 0) + 1
       if matched <= SAMPLE then
@@ -78,7 +86,7 @@ for _, id in ipairs(ids) do
 end
 
 if is_run and #ids > 0 then
-  redis.call('LTRIM', KEYS[1], #ids, -1)
+  if n_pick == 0 then redis.call('LTRIM', KEYS[1], #ids, -1) end
   if #kept > 0 then redis.call('RPUSH', KEYS[1], unpack(kept)) end
   if matched > 0 then bump(KEYS[2], 'purged', matched) end
 end

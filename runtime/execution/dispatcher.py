@@ -51,6 +51,7 @@ from runtime.observe.tracing import Tracing
 from runtime.queue.broker import RedisBroker
 from runtime.queue.connection import TranslatedPubSub, close_pubsub
 from runtime.queue.keys import handoff_channel
+from runtime.queue.shards import handed, split_name
 
 log = logging.getLogger("runtime.dispatcher")
 
@@ -93,6 +94,7 @@ class Dispatcher:
         self._orphans: set[asyncio.Task[None]] = set()  # releases of unknown functions' jobs
 
     def _worker(self, spec: FunctionSpec) -> FunctionWorker:
+        self._broker.shards[spec.name] = spec.options.shards
         worker = FunctionWorker(
             spec,
             self._broker,
@@ -233,7 +235,8 @@ class Dispatcher:
             # Not from enqueue.lua: if a job was leased to us with it, its lease expires.
             rejects.reject("handoff_message", rejects.sample(data))
             return
-        function, job, now_ms = parsed
+        name, job, now_ms = parsed
+        function = handed(name, job)  # the function of the shard it was leased on
         worker = self._by_channel.get(channel)
         if worker is not None:
             worker.accept(job, now_ms)
@@ -259,7 +262,7 @@ class Dispatcher:
         except UnicodeDecodeError:
             rejects.reject("wake_channel", f"not UTF-8: {rejects.sample(data)}")
             return
-        worker = self.workers.get(name)
+        worker = self.workers.get(split_name(name)[0])  # any shard wakes the function's claims
         if worker is not None:
             worker.wake()
 

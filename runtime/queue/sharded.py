@@ -1,0 +1,249 @@
+"""The broker of sharded functions: each transition of ``RedisBroker`` on the shard that
+holds the job (shards.py says where). A function of one shard takes exactly the path it
+always took: same keys, same calls, no extra round trip.
+
+- enqueue: the shard is in the job id (made ids) or a hash of it (caller-chosen ids);
+  ``pick_shard`` spreads made ids round-robin (an idempotency key picks by its hash, so
+  the key always lives in one shard). ``enqueue_many`` sends one pipeline per shard.
+- claim: every shard below the count read (``read_shards``), starting at a shard chosen by
+  the claim id (so a replayed claim visits them in the same order), each for what the
+  others left; ``max_in_flight`` and the rate limit are split between the shards so their
+  sum never exceeds the function's.
+- settle, heartbeat, extend, mark_exec: by the shard in each lease's token.
+- reclaim and unpark: every shard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Sequence
+
+import msgspec
+
+from runtime.errors import BrokerError
+from runtime.function import Priority
+from runtime.jobs.records import Claim, ClaimedJob
+from runtime.jobs.settle import SettleEntry
+from runtime.queue.broker import RedisBroker, new_claim_id
+from runtime.queue.connection import RedisClient
+from runtime.queue.enqueue_args import NewJob
+from runtime.queue.sharded_reads import ShardedQueries
+from runtime.queue.shards import (
+    cap_share,
+    made_suffix_shard,
+    own_id_shard,
+    rate_share,
+    shard_name,
+    split_token,
+    tag_token,
+)
+
+
+class ShardedBroker(ShardedQueries, RedisBroker):
+    def __init__(
+        self, client: RedisClient, namespace: str, *, keep_result_s: int, block_s: float
+    ) -> None:
+        super().__init__(client, namespace, keep_result_s=keep_result_s, block_s=block_s)
+        self._init_shards()
+        self._turn: dict[str, int] = {}  # function -> the next shard a made id goes to
+
+    async def pick_shard(self, function: str, idempotency_key: str | None = None) -> int:
+        """The shard of a new job whose id the runtime makes (put in the id: new_job_id)."""
+        shards = self.shards.get(function) or await self.recorded_shards(function)
+        if shards == 1:
+            return 0
+        if idempotency_key is not None:
+            return own_id_shard(idempotency_key, shards)
+        turn = self._turn.get(function, 0)
+        self._turn[function] = turn + 1
+        return turn % shards
+
+    async def _shard_of(self, function: str, job: NewJob) -> int:
+        suffix = job.job_id[len(function) + 1 :]
+        if job.own_id:
+            shards = self.shards.get(function) or await self.recorded_shards(function)
+            shard = own_id_shard(suffix, shards)
+        else:
+            shard = made_suffix_shard(suffix) or 0
+        if shard > 0:
+            await self.record_shards(function, shard + 1)
+        return shard
+
+    async def enqueue(
+        self,
+        function: str,
+        job_id: str,
+        envelope: bytes,
+        *,
+        priority: Priority = "default",
+        delay_s: float | None = None,
+        idempotency_key: str | None = None,
+        notify: bool = False,
+        own_id: bool = False,
+    ) -> tuple[str, bool]:
+        item = NewJob(job_id, envelope, priority, delay_s, idempotency_key, own_id)
+        shard = await self._shard_of(function, item)
+        return await super().enqueue(
+            shard_name(function, shard),
+            job_id,
+            envelope,
+            priority=priority,
+            delay_s=delay_s,
+            idempotency_key=idempotency_key,
+            notify=notify,
+            own_id=own_id,
+        )
+
+    async def enqueue_many(
+        self, function: str, jobs: Sequence[NewJob]
+    ) -> list[tuple[str, bool] | BrokerError]:
+        """One pipeline per shard, all at once; replies in the order of ``jobs``."""
+        groups: dict[int, list[int]] = {}
+        for i, job in enumerate(jobs):
+            groups.setdefault(await self._shard_of(function, job), []).append(i)
+        if list(groups) == [0]:
+            return await super().enqueue_many(function, jobs)
+        order = list(groups.items())
+        replies = await asyncio.gather(
+            *(
+                super(ShardedBroker, self).enqueue_many(
+                    shard_name(function, shard), [jobs[i] for i in items]
+                )
+                for shard, items in order
+            )
+        )
+        out: list[tuple[str, bool] | BrokerError] = [BrokerError("not sent")] * len(jobs)
+        for (_, items), got in zip(order, replies, strict=True):
+            for i, reply in zip(items, got, strict=True):
+                out[i] = reply
+        return out
+
+    async def claim(
+        self,
+        function: str,
+        count: int,
+        *,
+        lease_ms: int,
+        max_in_flight: int,
+        rate_interval_ms: float = 0.0,
+        rate_burst: int = 1,
+        claim_id: str | None = None,
+        park_channel: str = "",
+        park_ttl_ms: int = 0,
+    ) -> Claim:
+        """Lease up to ``count`` jobs from the function's shards. Each shard's claim has its
+        own claim id (``<claim id>-<shard>``): a replay replays each shard's part. A worker
+        left with room parks on each shard it found empty (claim.lua); the shards after the
+        one that filled the claim are not visited this time (their parks expire or their
+        handoffs are released), and the next claim starts elsewhere."""
+        shards = await self.read_shards(function)
+        if shards == 1:
+            return await super().claim(
+                function, count, lease_ms=lease_ms, max_in_flight=max_in_flight,
+                rate_interval_ms=rate_interval_ms, rate_burst=rate_burst, claim_id=claim_id,
+                park_channel=park_channel, park_ttl_ms=park_ttl_ms,
+            )  # fmt: skip
+        claim_id = claim_id or new_claim_id()
+        start = zlib.crc32(claim_id.encode()) % shards
+        out = Claim([], -1, 0, False)
+        for i in range(shards):
+            shard = (start + i) % shards
+            want = count - len(out.jobs)
+            if want <= 0:
+                break
+            interval, burst = rate_share(rate_interval_ms, rate_burst, shard, shards)
+            got = await super().claim(
+                shard_name(function, shard), want, lease_ms=lease_ms,
+                max_in_flight=cap_share(max_in_flight, shard, shards),
+                rate_interval_ms=interval, rate_burst=burst, claim_id=f"{claim_id}-{shard}",
+                park_channel=park_channel, park_ttl_ms=park_ttl_ms,
+            )  # fmt: skip
+            _merge(out, got, shard)
+        return out
+
+    async def settle(self, function: str, entries: Sequence[SettleEntry]) -> list[int]:
+        by_shard: dict[int, list[tuple[int, SettleEntry]]] = {}
+        for i, entry in enumerate(entries):
+            token, shard = split_token(entry.token)
+            plain = entry if shard == 0 else msgspec.structs.replace(entry, token=token)
+            by_shard.setdefault(shard, []).append((i, plain))
+        if list(by_shard) == [0]:
+            return await super().settle(function, entries)
+        codes = [0] * len(entries)
+        for shard, items in by_shard.items():
+            got = await super().settle(shard_name(function, shard), [e for _, e in items])
+            for (i, _), code in zip(items, got, strict=True):
+                codes[i] = code
+        return codes
+
+    async def heartbeat(
+        self, function: str, held: Sequence[tuple[str, str]], *, lease_ms: int, channel: str = ""
+    ) -> tuple[list[str], list[ClaimedJob]]:
+        """Per shard: the leases held there, and the adoption of jobs handed over on any
+        shard (so every shard is asked while a ``channel`` is given)."""
+        by_shard: dict[int, list[tuple[str, str]]] = {}
+        for job_id, token in held:
+            tok, shard = split_token(token)
+            by_shard.setdefault(shard, []).append((job_id, tok))
+        shards = await self.read_shards(function) if channel else 1
+        lost: list[str] = []
+        adopted: list[ClaimedJob] = []
+        for shard in sorted(set(by_shard) | set(range(shards))):
+            pairs = by_shard.get(shard, [])
+            if not pairs and not channel:
+                continue
+            gone, got = await super().heartbeat(
+                shard_name(function, shard), pairs, lease_ms=lease_ms, channel=channel
+            )
+            lost += gone
+            adopted += _tagged(got, shard)
+        return lost, adopted
+
+    async def mark_executing(self, function: str, job_id: str, token: str) -> bool:
+        tok, shard = split_token(token)
+        return await super().mark_executing(shard_name(function, shard), job_id, tok)
+
+    async def reclaim(self, function: str, *, max_recoveries: int) -> tuple[int, int]:
+        requeued = dead = 0
+        for shard in range(await self.read_shards(function)):
+            got = await super().reclaim(shard_name(function, shard), max_recoveries=max_recoveries)
+            requeued, dead = requeued + got[0], dead + got[1]
+        return requeued, dead
+
+    async def unpark(self, function: str, channel: str) -> None:
+        """Un-park on every shard: shards 1.. first, without a fence, then shard 0, whose
+        script sends the one fence the caller waits for."""
+        shards = await self.read_shards(function)
+        if shards > 1:
+            pipe = self.redis.pipeline(transaction=False)
+            for shard in range(1, shards):
+                k = self.shard_keys(function, shard)
+                pipe.zrem(k.parked, channel)
+                pipe.hdel(k.park, channel)
+            await pipe.execute(raise_on_error=False)
+        await super().unpark(function, channel)
+
+
+def _tagged(jobs: list[ClaimedJob], shard: int) -> list[ClaimedJob]:
+    for job in jobs:
+        job.token = tag_token(job.token, shard)
+    return jobs
+
+
+def _merge(out: Claim, got: Claim, shard: int) -> None:
+    out.jobs += _tagged(got.jobs, shard)
+    out.next_due_ms = _earliest(out.next_due_ms, got.next_due_ms)
+    out.now_ms = max(out.now_ms, got.now_ms)
+    out.is_fleet_limited = out.is_fleet_limited or got.is_fleet_limited
+    out.rate_ready_ms = _earliest(out.rate_ready_ms, got.rate_ready_ms)
+    out.has_more = out.has_more or got.has_more
+    out.dead += got.dead
+    out.unreadable += got.unreadable
+
+
+def _earliest(a: int, b: int) -> int:
+    """The earlier of two times where -1 means none."""
+    if a < 0 or b < 0:
+        return max(a, b)
+    return min(a, b)

@@ -211,6 +211,11 @@ class ShardedBroker(ShardedQueries, RedisBroker):
             requeued, dead = requeued + got[0], dead + got[1]
         return requeued, dead
 
+    async def report_breaker(self, function: str, state: str) -> None:
+        """Into every shard's breaker hash: each shard's backlog read sees the state."""
+        for shard in range(await self.read_shards(function)):
+            await super().report_breaker(shard_name(function, shard), state)
+
     async def unpark(self, function: str, channel: str) -> None:
         """Un-park on every shard: shards 1.. first, without a fence, then shard 0, whose
         script sends the one fence the caller waits for."""

@@ -168,6 +168,7 @@ def _load(port: int, redis_url: str) -> None:
     for i in range(6):
         assert _call(port, "POST", jobs.format("gated"), i) == 202
     assert _call(port, "GET", "/v1/jobs/hello.unknown") == 404
+
     # A 503 for the availability SLI: a request while the only slot is held by an invoke.
     def hold() -> None:  # until it got the slot: it may itself meet a probe's request there
         for _ in range(100):

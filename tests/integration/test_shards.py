@@ -11,6 +11,8 @@ import pytest
 
 from runtime.errors import JobFailed
 from runtime.jobs.settle import Complete
+from runtime.queue.admin import Admin
+from runtime.queue.backlog import BacklogReader
 from runtime.queue.shards import made_suffix_shard, own_id_shard
 from tests.integration.conftest import MakeHarness
 
@@ -141,3 +143,30 @@ async def test_settle_by_token_goes_to_the_lease_shard(make_harness: MakeHarness
     started = time.monotonic()
     await asyncio.sleep(0)
     assert time.monotonic() - started < 5
+
+
+async def test_admin_and_backlog_sum_over_the_shards(make_harness: MakeHarness) -> None:
+    h = await make_harness(SHARDED)
+    dead = [await h.client.enqueue("echo", {"fail": "always"}) for _ in range(3)]
+    assert {shard_of(i) for i in dead} == {0, 1, 2}
+    for job_id in dead:
+        with pytest.raises(JobFailed):
+            await h.client.result(job_id, 10)
+    await h.stop()
+    waiting = [await h.client.enqueue("echo", {"i": i}) for i in range(6)]
+    assert {shard_of(i) for i in waiting} == {0, 1, 2}
+    admin = Admin(h.redis, "rt")
+    (row,) = (await admin.stats(["echo"])).functions
+    assert (row.function, row.dead, row.ready["default"]) == ("echo", 3, 6)
+    assert row.totals["dead"] == 3
+    peek = await admin.peek("echo", is_dlq=True)
+    assert peek.total == 3 and sorted(j.id for j in peek.jobs) == sorted(dead)
+    peek = await admin.peek("echo", count=4)
+    assert peek.total == 6 and len(peek.jobs) == 4
+    options = h.registry.get("echo").options
+    backlog = await BacklogReader(h.redis, "rt").read("echo", options)
+    assert backlog is not None and backlog.ready == 6 and backlog.schedulable == 6
+    report = await admin.requeue_dlq("echo", limit=2)
+    assert report.matched == 2 and await admin.dlq_length("echo") == 1
+    report = await admin.purge_dlq("echo")
+    assert report.matched == 1 and await admin.dlq_length("echo") == 0

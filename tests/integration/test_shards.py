@@ -170,3 +170,37 @@ async def test_admin_and_backlog_sum_over_the_shards(make_harness: MakeHarness) 
     assert report.matched == 2 and await admin.dlq_length("echo") == 1
     report = await admin.purge_dlq("echo")
     assert report.matched == 1 and await admin.dlq_length("echo") == 0
+
+
+PACED = """
+    import time
+    from runtime import function
+
+    STARTS: list[float] = []
+
+    @function(concurrency=50, rate_limit="20/s", rate_burst=3, shards=3)
+    async def paced(x: int) -> None:
+        STARTS.append(time.monotonic())
+"""
+
+
+async def test_the_rate_limit_holds_across_shards_and_workers(make_harness: MakeHarness) -> None:
+    """Two runtimes serve a function of 3 shards limited to 20/s (burst 3): 63 jobs take
+    about 3 s, and no second holds more than 20 + 3 starts."""
+    first = await make_harness(PACED)
+    second = await make_harness(PACED)
+    started = time.monotonic()
+    results = await first.client.enqueue_many("paced", list(range(63)))
+    for result in results:
+        assert result.job_id is not None
+        await first.client.wait(result.job_id, 15)
+    elapsed = time.monotonic() - started
+    starts = [
+        *first.registry.get("paced").handler.__globals__["STARTS"],
+        *second.registry.get("paced").handler.__globals__["STARTS"],
+    ]
+    assert len(starts) == 63
+    starts.sort()
+    busiest = max(sum(1 for t in starts[i:] if t - start < 1.0) for i, start in enumerate(starts))
+    assert busiest <= 20 + 3
+    assert 2.5 <= elapsed < 6

@@ -171,8 +171,14 @@ class ShardedBroker(ShardedQueries, RedisBroker):
         if list(by_shard) == [0]:
             return await super().settle(function, entries)
         codes = [0] * len(entries)
-        for shard, items in by_shard.items():
-            got = await super().settle(shard_name(function, shard), [e for _, e in items])
+        groups = list(by_shard.items())
+        replies = await asyncio.gather(
+            *(
+                super(ShardedBroker, self).settle(shard_name(function, s), [e for _, e in items])
+                for s, items in groups
+            )
+        )  # at once, each on a connection of its own; a batch sent again is replayed (code 2)
+        for (_, items), got in zip(groups, replies, strict=True):
             for (i, _), code in zip(items, got, strict=True):
                 codes[i] = code
         return codes
@@ -186,16 +192,20 @@ class ShardedBroker(ShardedQueries, RedisBroker):
         for job_id, token in held:
             tok, shard = split_token(token)
             by_shard.setdefault(shard, []).append((job_id, tok))
-        shards = await self.read_shards(function) if channel else 1
+        shards = await self.read_shards(function) if channel else 0
+        asked = sorted(set(by_shard) | set(range(shards))) if channel else sorted(by_shard)
+        replies = await asyncio.gather(
+            *(
+                super(ShardedBroker, self).heartbeat(
+                    shard_name(function, s), by_shard.get(s, []), lease_ms=lease_ms,
+                    channel=channel,
+                )
+                for s in asked
+            )
+        )  # fmt: skip
         lost: list[str] = []
         adopted: list[ClaimedJob] = []
-        for shard in sorted(set(by_shard) | set(range(shards))):
-            pairs = by_shard.get(shard, [])
-            if not pairs and not channel:
-                continue
-            gone, got = await super().heartbeat(
-                shard_name(function, shard), pairs, lease_ms=lease_ms, channel=channel
-            )
+        for shard, (gone, got) in zip(asked, replies, strict=True):
             lost += gone
             adopted += _tagged(got, shard)
         return lost, adopted
@@ -205,11 +215,15 @@ class ShardedBroker(ShardedQueries, RedisBroker):
         return await super().mark_executing(shard_name(function, shard), job_id, tok)
 
     async def reclaim(self, function: str, *, max_recoveries: int) -> tuple[int, int]:
-        requeued = dead = 0
-        for shard in range(await self.read_shards(function)):
-            got = await super().reclaim(shard_name(function, shard), max_recoveries=max_recoveries)
-            requeued, dead = requeued + got[0], dead + got[1]
-        return requeued, dead
+        replies = await asyncio.gather(
+            *(
+                super(ShardedBroker, self).reclaim(
+                    shard_name(function, s), max_recoveries=max_recoveries
+                )
+                for s in range(await self.read_shards(function))
+            )
+        )
+        return sum(r[0] for r in replies), sum(r[1] for r in replies)
 
     async def report_breaker(self, function: str, state: str) -> None:
         """Into every shard's breaker hash: each shard's backlog read sees the state."""

@@ -45,7 +45,6 @@ class ShardedBroker(ShardedQueries, RedisBroker):
         self, client: RedisClient, namespace: str, *, keep_result_s: int, block_s: float
     ) -> None:
         super().__init__(client, namespace, keep_result_s=keep_result_s, block_s=block_s)
-        self._init_shards()
         self._turn: dict[str, int] = {}  # function -> the next shard a made id goes to
 
     async def pick_shard(self, function: str, idempotency_key: str | None = None) -> int:

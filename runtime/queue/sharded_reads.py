@@ -4,22 +4,29 @@ and depths and counters summed over the shards."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from runtime.jobs.envelope import function_of
+from runtime.queue.connection import RedisClient
 from runtime.queue.keys import FunctionKeys, NamespaceKeys
 from runtime.queue.queries import JobQueries
 from runtime.queue.shards import made_suffix_shard, shard_name
 
 COUNT_TTL_S = 2.0  # how long a shard count read from Redis is trusted
+RECORD_EVERY_S = 60.0
 
 
 class ShardedQueries(JobQueries):
     """``JobQueries`` over every shard of a function."""
 
-    def _init_shards(self) -> None:
+    def __init__(self, client: RedisClient, namespace: str, *, block_s: float, **rest: Any) -> None:
+        # ``rest``: what the next class (RedisBroker, in ShardedBroker) takes besides
+        super().__init__(client, namespace, block_s=block_s, **rest)
         self._ns_keys = NamespaceKeys(self.namespace)
         self._counts: dict[str, tuple[int, float]] = {}  # function -> (recorded, read at)
-        self._recorded: dict[str, int] = {}  # the count this process made sure is recorded
+        # function -> (the count this process made sure is recorded, when): written again
+        # after RECORD_EVERY_S, so a Redis that lost its data gets it back
+        self._recorded: dict[str, tuple[int, float]] = {}
 
     def shard_keys(self, function: str, shard: int) -> FunctionKeys:
         return self.keys(shard_name(function, shard))
@@ -39,10 +46,14 @@ class ShardedQueries(JobQueries):
 
     async def record_shards(self, function: str, shards: int) -> None:
         """Raise the recorded count to ``shards`` (once per process and count)."""
-        if shards <= 1 or self._recorded.get(function, 1) >= shards:
+        if shards <= 1:
+            return
+        done, at = self._recorded.get(function, (1, 0.0))
+        now = time.monotonic()
+        if done >= shards and now - at < RECORD_EVERY_S:
             return
         await self.redis.zadd(self._ns_keys.shards, {function: shards}, gt=True)
-        self._recorded[function] = shards
+        self._recorded[function] = (shards, now)
 
     async def read_shards(self, function: str, *, fresh: bool = False) -> int:
         """Every shard to read: below the configured count and the highest ever recorded."""

@@ -51,6 +51,10 @@ async def test_jobs_spread_over_the_shards_and_complete(make_harness: MakeHarnes
     assert await h.redis.zscore("{rt}:shards", "echo") == 3
     stats = await h.client.broker.stats("echo")
     assert stats["completed"] == 9 and stats["shards"] == 3
+    # an idle worker is parked on every shard: enqueue handed jobs of each shard straight to it
+    assert h.dispatcher is not None
+    worker = h.dispatcher.workers["echo"]
+    assert worker.counters.handoffs > 0
 
 
 async def test_enqueue_many_retries_and_dead_letters_per_shard(make_harness: MakeHarness) -> None:

@@ -1,6 +1,7 @@
 """The broker of sharded functions: each transition of ``RedisBroker`` on the shard that
 holds the job (shards.py says where). A function of one shard takes exactly the path it
-always took: same keys, same calls, no extra round trip.
+always took: same keys, same script calls; the one addition is the shard count's read
+(a ZSCORE per function and process every COUNT_TTL_S, sharded_reads.py).
 
 - enqueue: the shard is in the job id (made ids) or a hash of it (caller-chosen ids);
   ``pick_shard`` spreads made ids round-robin (an idempotency key picks by its hash, so

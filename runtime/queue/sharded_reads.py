@@ -3,15 +3,18 @@ and depths and counters summed over the shards."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
+from runtime.errors import BrokerPermissionError
 from runtime.jobs.envelope import function_of
 from runtime.queue.connection import RedisClient
 from runtime.queue.keys import FunctionKeys, NamespaceKeys
 from runtime.queue.queries import JobQueries
 from runtime.queue.shards import made_suffix_shard, shard_name
 
+log = logging.getLogger("runtime.broker")
 COUNT_TTL_S = 2.0  # how long a shard count read from Redis is trusted
 RECORD_EVERY_S = 60.0
 
@@ -37,7 +40,13 @@ class ShardedQueries(JobQueries):
         now = time.monotonic()
         if cached is not None and not fresh and now - cached[1] < COUNT_TTL_S:
             return cached[0]
-        raw = await self.redis.zscore(self._ns_keys.shards, function)
+        try:
+            raw = await self.redis.zscore(self._ns_keys.shards, function)
+        except BrokerPermissionError as exc:
+            # A Redis user set up before sharded functions (docs/security.md): its unsharded
+            # functions work as before; a sharded one is read on its configured count only.
+            _refused(function, exc)
+            raw = None
         value = 1
         if isinstance(raw, int | float) and 1 <= raw < 1_000:
             value = int(raw)
@@ -52,7 +61,10 @@ class ShardedQueries(JobQueries):
         now = time.monotonic()
         if done >= shards and now - at < RECORD_EVERY_S:
             return
-        await self.redis.zadd(self._ns_keys.shards, {function: shards}, gt=True)
+        try:
+            await self.redis.zadd(self._ns_keys.shards, {function: shards}, gt=True)
+        except BrokerPermissionError as exc:
+            _refused(function, exc)
         self._recorded[function] = (shards, now)
 
     async def read_shards(self, function: str, *, fresh: bool = False) -> int:
@@ -113,3 +125,21 @@ class ShardedQueries(JobQueries):
             if found is not None:
                 return found
         return None
+
+
+_warned_at = -3600.0
+
+
+def _refused(function: str, exc: BrokerPermissionError) -> None:
+    """Say (at most hourly) that the shard count cannot be kept, and what that costs."""
+    global _warned_at
+    now = time.monotonic()
+    if now - _warned_at >= 3600:
+        _warned_at = now
+        log.warning(
+            "%s: the Redis user may not read or write the shard count ({ns}:shards): %s; "
+            "a function whose shards are lowered later would leave jobs in the shards it "
+            "no longer reads (docs/security.md gives each role's rules)",
+            function,
+            exc,
+        )

@@ -66,8 +66,8 @@ class ShardedBroker(ShardedQueries, RedisBroker):
             shard = own_id_shard(suffix, shards)
         else:
             shard = made_suffix_shard(suffix) or 0
-        if shard > 0:
-            await self.record_shards(function, shard + 1)
+        if shard > 0:  # recorded before any job is in a shard a worker might not read
+            await self.record_shards(function, max(shard + 1, self.shards.get(function, 1)))
         return shard
 
     async def enqueue(

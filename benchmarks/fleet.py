@@ -1,6 +1,7 @@
 """The fleet figure of issue 15: 1, 2 and 3 `runtime serve` processes on ONE redis-server.
 
     PYTHONPATH=. .venv/bin/python benchmarks/fleet.py [--fleet 1,2,3] [--runs 3] [--json out.json]
+        [--shards N]
 
 For each fleet size N it starts N serve processes (run.py's no-op function, concurrency 256,
 default settings) on one private redis-server, warms them up, then, ``--runs`` times: pauses
@@ -9,6 +10,10 @@ times the drain (measure.measure_drain). It prints, per N, the median run's drai
 worker CPU (all N serve processes together) and the redis-server CPU per 1,000 jobs, the
 cores each kept busy, the cores other processes used, and what one Redis core carries:
 1 / (redis-server CPU per job), the drain rate at which Redis alone would fill one core.
+
+``--shards N`` runs the no-op function with ``shards=N`` (a sharded function: its queue spread
+over N hash tags, docs/architecture.md "Sharded functions"), set through the config override
+``RUNTIME_FUNCTIONS__NOOP__SHARDS``; the producer spreads its jobs over the same N shards.
 
 The machine's core count is printed with the figures: when N serve processes plus Redis
 need more cores than there are, they share them and the drain rate says more about the
@@ -71,6 +76,7 @@ async def measure_fleet(
     serves = [bench.start_serve(children, tmp, url, name=f"serve-n{n}-{i}") for i in range(n)]
     try:
         async with aiohttp.ClientSession() as http, Client(url) as client:
+            client.broker.shards[bench.NOOP] = args.shards
             for i, (proc, port) in enumerate(serves):
                 await bench.wait_ready(http, proc, port, tmp / f"serve-n{n}-{i}.log")
             r = aioredis.Redis.from_url(url)
@@ -121,7 +127,8 @@ def print_fleet(head: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     )
     print(
         f"N `runtime serve` processes on ONE redis-server; no-op handler at concurrency="
-        f"{bench.CONCURRENCY}, max_in_flight=0; {head['jobs_per_process']:,} jobs per serve "
+        f"{bench.CONCURRENCY}, max_in_flight=0, shards={head['shards']}; "
+        f"{head['jobs_per_process']:,} jobs per serve "
         f"process enqueued with Client.enqueue_many (workers paused), then drained; "
         f"median of {head['runs']} run(s)"
     )
@@ -165,6 +172,7 @@ def print_fleet(head: dict[str, Any], rows: list[dict[str, Any]]) -> None:
 
 
 async def run_fleet(args: argparse.Namespace, children: Children, tmp: Path) -> dict[str, Any]:
+    os.environ["RUNTIME_FUNCTIONS__NOOP__SHARDS"] = str(args.shards)  # serve inherits it
     redis_server, url = bench.start_redis(children, tmp)
     r = aioredis.Redis.from_url(url)
     try:
@@ -180,6 +188,7 @@ async def run_fleet(args: argparse.Namespace, children: Children, tmp: Path) -> 
         "redis_server": version,
         "runs": args.runs,
         "jobs_per_process": args.jobs,
+        "shards": args.shards,
         "env_overrides": sorted(k for k in os.environ if k.startswith("RUNTIME_")),
     }
     rows = []
@@ -206,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3, help="drains per fleet size (median shown)")
     p.add_argument("--jobs", type=int, default=bench.THROUGHPUT_JOBS, help="jobs per process")
     p.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
+    p.add_argument("--shards", type=int, default=1, help="shards of the no-op function")
     args = p.parse_args(argv)
     return bench.run_with_children(args, run_fleet, "runtime-fleet-")
 

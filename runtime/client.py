@@ -30,10 +30,10 @@ from runtime.jobs import envelope
 from runtime.jobs.records import JobRecord
 from runtime.observe.metrics import Metrics
 from runtime.observe.tracing import Tracing
-from runtime.queue.broker import RedisBroker
 from runtime.queue.connection import RedisClient, connect
 from runtime.queue.control import CancelReply, HistoryPage
 from runtime.queue.enqueue_args import NewJob
+from runtime.queue.sharded import ShardedBroker
 
 MAX_DELAY_S = 365 * 86400.0
 # enqueue_many sends a pipeline once it holds this many jobs or envelope bytes: thousands of
@@ -62,7 +62,7 @@ class Producer:
 
     def __init__(
         self,
-        broker: RedisBroker,
+        broker: ShardedBroker,
         registry: Registry | None = None,
         *,
         metrics: Metrics | None = None,
@@ -70,6 +70,8 @@ class Producer:
     ) -> None:
         self.broker = broker
         self.registry = registry
+        for spec in registry or ():
+            broker.shards[spec.name] = spec.options.shards
         self._metrics = metrics
         self._tracing = tracing or Tracing()
 
@@ -104,7 +106,8 @@ class Producer:
         """Enqueue a job; returns (its id, whether it was created now)."""
         self._check(function, priority, delay_s)
         data, default_priority = self.encode_payload(function, payload)
-        full_id = envelope.new_job_id(function, job_id)
+        shard = 0 if job_id is not None else await self.broker.pick_shard(function, idempotency_key)
+        full_id = envelope.new_job_id(function, job_id, shard)
         with self._tracing.enqueue_span(function) as (carrier, span):
             env = envelope.encode(
                 envelope.Envelope(envelope.ENVELOPE_VERSION, full_id, function, data, carrier)
@@ -168,7 +171,8 @@ class Producer:
                 key = idempotency_keys[i] if idempotency_keys is not None else None
                 try:
                     data, default_priority = self.encode_payload(function, payload)
-                    full_id = envelope.new_job_id(function, own_id)
+                    shard = 0 if own_id is not None else await self.broker.pick_shard(function, key)
+                    full_id = envelope.new_job_id(function, own_id, shard)
                 except (PayloadError, OverflowError, TypeError) as exc:
                     results[i] = EnqueueResult(None, error=_payload_error(function, exc))
                     continue
@@ -258,7 +262,7 @@ class Client:
     ) -> None:
         rs = redis_settings or RedisSettings()
         self._redis: RedisClient = connect(rs, redis_url)
-        self.broker = RedisBroker(
+        self.broker = ShardedBroker(
             self._redis,
             namespace,
             keep_result_s=keep_result_s,
@@ -372,7 +376,7 @@ class Client:
         return msgspec.json.decode(record.result or b"null")
 
 
-async def wait_terminal(broker: RedisBroker, job_id: str, timeout_s: float) -> JobRecord:
+async def wait_terminal(broker: ShardedBroker, job_id: str, timeout_s: float) -> JobRecord:
     """The job's record once terminal; UnknownJob or ResultTimeout otherwise."""
     record = await broker.wait(job_id, timeout_s)
     if record is None:

@@ -46,6 +46,7 @@ class Breaker(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cooldown_s: Annotated[float, Meta(gt=0, le=86_400)] = 30.0
 
 
+MAX_SHARDS = 64  # keep in step with runtime.queue.shards (lookups try at most this many)
 RATE_PATTERN = r"^[0-9]+(\.[0-9]+)?/(s|m|h)$"
 _RATE_PERIOD_MS = {"s": 1_000.0, "m": 60_000.0, "h": 3_600_000.0}
 
@@ -66,6 +67,9 @@ class FunctionOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rate_limit: Annotated[str, Meta(pattern=RATE_PATTERN)] | None = None
     rate_burst: Annotated[int, Meta(ge=1, le=1_000_000)] = 1  # starts allowed at once
     breaker: Breaker | None = None  # circuit breaker; None: never open
+    # Hash tags (Redis Cluster slots) one function's queue is spread over (docs/architecture.md,
+    # "Sharded functions"); max_in_flight and rate_limit are split between them.
+    shards: Annotated[int, Meta(ge=1, le=MAX_SHARDS)] = 1
 
     @property
     def rate_interval_ms(self) -> float:
@@ -215,9 +219,16 @@ def parse_options(raw: dict[str, Any], where_: str) -> FunctionOptions:
     elif breaker is True:
         values["breaker"] = {}
     try:
-        return msgspec.convert(values, FunctionOptions, strict=True)
+        options = msgspec.convert(values, FunctionOptions, strict=True)
     except msgspec.ValidationError as exc:
         raise HandlerDefinitionError(f"{where_}: {format_validation_error(exc)}") from None
+    if 0 < options.max_in_flight < options.shards:
+        raise HandlerDefinitionError(
+            f"{where_}: max_in_flight={options.max_in_flight} is split between "
+            f"shards={options.shards}: give each shard at least one (max_in_flight >= shards), "
+            "or fewer shards"
+        )
+    return options
 
 
 def _custom_type(info: msgspec.inspect.Type, seen: set[int] | None = None) -> str:

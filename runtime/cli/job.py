@@ -29,12 +29,12 @@ LABEL_WIDTH = 10
 
 async def job_main(args: argparse.Namespace, settings: Settings, redis_url: str) -> ExitStatus:
     from runtime.queue.connection import connect
-    from runtime.queue.queries import JobQueries
+    from runtime.queue.sharded_reads import ShardedQueries
 
     function_of(args.job_id)  # a malformed id is refused before any connection
     redis = connect(settings.redis, redis_url)
     try:
-        queries = JobQueries(redis, settings.namespace, block_s=settings.redis.block_s)
+        queries = ShardedQueries(redis, settings.namespace, block_s=settings.redis.block_s)
         if args.wait:
             record = await queries.wait(args.job_id, args.wait)
         else:

@@ -14,8 +14,8 @@ from runtime.cli.exits import ExitStatus
 from runtime.client import Producer
 from runtime.config.registry import load_registry
 from runtime.config.schema import Settings
-from runtime.queue.broker import RedisBroker
 from runtime.queue.connection import connect
+from runtime.queue.sharded import ShardedBroker
 
 TOOL_COMMANDS = frozenset({"enqueue-dir", "bench"})
 
@@ -28,7 +28,7 @@ async def tools_main(args: argparse.Namespace, settings: Settings, redis_url: st
         return ExitStatus.USAGE
     redis = connect(settings.redis, redis_url)
     try:
-        broker = RedisBroker(
+        broker = ShardedBroker(
             redis,
             settings.namespace,
             keep_result_s=settings.worker.keep_result_s,

@@ -51,6 +51,7 @@ from runtime.observe.tracing import Tracing
 from runtime.queue.broker import RedisBroker
 from runtime.queue.connection import TranslatedPubSub, close_pubsub
 from runtime.queue.keys import handoff_channel
+from runtime.queue.shards import handed, split_name
 
 log = logging.getLogger("runtime.dispatcher")
 
@@ -94,6 +95,7 @@ class Dispatcher:
         self._orphans: set[asyncio.Task[None]] = set()  # releases of unknown functions' jobs
 
     def _worker(self, spec: FunctionSpec) -> FunctionWorker:
+        self._broker.shards[spec.name] = spec.options.shards
         worker = FunctionWorker(
             spec,
             self._broker,
@@ -234,7 +236,8 @@ class Dispatcher:
             # Not from enqueue.lua: if a job was leased to us with it, its lease expires.
             rejects.reject("handoff_message", rejects.sample(data))
             return
-        function, job, now_ms = parsed
+        name, job, now_ms = parsed
+        function = handed(name, job)  # the function of the shard it was leased on
         worker = self._by_channel.get(channel)
         if worker is not None:
             worker.accept(job, now_ms)
@@ -264,7 +267,8 @@ class Dispatcher:
         # cancelled; its holder's heartbeat reads which now rather than at its next turn.
         # Only a hint: the request itself is read from the job's record.
         is_cancel = name.startswith(CANCEL_HINT)
-        worker = self.workers.get(name.removeprefix(CANCEL_HINT) if is_cancel else name)
+        base = name.removeprefix(CANCEL_HINT) if is_cancel else name
+        worker = self.workers.get(split_name(base)[0])  # any shard wakes the function's claims
         if worker is not None and is_cancel:
             worker.beat_now()
         elif worker is not None:

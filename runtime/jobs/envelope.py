@@ -53,17 +53,19 @@ def decode(data: bytes, max_bytes: int) -> Envelope:
     return env
 
 
-def new_job_id(function: str, job_id: str | None = None) -> str:
+def new_job_id(function: str, job_id: str | None = None, shard: int = 0) -> str:
     """A job id is ``<function>.<suffix>``: whoever holds it can find the job's keys.
 
     ``job_id`` (a caller's own id, for idempotency) becomes the suffix; otherwise a
-    time-ordered random one is made.
+    time-ordered random one is made, ending in ``-<shard>`` for a shard above 0 of a
+    sharded function (runtime/queue/shards.py).
     """
     if job_id is None:
         # 64 random bits after the millisecond: two ids made in the same millisecond
         # anywhere collide with odds of 2^-64 (enqueue.lua relies on made ids being new;
         # at 40,000 ids/s for a year, the odds of any collision are about 10^-6).
-        return f"{function}.{time.time_ns() // 1_000_000:x}{os.urandom(8).hex()}"
+        made = f"{function}.{time.time_ns() // 1_000_000:x}{os.urandom(8).hex()}"
+        return made if shard == 0 else f"{made}-{shard}"
     if job_id.startswith(function + "."):
         job_id = job_id[len(function) + 1 :]
     if not _JOB_SUFFIX_RE.match(job_id):

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple
 
+from runtime.errors import BrokerPermissionError
 from runtime.function import FunctionOptions
 from runtime.jobs.records import Invalid, as_int
 from runtime.observe import rejects
 from runtime.queue import scripts
 from runtime.queue.connection import RedisClient
-from runtime.queue.keys import FunctionKeys
+from runtime.queue.keys import FunctionKeys, NamespaceKeys
+from runtime.queue.shards import cap_share, rate_share, shard_name
 
 HeldBy = Literal["breaker", "max_in_flight", "rate_limit"]
 HELD_REASONS: tuple[HeldBy, ...] = ("breaker", "max_in_flight", "rate_limit")
@@ -56,28 +58,63 @@ class BacklogReader:
 
     def __init__(self, client: RedisClient, namespace: str) -> None:
         self.namespace = namespace
+        self._client = client
         self._script = scripts.register_read_only(client, "backlog")
         self._keys: dict[str, FunctionKeys] = {}
+        self._shards_key = NamespaceKeys(namespace).shards
 
     async def read(self, function: str, options: FunctionOptions) -> Backlog | None:
         """The backlog of ``function`` under its ``options`` (cap, rate, breaker); None
         (counted in ``runtime_inputs_rejected{source="backlog_reply"}``) when Redis's
-        reply does not parse."""
-        k = self._keys.get(function)
+        reply does not parse. A sharded function's is the sum of its shards' (every
+        shard ever used), each under its part of the limits (shards.py)."""
+        shards = options.shards
+        try:
+            raw = await self._client.zscore(self._shards_key, function)
+        except BrokerPermissionError:
+            raw = None  # a user set up before sharded functions: its configured count
+        if isinstance(raw, int | float) and 1 <= raw < 1_000:
+            shards = max(shards, int(raw))
+        parts = []
+        for shard in range(shards):
+            part = await self._read_shard(shard_name(function, shard), options, shard, shards)
+            if part is None:
+                return None
+            parts.append(part)
+        return parts[0] if len(parts) == 1 else add_backlogs(parts)
+
+    async def _read_shard(
+        self, name: str, options: FunctionOptions, shard: int, shards: int
+    ) -> Backlog | None:
+        k = self._keys.get(name)
         if k is None:
-            k = self._keys[function] = FunctionKeys(self.namespace, function)
+            k = self._keys[name] = FunctionKeys(self.namespace, name)
         cooldown_ms = round(options.breaker.cooldown_s * 1000) if options.breaker else 0
+        interval, burst = rate_share(options.rate_interval_ms, options.rate_burst, shard, shards)
         reply = await self._script(
             [*k.lanes, k.delayed, k.leased, k.rate, k.breaker],
             [
                 k.prefix,
-                options.max_in_flight,
-                f"{options.rate_interval_ms:.3f}",
-                options.rate_burst,
+                cap_share(options.max_in_flight, shard, shards),
+                f"{interval:.3f}",
+                burst,
                 cooldown_ms,
             ],
         )
         return parse_backlog(reply)
+
+
+def add_backlogs(parts: list[Backlog]) -> Backlog:
+    """The backlog of a sharded function: its shards' added (the oldest: the earliest)."""
+    held: dict[HeldBy, int] = {r: sum(p.held[r] for p in parts) for r in HELD_REASONS}
+    oldest = [p.oldest_ready_ms for p in parts if p.oldest_ready_ms is not None]
+    return Backlog(
+        max(p.now_ms for p in parts),
+        sum(p.ready for p in parts),
+        sum(p.in_flight for p in parts),
+        held,
+        min(oldest) if oldest else None,
+    )
 
 
 def parse_backlog(reply: object) -> Backlog | None:

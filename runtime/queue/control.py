@@ -21,7 +21,6 @@ from typing import Any, cast
 
 import msgspec
 
-from runtime.jobs.envelope import function_of
 from runtime.jobs.records import TERMINAL, Invalid, as_int, as_text
 from runtime.queue import scripts
 from runtime.queue.connection import RedisClient
@@ -123,8 +122,7 @@ class JobControl(JobQueries):
     async def cancel(self, job_id: str) -> CancelReply:
         """Cancel a job (see ``CancelReply``). Raises PayloadError for an id that names no
         function, BrokerError when Redis does not answer."""
-        function = function_of(job_id)
-        k = self.keys(function)
+        k = await self.job_keys(job_id)  # its shard's, on a sharded function
         res = await self._cancel(
             keys=[k.delayed, *k.lanes, k.results, k.history, k.stats],
             args=[
@@ -133,7 +131,7 @@ class JobControl(JobQueries):
                 self.keep_result_s,
                 done_channel(self.namespace),
                 wake_channel(self.namespace),
-                function,
+                k.function,  # the shard's name: a wake names the shard (dispatcher.py)
             ],
         )
         outcome = _opt_text(res[0]) if isinstance(res, list) and len(res) == 2 else None

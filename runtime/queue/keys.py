@@ -57,6 +57,8 @@ Namespace-wide (``NamespaceKeys``), under the hash tag ``{<namespace>}``:
   (``epoch.py``); never deleted by the runtime.
 - ``{ns}:instances`` (zset): runtime instance id -> last beat (Redis ms); pruned by the
   beat script ten windows after an instance goes silent, removed at a clean exit.
+- ``{ns}:shards`` (zset): function -> the highest shard count ever used for it, only raised
+  (``ZADD GT``) by the producers and workers that use it; never removed (shards.py).
 - ``{ns}:instances:info`` (hash): instance id -> JSON (host, pid, version, functions,
   started); removed with its ``instances`` entry.
 
@@ -78,6 +80,10 @@ namespace needs one channel rule, ``&{ns}:*`` (docs/security.md). The runtime ne
 subscribes to a pattern: Redis 7 checks a PSUBSCRIBE pattern *literally* against the
 user's channel rules (``{ns}:handoff:<instance>:*`` would need that exact rule, and the
 instance id is random), while a SUBSCRIBE channel is matched against them as a glob.
+
+A sharded function (``@function(shards=N)``, shards.py) has these keys once per shard:
+shard 0 under ``{ns:fn}`` as above, shard k >= 1 under ``{ns:fn#k}``, all built by
+``FunctionKeys`` of the shard's name ``fn#k``.
 
 A function's ``prefix`` is the ``{ns:fn}:`` string, passed to scripts so they can build the
 keys of the ids they pop (``job:``, ``done:``, ``minute:``) and the ``handed:`` set of a
@@ -163,10 +169,11 @@ class FunctionKeys:
 class NamespaceKeys:
     """The namespace-wide keys: data-loss epoch and the fleet registry."""
 
-    __slots__ = ("epoch", "instances", "instances_info")
+    __slots__ = ("epoch", "instances", "instances_info", "shards")
 
     def __init__(self, namespace: str) -> None:
         self.epoch = f"{{{namespace}}}:epoch"
+        self.shards = f"{{{namespace}}}:shards"  # function -> highest shard count ever used
         self.instances = f"{{{namespace}}}:instances"  # id -> last beat ms
         self.instances_info = f"{{{namespace}}}:instances:info"  # id -> JSON
 

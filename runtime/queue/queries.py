@@ -25,6 +25,9 @@ class JobQueries:
         self.namespace = namespace
         self._block_s = block_s  # one blocking wait must end before the socket timeout
         self._keys: dict[str, FunctionKeys] = {}
+        # Shards per function as this process serves or produces it (set from the registry;
+        # absent: the highest count ever recorded in Redis is used; see shards.py).
+        self.shards: dict[str, int] = {}
         self._watch = scripts.register(client, "watch")
 
     def keys(self, function: str) -> FunctionKeys:
@@ -36,12 +39,16 @@ class JobQueries:
     async def ping(self) -> None:
         await self.redis.ping()
 
+    async def job_keys(self, job_id: str) -> FunctionKeys:
+        """The keys of the function (shard) that holds the job (sharded.py finds its shard)."""
+        return self.keys(function_of(job_id))
+
     async def job(self, job_id: str) -> JobRecord | None:
         """The job's record, None if there is none. Never raises for what Redis holds: a
         key of another type, or fields that do not parse, read as a ``corrupt`` record."""
         function = function_of(job_id)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(self.keys(function).job(job_id))
+        pipe.hgetall((await self.job_keys(job_id)).job(job_id))
         (raw,) = await pipe.execute(raise_on_error=False)
         if isinstance(raw, BrokerCommandError) and "WRONGTYPE" in str(raw):
             return JobRecord(job_id, function, "corrupt", "default", 0, 0, 0,
@@ -54,7 +61,7 @@ class JobQueries:
 
     async def watch(self, job_id: str) -> None:
         """Ask the settle and reclaim scripts to announce this job's end (its notify flag)."""
-        await self._watch(keys=[self.keys(function_of(job_id)).job(job_id)])
+        await self._watch(keys=[(await self.job_keys(job_id)).job(job_id)])
 
     async def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
         """Wait (blocking on Redis, no polling) until the job is terminal or time runs out.
@@ -62,7 +69,7 @@ class JobQueries:
         Returns the record as it is at the end (terminal or not), None for an unknown job.
         """
         deadline = time.monotonic() + timeout_s
-        k = self.keys(function_of(job_id))
+        k = await self.job_keys(job_id)
         # Ask the settle script to push a marker when the job ends; the marker list stays
         # (BLMOVE rotates it in place) so any number of waiters wake. Set only on a job that
         # exists, so that waiting on an expired id leaves no stray hash behind.

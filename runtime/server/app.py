@@ -44,11 +44,11 @@ from runtime.observe.metrics import Metrics
 from runtime.observe.supervisor import Supervisor, raise_if_cancelled
 from runtime.observe.tracing import Tracing
 from runtime.queue.backlog import BacklogReader
-from runtime.queue.broker import RedisBroker
 from runtime.queue.connection import connect
 from runtime.queue.epoch import EpochWatch
 from runtime.queue.instances import Instances
 from runtime.queue.redis_config import RedisConfigWatch
+from runtime.queue.sharded import ShardedBroker
 from runtime.queue.waiter import ResultWaiter
 from runtime.server import drain, health, jobs_api, limits, listen, middlewares, routes
 from runtime.server.admission import memory_ratio
@@ -119,7 +119,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         # the thread that started it (embedded.py). Nothing is served yet to block.
         url = embedded.start()
     client = connect(settings.redis, url)
-    broker = RedisBroker(
+    broker = ShardedBroker(
         client,
         settings.namespace,
         keep_result_s=settings.worker.keep_result_s,

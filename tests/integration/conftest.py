@@ -15,8 +15,8 @@ from runtime.client import Client
 from runtime.config.registry import Registry, load_registry
 from runtime.config.schema import RedisSettings, Settings, WorkerSettings
 from runtime.execution.dispatcher import Dispatcher
-from runtime.queue.broker import RedisBroker
 from runtime.queue.connection import connect
+from runtime.queue.sharded import ShardedBroker
 
 FAST_WORKER = WorkerSettings(
     lease_s=1.0,
@@ -33,7 +33,7 @@ class Harness:
         self.settings = settings
         self.registry = registry
         self.redis = connect(settings.redis, settings.redis.url)
-        self.broker = RedisBroker(
+        self.broker = ShardedBroker(
             self.redis, settings.namespace, keep_result_s=settings.worker.keep_result_s, block_s=0.4
         )
         self.client = Client.from_settings(settings, settings.redis.url, registry)

@@ -295,7 +295,8 @@ def test_unknown_decorator_option_names_file_line_and_the_options(folder: Path) 
     )
     assert message.endswith(
         "(options: concurrency, max_in_flight, timeout_s, max_attempts, backoff, "
-        "max_recoveries, priority, executor, max_payload_bytes, rate_limit, rate_burst, breaker)"
+        "max_recoveries, priority, executor, max_payload_bytes, rate_limit, rate_burst, breaker, "
+        "shards)"
     )
 
 

@@ -16,6 +16,30 @@ if ! command -v redis-server >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
 
+# ensure_test_tools: what the test suite drives besides Redis, from apt when missing:
+# promtool and prometheus (tests/integration/test_prometheus.py), headless Chromium and its
+# driver (tests/integration/test_console.py). Called by scripts/test only, not by serve.
+# The packages' services are not started (a policy-rc.d refusing every start while apt
+# runs); the tests start their own processes and stop them by pid.
+ensure_test_tools() {
+    local missing=()
+    command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "bootstrap: installing ${missing[*]} with apt (for the tests)" >&2
+    local sudo="" policy=/usr/sbin/policy-rc.d made_policy=""
+    if [ "$(id -u)" != "0" ]; then sudo="sudo"; fi
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+        $sudo chmod 755 "$policy"
+        made_policy=1
+    fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    if [ -n "$made_policy" ]; then $sudo rm -f "$policy"; fi
+}
+
 # ensure_venv DIR PYTHON: DIR holds PYTHON's virtualenv with the locked dependencies and
 # the package. Reinstalls only when pyproject.toml or requirements.lock changed since.
 ensure_venv() {

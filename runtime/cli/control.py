@@ -22,7 +22,7 @@ from runtime.cli.table import table_text
 from runtime.config.schema import Settings
 from runtime.errors import UnknownJob
 from runtime.jobs.envelope import function_of
-from runtime.queue.control import HistoryPage, RunSummary
+from runtime.queue.control import HistoryPage
 
 CONTROL_COMMANDS = frozenset({"jobs", "cancel"})
 
@@ -74,25 +74,8 @@ def cancel_text(job_id: str, outcome: str, state: str) -> str:
     return f"{job_id}: not cancelled, its record is corrupt: {state}"
 
 
-def run_json(run: RunSummary) -> dict[str, object]:
-    from runtime.jobs.records import iso_ms
-
-    return {
-        "id": run.id,
-        "state": run.state,
-        "reason": run.reason,
-        "attempts": run.attempts,
-        "recoveries": run.recoveries,
-        "priority": run.priority,
-        "enqueued_at": iso_ms(run.enqueued_ms),
-        "started_at": iso_ms(run.started_ms),
-        "finished_at": iso_ms(run.finished_ms),
-        "duration_ms": run.duration_ms,
-    }
-
-
 def page_json(page: HistoryPage) -> dict[str, object]:
-    return {"jobs": [run_json(run) for run in page.jobs], "next_cursor": page.next_cursor}
+    return page.as_json()
 
 
 def _duration(ms: int | None) -> str:

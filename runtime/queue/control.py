@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import msgspec
 
-from runtime.jobs.records import TERMINAL, Invalid, as_int, as_text
+from runtime.jobs.records import TERMINAL, Invalid, as_int, as_text, iso_ms
 from runtime.queue import scripts
 from runtime.queue.connection import RedisClient
 from runtime.queue.keys import done_channel, wake_channel
@@ -60,6 +60,26 @@ class RunSummary(msgspec.Struct, frozen=True):
 class HistoryPage(msgspec.Struct, frozen=True):
     jobs: list[RunSummary]
     next_cursor: str | None  # None: nothing older to look at
+
+    def as_json(self) -> dict[str, Any]:
+        """The page as ``GET /v1/jobs`` and ``runtime jobs --json`` answer it."""
+        return {"jobs": [run_fields(run) for run in self.jobs], "next_cursor": self.next_cursor}
+
+
+def run_fields(run: RunSummary) -> dict[str, Any]:
+    """One run as the HTTP API and the CLI's JSON show it (times as ISO 8601)."""
+    return {
+        "id": run.id,
+        "state": run.state,
+        "reason": run.reason,
+        "attempts": run.attempts,
+        "recoveries": run.recoveries,
+        "priority": run.priority,
+        "enqueued_at": iso_ms(run.enqueued_ms),
+        "started_at": iso_ms(run.started_ms),
+        "finished_at": iso_ms(run.finished_ms),
+        "duration_ms": run.duration_ms,
+    }
 
 
 def parse_cursor(cursor: str) -> tuple[int, int]:

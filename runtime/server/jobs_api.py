@@ -26,8 +26,8 @@ from aiohttp import web
 from runtime.errors import PayloadError
 from runtime.jobs.envelope import function_of
 from runtime.jobs.instants import instant_ms
-from runtime.jobs.records import TERMINAL, JobRecord, iso_ms, progress_fields
-from runtime.queue.control import MAX_PAGE, RunSummary
+from runtime.jobs.records import TERMINAL, JobRecord, progress_fields
+from runtime.queue.control import MAX_PAGE
 from runtime.server.admission import MIN_WAIT_S, float_param, known_params
 from runtime.server.answers import ApiError, json_response
 from runtime.server.appkeys import BROKER_KEY, REGISTRY_KEY, SETTINGS_KEY, SHUTDOWN_KEY
@@ -36,21 +36,6 @@ from runtime.server.routes import job_body
 POLL_S = 0.25  # how often an event stream reads its job's record
 HISTORY_PARAMS = ("function", "state", "reason", "since", "until", "cursor", "limit")
 _json = msgspec.json.Encoder()
-
-
-def run_body(run: RunSummary) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "state": run.state,
-        "reason": run.reason,
-        "attempts": run.attempts,
-        "recoveries": run.recoveries,
-        "priority": run.priority,
-        "enqueued_at": iso_ms(run.enqueued_ms),
-        "started_at": iso_ms(run.started_ms),
-        "finished_at": iso_ms(run.finished_ms),
-        "duration_ms": run.duration_ms,
-    }
 
 
 def _instant_param(request: web.Request, name: str) -> int | None:
@@ -93,9 +78,7 @@ async def list_jobs(request: web.Request) -> web.Response:
         )
     except ValueError as exc:  # a cursor this API did not make
         raise ApiError(400, "bad_parameter", f"?cursor=: {exc}") from None
-    return json_response(
-        {"jobs": [run_body(run) for run in page.jobs], "next_cursor": page.next_cursor}
-    )
+    return json_response(page.as_json())
 
 
 def _job_id(request: web.Request) -> str:

@@ -47,7 +47,9 @@ KEY = "console-test-signing-key-" + "k" * 20
 WAIT_S = 15
 TRACE_URL = "http://jaeger.example:16686/trace/{trace_id}"
 HANDLERS = """\
-    from runtime import function
+    import asyncio
+
+    from runtime import Context, function
 
     @function(max_attempts=1)
     async def explode(x: int) -> int:
@@ -55,6 +57,12 @@ HANDLERS = """\
 
     @function
     async def later(x: int) -> int:
+        return x
+
+    @function(timeout_s=120)
+    async def crawl(x: int, ctx: Context) -> int:
+        ctx.progress(0.25, "a quarter done")
+        await asyncio.sleep(100)
         return x
 """
 DEPLOYED = """\
@@ -199,6 +207,27 @@ def test_a_failed_job_shows_its_traceback(
     assert len(link.text) == 32 and int(link.text, 16)
     assert link.get_attribute("href") == TRACE_URL.format(trace_id=link.text)
     browser.save_screenshot(str(shots / "job.png"))
+
+
+def test_a_running_job_shows_its_progress_and_is_cancelled(
+    browser: Driver, local: tuple[ServeProcesses, str], shots: Path
+) -> None:
+    _, base = local
+    sign_in(browser, base)
+    job_id = api(base, "POST", "/v1/functions/crawl/jobs", 7)["job_id"]
+    browser.get(base + f"/ui/jobs/{job_id}")
+    WebDriverWait(browser, WAIT_S, poll_frequency=0.2).until(
+        lambda d: d.refresh() or "a quarter done" in text_of(d, "main"), message="no progress"
+    )
+    assert text_of(browser, "#state") == "running"
+    browser.save_screenshot(str(shots / "job-running.png"))
+    browser.find_element(By.ID, "cancel").click()
+    WebDriverWait(browser, WAIT_S, poll_frequency=0.2).until(
+        lambda d: d.refresh() or text_of(d, "#state") == "cancelled", message="not cancelled"
+    )
+    assert api(base, "GET", f"/v1/jobs/{job_id}")["state"] == "cancelled"
+    browser.get(base + "/ui/functions/crawl")  # the run history lists it
+    wait_text(browser, "#runs", job_id)
 
 
 def test_a_dlq_entry_is_requeued(

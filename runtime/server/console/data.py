@@ -326,20 +326,35 @@ async def rollback(app: web.Application, version: int) -> int | None:
 
 async def recent_runs(app: web.Application, function: str) -> list[dict[str, Any]] | None:
     """The function's latest finished runs (finish time, state, reason, duration,
-    attempts); None: run history is not available in this build."""
-    return None
+    attempts), newest first: one page of the run history (``GET /v1/jobs``)."""
+    page = await app[BROKER_KEY].history(function, limit=page_size(app))
+    return [
+        {
+            "id": run.id,
+            "state": run.state,
+            "finished_at": iso_ms(run.finished_ms),
+            "reason": run.reason or "",
+            "duration_s": "" if run.duration_ms is None else f"{run.duration_ms / 1000:.3f}",
+            "attempts": run.attempts,
+        }
+        for run in page.jobs
+    ]
 
 
 async def cancel_available(app: web.Application) -> bool:
     """Whether this build can cancel jobs (see :func:`cancel`)."""
-    return False
+    return True
 
 
 async def cancel(app: web.Application, job_id: str) -> str | None:
-    """Ask for a job's cancellation; the answer to show, None: not available."""
-    return None
+    """Ask for a job's cancellation (lua/cancel.lua); what it did: ``cancelled``,
+    ``requested`` (running: its worker stops it), ``finished``, ``missing`` or ``corrupt``."""
+    reply = await app[BROKER_KEY].cancel(job_id)
+    return reply.outcome
 
 
 async def progress_of(app: web.Application, record: JobRecord) -> dict[str, Any] | None:
-    """A job's last reported progress (``fraction``, ``message``); None: not available."""
-    return None
+    """A job's last reported progress (``fraction``, ``message``); None: none reported."""
+    if record.progress is None:
+        return None
+    return {"fraction": record.progress.fraction, "message": record.progress.message}

@@ -50,7 +50,7 @@ from runtime.observe.supervisor import Supervisor, raise_if_cancelled
 from runtime.observe.tracing import Tracing
 from runtime.queue.broker import RedisBroker
 from runtime.queue.connection import TranslatedPubSub, close_pubsub
-from runtime.queue.keys import handoff_channel
+from runtime.queue.keys import handoff_channel, shard_channel
 
 log = logging.getLogger("runtime.dispatcher")
 
@@ -106,8 +106,22 @@ class Dispatcher:
         worker.handoff_channel = handoff_channel(
             self._broker.namespace, self._instance, self._serial
         )
-        self._by_channel[worker.handoff_channel.encode()] = worker
+        self._by_channel[self._listened(worker.handoff_channel, spec.name)] = worker
         return worker
+
+    def _listened(self, channel: str, function: str) -> bytes:
+        """The name the listener subscribes ``channel`` by: itself on one Redis; on Redis
+        Cluster the shard channel in ``function``'s slot, where its scripts publish it."""
+        if self._broker.redis.is_cluster:
+            channel = shard_channel(channel, self._broker.keys(function).prefix)
+        return channel.encode()
+
+    def _wake_channels(self) -> set[bytes]:
+        """One for the namespace on one Redis; one per served function on a cluster."""
+        wake = self._broker.wake_channel
+        if not self._broker.redis.is_cluster:
+            return {wake.encode()}
+        return {self._listened(wake, name) for name in self.workers}
 
     def start(self) -> None:
         for worker in self.workers.values():
@@ -179,7 +193,7 @@ class Dispatcher:
         finally:
             self.retiring.difference_update(old)
             for worker in old:
-                self._by_channel.pop(worker.handoff_channel.encode(), None)
+                self._by_channel.pop(self._listened(worker.handoff_channel, worker.name), None)
 
     async def drain(self, grace_s: float) -> None:
         """Graceful stop: every worker stops claiming and finishes or releases its jobs.
@@ -268,22 +282,24 @@ class Dispatcher:
         poll_s = min(1.0, self._settings.redis.timeout_s / 2)
         while True:
             pubsub = self._broker.redis.pubsub(ignore_subscribe_messages=True)
-            wake = self._broker.wake_channel.encode()
             try:
-                subscribed = set(self._by_channel)
-                await pubsub.subscribe(wake, *subscribed)
+                wakes = self._wake_channels()
+                subscribed = {*wakes, *self._by_channel}
+                await pubsub.subscribe(*subscribed)
                 self._set_parking(True)
                 retry_s = 0.1
                 self._wake_all()  # messages may have been missed while unsubscribed
                 while True:
-                    for worker in await follow_channels(pubsub, subscribed, self._by_channel):
+                    wakes = self._wake_channels()  # the functions change with a deploy
+                    wanted = {**dict.fromkeys(wakes), **self._by_channel}
+                    for worker in await follow_channels(pubsub, subscribed, wanted):
                         if worker in self.workers.values():  # not retired meanwhile
                             worker.allow_parking(True)
                     message = await pubsub.get_message(timeout=poll_s)
                     if message is None or message["type"] != "message":
                         continue
                     channel, data = message["channel"], message["data"]
-                    if channel == wake:
+                    if channel in wakes:
                         self._wake(data)
                     elif isinstance(channel, bytes) and isinstance(data, bytes):
                         self._handoff(channel, data)
@@ -302,11 +318,13 @@ class Dispatcher:
 
 
 async def follow_channels(
-    pubsub: TranslatedPubSub, subscribed: set[bytes], wanted: Mapping[bytes, FunctionWorker]
+    pubsub: TranslatedPubSub,
+    subscribed: set[bytes],
+    wanted: Mapping[bytes, FunctionWorker | None],
 ) -> list[FunctionWorker]:
     """Subscribe the channels of ``wanted`` not yet in ``subscribed``, unsubscribe those no
-    longer wanted (retired workers'); returns the workers whose channel is new, which may
-    park from now on."""
+    longer wanted (retired workers', a removed function's wake channel); returns the
+    workers whose channel is new, which may park from now on."""
     added = [c for c in wanted if c not in subscribed]
     gone = [c for c in subscribed if c not in wanted]
     if added:
@@ -315,4 +333,4 @@ async def follow_channels(
     if gone:
         await pubsub.unsubscribe(*gone)
         subscribed.difference_update(gone)
-    return [wanted[c] for c in added]
+    return [worker for c in added if (worker := wanted[c]) is not None]

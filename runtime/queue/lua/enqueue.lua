@@ -69,7 +69,7 @@ local function handoff()
       if cap > 0 and redis.call('ZCOUNT', KEYS[7], now, '+inf') >= cap then
         return false  -- the fleet-wide max_in_flight is reached: wait in the lane
       end
-      if redis.call('PUBLISH', ch, ARGV[9] .. '\n' .. ARGV[1] .. '\n' .. now .. '\n' .. ARGV[2]) > 0
+      if publish(ch, ARGV[9] .. '\n' .. ARGV[1] .. '\n' .. now .. '\n' .. ARGV[2]) > 0
       then
         redis.call('ZADD', KEYS[7], now + lease_ms, ARGV[1])
         record('running', 'tok', 1, 'start', now, 'hand', ch)
@@ -101,7 +101,7 @@ elseif not (redis.call('EXISTS', KEYS[5]) == 1 and handoff()) then
   local n = redis.call('RPUSH', KEYS[2], ARGV[1])  -- the first write (see the header)
   record('queued')
   if n == 1 then
-    redis.call('PUBLISH', ARGV[8], ARGV[9])
+    publish(ARGV[8], ARGV[9])
   end
 end
 if ARGV[5] == '1' then

@@ -30,7 +30,7 @@ local FIELDS = {'state', 'prio', 'notify', 'rec', 'tok', 'exec', 'hand'}
 local function notify(id, flag)
   if flag == '1' then
     local dk = prefix .. 'done:' .. id
-    redis.call('PUBLISH', ARGV[8], id)
+    publish(ARGV[8], id)
     redis.pcall('RPUSH', dk, '1')  -- a marker key of another type: its waiters time out
     redis.call('EXPIRE', dk, keep)
   end
@@ -77,7 +77,7 @@ end
 if dead > 0 then bump(KEYS[3], 'dead', dead) end
 if requeued > 0 then
   bump(KEYS[3], 'recovered', requeued)
-  redis.call('PUBLISH', ARGV[5], ARGV[6])
+  publish(ARGV[5], ARGV[6])
 end
 if dead + requeued > 0 then  -- per-minute tallies for `runtime stats` (see settle.lua)
   local mk = prefix .. 'minute:' .. math.floor(now / 60000)

@@ -41,7 +41,7 @@ end
 local function notify(jk, id, flag)
   if flag == '1' then
     local dk = prefix .. 'done:' .. id
-    redis.call('PUBLISH', ARGV[5], id)  -- for waiters sharing one subscription (HTTP)
+    publish(ARGV[5], id)  -- for waiters sharing one subscription (HTTP)
     redis.pcall('RPUSH', dk, '1')  -- a marker key of another type: its waiters time out
     redis.call('EXPIRE', dk, keep)
   end
@@ -137,5 +137,5 @@ if n_done + n_dead + n_retry > 0 then
   redis.call('EXPIRE', mk, 7200)  -- two hours: stats reads the last two minutes
 end
 if n_stale > 0 then bump(KEYS[4], 'stale_acks', n_stale) end
-if wake then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+if wake then publish(ARGV[3], ARGV[4]) end
 return codes

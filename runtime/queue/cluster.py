@@ -1,0 +1,173 @@
+"""Redis Cluster behind the same seam: ``ClusterClient`` is redis-py's asyncio
+``RedisCluster`` raising the runtime's errors, as ``RedisClient`` does for one Redis.
+
+Chosen by the URL: ``redis+cluster://host:port[,host:port...]`` (``connect``). Every key of
+a function shares its hash tag ``{ns:fn}`` and every namespace-wide key ``{ns}``, so each
+script call and each transaction touches one slot; redis-py routes a call to the master
+of its slot and follows MOVED/ASK (a slot migration, a failover) by refreshing its map of
+slots, with no restart. A pipeline (``enqueue_many``) is split by node and sent to each
+on one connection. Pub/sub is sharded (``ShardedPubSub``).
+
+**Acknowledged by replicas** (``redis.replica_acks`` = N > 0): a master answers a write
+before its replicas hold it, so a master that dies in that window takes the write with it
+when a replica is promoted. With N > 0 every script call is followed, on the same
+connection, by ``WAIT N replica_ack_timeout_ms`` (WAIT counts the replicas that hold
+everything that connection wrote); a call whose write reached fewer replicas in time
+fails with ``BrokerUnavailable``, and the caller retries it as after a lost reply (every
+script is safe to run twice). So a reply the runtime acts on (an enqueue it acknowledges,
+a settle it counts as done) is on N + 1 nodes. It does not make Redis synchronous: a
+failover may still promote a replica that missed a write whose WAIT failed, which the
+caller saw fail.
+
+The retry rule of ``connection.py`` holds: a command that must not land twice goes to
+the master of its key once (``target_nodes`` turns redis-py's cluster retry off).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.exceptions
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+from runtime.config.cluster_url import parse_cluster_url
+from runtime.config.schema import RedisSettings
+from runtime.errors import BrokerUnavailable
+from runtime.queue.connection import (
+    _ONCE,
+    _SCRIPT_RELOAD,
+    _TRANSLATED,
+    _as_value,
+    _is_idempotent,
+    _raise_translated,
+)
+from runtime.queue.sharded_pubsub import ShardedPubSub
+
+_SCRIPT_CALLS = frozenset({b"EVALSHA", b"EVAL", "EVALSHA", "EVAL"})
+
+
+def _slot_key(args: tuple[Any, ...]) -> Any:
+    """The key whose slot a command goes to: a script's first KEY, else its first arg."""
+    if args[0] in _SCRIPT_CALLS:
+        return args[3] if int(args[2]) > 0 else None
+    return args[1] if len(args) > 1 else None
+
+
+class ClusterClient(RedisCluster):
+    """redis-py's asyncio cluster client, raising the runtime's errors (module docstring)."""
+
+    is_cluster = True
+    pubsub_refresh = False  # a subscription met a moved slot or a dead node: refresh first
+    replica_acks = 0
+    replica_ack_timeout_ms = 1000
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        try:
+            if self.replica_acks and args[0] in _SCRIPT_CALLS and "target_nodes" not in options:
+                return await self._acknowledged(args, options)
+            if (_ONCE.get() or not _is_idempotent(args[0])) and "target_nodes" not in options:
+                key = _slot_key(args)
+                if key is not None:  # one try, on the master of its key
+                    options["target_nodes"] = self.get_node_from_key(key)
+            return await super().execute_command(*args, **options)
+        except _SCRIPT_RELOAD:
+            raise
+        except _TRANSLATED as exc:
+            _raise_translated(exc, args)
+
+    async def _acknowledged(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        """A script call, then WAIT on the same node's same connection (a pipeline of two)."""
+        key = _slot_key(args)
+        if key is None:
+            return await super().execute_command(*args, **options)
+        node = self.get_node_from_key(key)
+        pipe = ClusterPipeline(self)
+        pipe.execute_command(*args, **options)
+        pipe.execute_command("WAIT", self.replica_acks, self.replica_ack_timeout_ms, target_nodes=node)
+        reply, acks = await pipe.execute(raise_on_error=False)
+        if isinstance(reply, BaseException):
+            raise reply
+        self.check_acks(acks, node)
+        return reply
+
+    def check_acks(self, acks: Any, node: ClusterNode) -> None:
+        if isinstance(acks, BaseException):
+            raise acks
+        if int(acks) < self.replica_acks:
+            raise BrokerUnavailable(
+                f"a write to {node.name} reached {int(acks)} of redis.replica_acks = "
+                f"{self.replica_acks} replicas within redis.replica_ack_timeout_ms = "
+                f"{self.replica_ack_timeout_ms}: not acknowledged (it may be lost in a "
+                "failover); is a replica of that master down?",
+                "WAIT",
+            )
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        return TranslatedClusterPipeline(self, transaction or None)
+
+    def pubsub(self, **kwargs: Any) -> ShardedPubSub:  # type: ignore[override]
+        return ShardedPubSub(self)
+
+
+class TranslatedClusterPipeline(ClusterPipeline):
+    """A cluster pipeline whose ``execute`` raises the runtime's errors, loads the scripts
+    put in ``scripts`` first (as redis-py's single-node pipeline does) and, with
+    ``replica_acks``, ends each node's share with a WAIT."""
+
+    def __init__(self, client: ClusterClient, transaction: bool | None = None) -> None:
+        super().__init__(client, transaction)
+        self.client = client
+        self.scripts: set[Any] = set()
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        client = self.client
+        try:
+            for script in self.scripts:
+                if not all(await client.script_exists(script.sha)):
+                    await client.script_load(script.script)
+            waits: list[ClusterNode] = []
+            if client.replica_acks and not self._transaction:
+                owners = {}
+                for command in self._execution_strategy._command_queue:
+                    if command.args[0] in _SCRIPT_CALLS and (key := _slot_key(command.args)):
+                        node = client.get_node_from_key(key)
+                        owners[node.name] = node
+                waits = list(owners.values())
+                for node in waits:
+                    self.execute_command(
+                        "WAIT", client.replica_acks, client.replica_ack_timeout_ms, target_nodes=node
+                    )
+            if all(_is_idempotent(c.args[0]) for c in self._execution_strategy._command_queue):
+                replies = await super().execute(raise_on_error, allow_redirections)
+            else:
+                replies = await super().execute(raise_on_error, allow_redirections=False)
+            if waits:
+                for acks, node in zip(replies[-len(waits) :], waits, strict=True):
+                    client.check_acks(acks, node)
+                replies = replies[: -len(waits)]
+        except _TRANSLATED as exc:
+            _raise_translated(exc)
+        return [_as_value(r) for r in replies]
+
+
+def connect_cluster(settings: RedisSettings, url: str) -> ClusterClient:
+    """A cluster client from a ``redis+cluster://`` URL: every call has a timeout, and a
+    call that meets a node down or a failover in progress is tried again on the fresh
+    map of slots (up to 3 more times, with backoff) before ``BrokerUnavailable``."""
+    parsed = parse_cluster_url(url)
+    client = ClusterClient(
+        startup_nodes=[ClusterNode(host, port) for host, port in parsed.seeds],
+        username=parsed.username,
+        password=parsed.password,
+        ssl=parsed.is_tls,
+        max_connections=settings.max_connections,
+        socket_timeout=settings.timeout_s,
+        socket_connect_timeout=settings.connect_timeout_s,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.1, cap=1.0), retries=6),
+        require_full_coverage=False,  # a slot whose master is down fails; the rest serve
+    )
+    client.replica_acks = settings.replica_acks
+    client.replica_ack_timeout_ms = settings.replica_ack_timeout_ms
+    return client

@@ -45,6 +45,7 @@ from runtime.queue.connection import (
 )
 from runtime.queue.sharded_pubsub import ShardedPubSub
 
+_ANY_NODE = "any node"  # resolved by TranslatedClusterPipeline.execute, once nodes are known
 _SCRIPT_CALLS = frozenset({b"EVALSHA", b"EVAL", "EVALSHA", "EVAL"})
 
 
@@ -121,9 +122,20 @@ class TranslatedClusterPipeline(ClusterPipeline):
         self.client = client
         self.scripts: set[Any] = set()
 
+    # redis-py refuses these in a cluster pipeline (they name no key); any node answers them
+    def time(self, **kwargs: Any) -> ClusterPipeline:  # type: ignore[override]
+        return self.execute_command("TIME", target_nodes=_ANY_NODE)
+
+    def echo(self, value: Any, **kwargs: Any) -> ClusterPipeline:  # type: ignore[override]
+        return self.execute_command("ECHO", value, target_nodes=_ANY_NODE)
+
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
         client = self.client
         try:
+            await client.initialize()  # knows its nodes (once; a no-op after)
+            for command in self._execution_strategy._command_queue:
+                if command.kwargs.get("target_nodes") is _ANY_NODE:
+                    command.kwargs["target_nodes"] = client.get_random_node()
             for script in self.scripts:
                 if not all(await client.script_exists(script.sha)):
                     await client.script_load(script.script)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.integration.conftest import make_harness  # noqa: F401  (for the imported tests)
 from tests.redis_cluster import RedisCluster
 
 
@@ -30,3 +31,9 @@ def failover_cluster() -> Iterator[RedisCluster]:
     cluster.start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture
+def redis_url(cluster_url: str) -> str:
+    """The integration tests imported here run on the session's cluster, flushed."""
+    return cluster_url

@@ -153,6 +153,17 @@ class RedisCluster:
                 return next(n for n in self.nodes if n.address == address)
         raise AssertionError(f"no master serves slot {slot}")
 
+    def wait_replicas(self, timeout_s: float = 30.0) -> None:
+        """Until every master has a replica in sync (``master_link_status:up``)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            roles = [self.info(n, "info", "replication") for n in self.live()]
+            replicas = [r for r in roles if "role:slave" in r]
+            if len(replicas) == 3 and all("master_link_status:up" in r for r in replicas):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"replicas not in sync in {timeout_s}s")
+
     def flush(self) -> None:
         for node in self.nodes:
             if node.process is not None and "role:master" in self.info(node, "info", "replication"):

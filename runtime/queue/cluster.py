@@ -39,6 +39,7 @@ from runtime.queue.connection import (
     _ONCE,
     _SCRIPT_RELOAD,
     _TRANSLATED,
+    _UNAVAILABLE,
     _as_value,
     _is_idempotent,
     _raise_translated,
@@ -71,11 +72,13 @@ class ClusterClient(RedisCluster):
             if (_ONCE.get() or not _is_idempotent(args[0])) and "target_nodes" not in options:
                 key = _slot_key(args)
                 if key is not None:  # one try, on the master of its key
-                    options["target_nodes"] = self.get_node_from_key(key)
+                    options["target_nodes"] = await self.node_for(key)
             return await super().execute_command(*args, **options)
         except _SCRIPT_RELOAD:
             raise
         except _TRANSLATED as exc:
+            if isinstance(exc, _UNAVAILABLE):
+                self.refresh_slots()
             _raise_translated(exc, args)
 
     async def _acknowledged(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
@@ -83,7 +86,7 @@ class ClusterClient(RedisCluster):
         key = _slot_key(args)
         if key is None:
             return await super().execute_command(*args, **options)
-        node = self.get_node_from_key(key)
+        node = await self.node_for(key)
         pipe = ClusterPipeline(self)
         pipe.execute_command(*args, **options)
         pipe.execute_command("WAIT", self.replica_acks, self.replica_ack_timeout_ms, target_nodes=node)
@@ -91,7 +94,27 @@ class ClusterClient(RedisCluster):
         if isinstance(reply, BaseException):
             raise reply
         self.check_acks(acks, node)
+        if self.get_node_from_key(key).name != node.name:  # redirected: WAIT asked another
+            raise BrokerUnavailable(
+                f"the slot of {key!r} moved during the call: its copy to replicas is unknown",
+                "WAIT",
+            )
         return reply
+
+    async def node_for(self, key: Any) -> ClusterNode:
+        """The master of ``key``'s slot. A slot no master serves (its master failed, the
+        promotion is not known yet) refreshes the map of slots before the next call."""
+        await self.initialize()
+        try:
+            return self.get_node_from_key(key)
+        except redis.exceptions.SlotNotCoveredError:
+            self.refresh_slots()
+            raise
+
+    def refresh_slots(self) -> None:
+        """Ask the cluster for its map of slots again before the next call (redis-py does
+        so itself after a failure inside a call; this is for failures around one)."""
+        self._initialize = True
 
     def check_acks(self, acks: Any, node: ClusterNode) -> None:
         if isinstance(acks, BaseException):
@@ -144,7 +167,7 @@ class TranslatedClusterPipeline(ClusterPipeline):
                 owners = {}
                 for command in self._execution_strategy._command_queue:
                     if command.args[0] in _SCRIPT_CALLS and (key := _slot_key(command.args)):
-                        node = client.get_node_from_key(key)
+                        node = await client.node_for(key)
                         owners[node.name] = node
                 waits = list(owners.values())
                 for node in waits:
@@ -160,6 +183,8 @@ class TranslatedClusterPipeline(ClusterPipeline):
                     client.check_acks(acks, node)
                 replies = replies[: -len(waits)]
         except _TRANSLATED as exc:
+            if isinstance(exc, _UNAVAILABLE):
+                client.refresh_slots()
             _raise_translated(exc)
         return [_as_value(r) for r in replies]
 
@@ -181,5 +206,8 @@ def connect_cluster(settings: RedisSettings, url: str) -> ClusterClient:
         require_full_coverage=False,  # a slot whose master is down fails; the rest serve
     )
     client.replica_acks = settings.replica_acks
-    client.replica_ack_timeout_ms = settings.replica_ack_timeout_ms
+    # WAIT must answer before the socket timeout, or a slow copy looks like a dead node
+    client.replica_ack_timeout_ms = min(
+        settings.replica_ack_timeout_ms, max(1, int(settings.timeout_s * 800))
+    )
     return client

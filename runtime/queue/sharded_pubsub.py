@@ -108,8 +108,9 @@ class ShardedPubSub:
     async def subscribe(self, *channels: str | bytes) -> None:
         try:
             if self._cluster.pubsub_refresh:
-                await self._cluster.nodes_manager.initialize()
+                self._cluster.refresh_slots()
                 self._cluster.pubsub_refresh = False
+            await self._cluster.initialize()
             by_node: dict[str, tuple[ClusterNode, dict[int, list[bytes]]]] = {}
             for raw in channels:
                 channel = raw.encode() if isinstance(raw, str) else raw

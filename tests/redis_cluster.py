@@ -94,10 +94,10 @@ class RedisCluster:
             args = [self.cli, "--cluster", "create", *(n.address for n in self.nodes)]
             if self.replicas:
                 args += ["--cluster-replicas", "1"]
-            subprocess.run(
-                [*args, "--cluster-yes"], check=True, capture_output=True, timeout=60
-            )
+            subprocess.run([*args, "--cluster-yes"], check=True, capture_output=True, timeout=60)
             self.wait_ok()
+            if self.replicas:
+                self.wait_replicas()  # a replica promoted before its first sync is empty
         except BaseException:
             self.stop()
             raise
@@ -152,6 +152,18 @@ class RedisCluster:
             if any(low <= slot <= high for low, high in spans):
                 return next(n for n in self.nodes if n.address == address)
         raise AssertionError(f"no master serves slot {slot}")
+
+    def wait_promoted(self, victim: ClusterNode, timeout_s: float = 30.0) -> None:
+        """Until a replica of the dead ``victim`` serves its slots, as every live node sees
+        it. (Restarting a master without persistence before that would come back empty as
+        the master of its slots, and its replica would copy the empty data set.)"""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            views = [self._slot_owners(n) for n in self.live()]
+            if all(len(v) == 3 and victim.address not in v for v in views):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{victim.address} not replaced in {timeout_s}s")
 
     def wait_replicas(self, timeout_s: float = 30.0) -> None:
         """Until every master has a replica in sync (``master_link_status:up``)."""

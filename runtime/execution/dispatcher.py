@@ -34,7 +34,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from runtime.config.registry import Registry
 from runtime.config.schema import Settings
@@ -106,22 +106,8 @@ class Dispatcher:
         worker.handoff_channel = handoff_channel(
             self._broker.namespace, self._instance, self._serial
         )
-        self._by_channel[self._listened(worker.handoff_channel, spec.name)] = worker
+        self._by_channel[listened(self._broker, worker.handoff_channel, spec.name)] = worker
         return worker
-
-    def _listened(self, channel: str, function: str) -> bytes:
-        """The name the listener subscribes ``channel`` by: itself on one Redis; on Redis
-        Cluster the shard channel in ``function``'s slot, where its scripts publish it."""
-        if self._broker.redis.is_cluster:
-            channel = shard_channel(channel, self._broker.keys(function).prefix)
-        return channel.encode()
-
-    def _wake_channels(self) -> set[bytes]:
-        """One for the namespace on one Redis; one per served function on a cluster."""
-        wake = self._broker.wake_channel
-        if not self._broker.redis.is_cluster:
-            return {wake.encode()}
-        return {self._listened(wake, name) for name in self.workers}
 
     def start(self) -> None:
         for worker in self.workers.values():
@@ -193,7 +179,9 @@ class Dispatcher:
         finally:
             self.retiring.difference_update(old)
             for worker in old:
-                self._by_channel.pop(self._listened(worker.handoff_channel, worker.name), None)
+                self._by_channel.pop(
+                    listened(self._broker, worker.handoff_channel, worker.name), None
+                )
 
     async def drain(self, grace_s: float) -> None:
         """Graceful stop: every worker stops claiming and finishes or releases its jobs.
@@ -283,14 +271,16 @@ class Dispatcher:
         while True:
             pubsub = self._broker.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                wakes = self._wake_channels()
+                wakes = wake_channels(self._broker, self.workers)
                 subscribed = {*wakes, *self._by_channel}
                 await pubsub.subscribe(*subscribed)
                 self._set_parking(True)
                 retry_s = 0.1
                 self._wake_all()  # messages may have been missed while unsubscribed
                 while True:
-                    wakes = self._wake_channels()  # the functions change with a deploy
+                    wakes = wake_channels(
+                        self._broker, self.workers
+                    )  # the functions change with a deploy
                     wanted = {**dict.fromkeys(wakes), **self._by_channel}
                     for worker in await follow_channels(pubsub, subscribed, wanted):
                         if worker in self.workers.values():  # not retired meanwhile
@@ -315,6 +305,21 @@ class Dispatcher:
             finally:
                 self._set_parking(False)
                 await close_pubsub(pubsub)
+
+
+def wake_channels(broker: RedisBroker, functions: Iterable[str]) -> set[bytes]:
+    """One for the namespace on one Redis; one per served function on a cluster."""
+    if not broker.redis.is_cluster:
+        return {broker.wake_channel.encode()}
+    return {listened(broker, broker.wake_channel, name) for name in functions}
+
+
+def listened(broker: RedisBroker, channel: str, function: str) -> bytes:
+    """The name the listener subscribes ``channel`` by: itself on one Redis; on Redis
+    Cluster the shard channel in ``function``'s slot, where its scripts publish it."""
+    if broker.redis.is_cluster:
+        channel = shard_channel(channel, broker.keys(function).prefix)
+    return channel.encode()
 
 
 async def follow_channels(

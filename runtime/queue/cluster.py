@@ -25,7 +25,7 @@ the master of its key once (``target_nodes`` turns redis-py's cluster retry off)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import redis.exceptions
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
@@ -87,14 +87,18 @@ class ClusterClient(RedisCluster):
         if key is None:
             return await super().execute_command(*args, **options)
         node = await self.node_for(key)
-        pipe = ClusterPipeline(self)
+        pipe = ClusterPipeline(self)  # type: ignore[abstract]
         pipe.execute_command(*args, **options)
-        pipe.execute_command("WAIT", self.replica_acks, self.replica_ack_timeout_ms, target_nodes=node)
+        pipe.execute_command(
+            "WAIT", self.replica_acks, self.replica_ack_timeout_ms, target_nodes=node
+        )
         reply, acks = await pipe.execute(raise_on_error=False)
         if isinstance(reply, BaseException):
             raise reply
         self.check_acks(acks, node)
-        if self.get_node_from_key(key).name != node.name:  # redirected: WAIT asked another
+        if (
+            now := self.get_node_from_key(key)
+        ) is None or now.name != node.name:  # redirected: WAIT asked another
             raise BrokerUnavailable(
                 f"the slot of {key!r} moved during the call: its copy to replicas is unknown",
                 "WAIT",
@@ -106,10 +110,13 @@ class ClusterClient(RedisCluster):
         promotion is not known yet) refreshes the map of slots before the next call."""
         await self.initialize()
         try:
-            return self.get_node_from_key(key)
+            node = self.get_node_from_key(key)
         except redis.exceptions.SlotNotCoveredError:
+            node = None
+        if node is None:
             self.refresh_slots()
-            raise
+            raise redis.exceptions.SlotNotCoveredError(f"no master serves the slot of {key!r}")
+        return node
 
     def refresh_slots(self) -> None:
         """Ask the cluster for its map of slots again before the next call (redis-py does
@@ -129,10 +136,15 @@ class ClusterClient(RedisCluster):
             )
 
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
-        return TranslatedClusterPipeline(self, transaction or None)
+        return TranslatedClusterPipeline(self, transaction or None)  # type: ignore[abstract]
 
     def pubsub(self, **kwargs: Any) -> ShardedPubSub:  # type: ignore[override]
         return ShardedPubSub(self)
+
+
+def _queued(pipe: ClusterPipeline) -> list[Any]:
+    """The commands queued in a cluster pipeline (redis-py keeps them in its strategy)."""
+    return cast("list[Any]", cast("Any", pipe)._execution_strategy._command_queue)
 
 
 class TranslatedClusterPipeline(ClusterPipeline):
@@ -152,11 +164,13 @@ class TranslatedClusterPipeline(ClusterPipeline):
     def echo(self, value: Any, **kwargs: Any) -> ClusterPipeline:  # type: ignore[override]
         return self.execute_command("ECHO", value, target_nodes=_ANY_NODE)
 
-    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+    async def execute(
+        self, raise_on_error: bool = True, allow_redirections: bool = True
+    ) -> list[Any]:
         client = self.client
         try:
             await client.initialize()  # knows its nodes (once; a no-op after)
-            for command in self._execution_strategy._command_queue:
+            for command in _queued(self):
                 if command.kwargs.get("target_nodes") is _ANY_NODE:
                     command.kwargs["target_nodes"] = client.get_random_node()
             for script in self.scripts:
@@ -165,16 +179,19 @@ class TranslatedClusterPipeline(ClusterPipeline):
             waits: list[ClusterNode] = []
             if client.replica_acks and not self._transaction:
                 owners = {}
-                for command in self._execution_strategy._command_queue:
+                for command in _queued(self):
                     if command.args[0] in _SCRIPT_CALLS and (key := _slot_key(command.args)):
                         node = await client.node_for(key)
                         owners[node.name] = node
                 waits = list(owners.values())
                 for node in waits:
                     self.execute_command(
-                        "WAIT", client.replica_acks, client.replica_ack_timeout_ms, target_nodes=node
+                        "WAIT",
+                        client.replica_acks,
+                        client.replica_ack_timeout_ms,
+                        target_nodes=node,
                     )
-            if all(_is_idempotent(c.args[0]) for c in self._execution_strategy._command_queue):
+            if all(_is_idempotent(c.args[0]) for c in _queued(self)):
                 replies = await super().execute(raise_on_error, allow_redirections)
             else:
                 replies = await super().execute(raise_on_error, allow_redirections=False)

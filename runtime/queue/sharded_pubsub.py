@@ -27,7 +27,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
-from redis.cluster import key_slot
+from redis.crc import key_slot
 
 from runtime.errors import BrokerError, BrokerUnavailable
 from runtime.observe.supervisor import raise_if_cancelled
@@ -114,7 +114,7 @@ class ShardedPubSub:
             by_node: dict[str, tuple[ClusterNode, dict[int, list[bytes]]]] = {}
             for raw in channels:
                 channel = raw.encode() if isinstance(raw, str) else raw
-                node = self._cluster.get_node_from_key(channel)
+                node = await self._cluster.node_for(channel)
                 by_node.setdefault(node.name, (node, defaultdict(list)))[1][
                     key_slot(channel)
                 ].append(channel)

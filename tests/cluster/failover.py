@@ -39,6 +39,7 @@ class Drill:
     latencies_ms: list[float] = field(default_factory=list)
     outages_s: list[float] = field(default_factory=list)  # kill -> first job done after
     lost: list[str] = field(default_factory=list)
+    states: dict[str, str] = field(default_factory=dict)  # of the lost: what Redis holds
 
     def figures(self) -> dict[str, float]:
         lat = sorted(self.latencies_ms)
@@ -51,13 +52,13 @@ class Drill:
         }
 
 
-async def _produce(client: Client, drill: Drill, stop: asyncio.Event) -> None:
+async def _produce(client: Client, drill: Drill, stop: asyncio.Event, lane: int) -> None:
     """Enqueues one job at a time; an id is acknowledged once enqueue returned it (a
     failed call is retried with the same id: safe, enqueue is keyed by id)."""
     n = 0
     while not stop.is_set():
         n += 1
-        job_id = f"{FUNCTION}.drill{n}"
+        job_id = f"{FUNCTION}.drill{lane}x{n}"
         while True:
             started = time.perf_counter()
             try:
@@ -90,7 +91,7 @@ async def _first_job_done(client: Client, deadline_s: float) -> float:
 
 
 async def run_drill(
-    cluster: RedisCluster, tmp: Path, *, failovers: int, replica_acks: int
+    cluster: RedisCluster, tmp: Path, *, failovers: int, replica_acks: int, producers: int = 4
 ) -> Drill:
     folder = tmp / "functions"
     folder.mkdir(exist_ok=True)
@@ -102,14 +103,17 @@ async def run_drill(
     harness = Harness(settings, load_registry(folder, settings.functions))
     harness.start()
     drill, stop = Drill(), asyncio.Event()
-    producer = asyncio.create_task(_produce(harness.client, drill, stop))
+    lanes = [
+        asyncio.create_task(_produce(harness.client, drill, stop, lane))
+        for lane in range(producers)
+    ]
     try:
         for _ in range(failovers):
             await asyncio.sleep(1.0)  # jobs flow
             victim = cluster.owner(f"{{rt:{FUNCTION}}}:x")
             victim.kill()
             probe = asyncio.create_task(_first_job_done(harness.client, 20.0))
-            await asyncio.to_thread(cluster.wait_ok)  # promoted, as every node sees it
+            await asyncio.to_thread(cluster.wait_promoted, victim)
             # Back (as a supervisor restarts it), as a replica of the promoted one: with
             # replica_acks = 1 the promoted master acknowledges nothing until it has one.
             victim.start()
@@ -118,11 +122,12 @@ async def run_drill(
         await asyncio.sleep(1.0)
     finally:
         stop.set()
-        await producer
+        await asyncio.gather(*lanes)
     for job_id in drill.acknowledged:
         record = await _final(harness, job_id)
         if record is None or record.state != "completed":
             drill.lost.append(job_id)
+            drill.states[job_id] = record.state if record is not None else "missing"
     await harness.close()
     return drill
 

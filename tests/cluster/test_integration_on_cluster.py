@@ -31,14 +31,14 @@ from tests.integration.test_handoff import (  # noqa: F401
     test_an_idle_worker_gets_a_new_job_by_handoff,
 )
 from tests.integration.test_jobs import (  # noqa: F401
+    test_delayed_job_runs_after_its_delay,
     test_enqueue_then_complete,
     test_expired_lease_is_reclaimed_and_run_again,
+    test_idempotency_key_and_job_id_make_one_job,
     test_retries_exhausted_go_to_dlq_with_reason,
     test_retry_then_succeed,
     test_stale_acknowledgement_is_fenced,
     test_strict_priority_order,
-    test_delayed_job_runs_after_its_delay,
-    test_idempotency_key_and_job_id_make_one_job,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

@@ -46,6 +46,10 @@ from runtime.queue.connection import (
 )
 from runtime.queue.sharded_pubsub import ShardedPubSub
 
+# redis-py's cluster client may close a connection another call is opening when it
+# refreshes its map of slots (its writer is then None): a broken connection, not a bug of
+# the caller's, so BrokerUnavailable like any other (seen in the failover drill).
+_TORN = (AttributeError,)
 _ANY_NODE = "any node"  # resolved by TranslatedClusterPipeline.execute, once nodes are known
 _SCRIPT_CALLS = frozenset({b"EVALSHA", b"EVAL", "EVALSHA", "EVAL"})
 
@@ -80,6 +84,8 @@ class ClusterClient(RedisCluster):
             if isinstance(exc, _UNAVAILABLE):
                 self.refresh_slots()
             _raise_translated(exc, args)
+        except _TORN as exc:
+            raise BrokerUnavailable(f"a connection closed under the call: {exc}", "torn") from exc
 
     async def _acknowledged(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
         """A script call, then WAIT on the same node's same connection (a pipeline of two)."""
@@ -203,6 +209,8 @@ class TranslatedClusterPipeline(ClusterPipeline):
             if isinstance(exc, _UNAVAILABLE):
                 client.refresh_slots()
             _raise_translated(exc)
+        except _TORN as exc:
+            raise BrokerUnavailable(f"a connection closed under the call: {exc}", "torn") from exc
         return [_as_value(r) for r in replies]
 
 

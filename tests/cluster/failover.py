@@ -6,7 +6,6 @@ acknowledged jobs lost, and times the outage and the enqueue latency."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import statistics
 import textwrap
 import time
@@ -41,14 +40,14 @@ class Drill:
     lost: list[str] = field(default_factory=list)
     states: dict[str, str] = field(default_factory=dict)  # of the lost: what Redis holds
 
-    def figures(self) -> dict[str, float]:
+    def figures(self) -> dict[str, object]:
         lat = sorted(self.latencies_ms)
         return {
             "acknowledged": len(self.acknowledged),
             "lost": len(self.lost),
             "enqueue_p50_ms": round(statistics.median(lat), 2),
             "enqueue_p99_ms": round(lat[int(len(lat) * 0.99) - 1], 2),
-            "outage_max_s": round(max(self.outages_s), 2),
+            "outages_s": [round(s, 2) for s in self.outages_s],
         }
 
 
@@ -123,18 +122,52 @@ async def run_drill(
     finally:
         stop.set()
         await asyncio.gather(*lanes)
-    for job_id in drill.acknowledged:
-        record = await _final(harness, job_id)
-        if record is None or record.state != "completed":
-            drill.lost.append(job_id)
-            drill.states[job_id] = record.state if record is not None else "missing"
+    pending = list(drill.acknowledged)
+    deadline = time.monotonic() + 60  # the backlog drains; a job never ending is lost
+    while pending and time.monotonic() < deadline:
+        states = await asyncio.gather(*(_state(harness, job_id) for job_id in pending))
+        drill.states = {
+            j: state for j, state in zip(pending, states, strict=True) if state != "completed"
+        }
+        pending = list(drill.states)
+        if pending:
+            await asyncio.sleep(0.5)
+    drill.lost = pending
     await harness.close()
     return drill
 
 
-async def _final(harness: Harness, job_id: str):  # type: ignore[no-untyped-def]
-    for _ in range(100):
-        with contextlib.suppress(BrokerError):
-            return await harness.client.broker.wait(job_id, 10.0)
-        await asyncio.sleep(0.1)
-    return None
+async def _state(harness: Harness, job_id: str) -> str:
+    try:
+        record = await harness.client.job(job_id)
+    except BrokerError:
+        return "unreadable"
+    return "missing" if record is None else record.state
+
+
+async def _main(failovers: int, replica_acks: int, producers: int) -> None:
+    import collections
+    import json
+    import tempfile
+
+    cluster = RedisCluster(replicas=True)
+    cluster.start()
+    try:
+        drill = await run_drill(
+            cluster,
+            Path(tempfile.mkdtemp()),
+            failovers=failovers,
+            replica_acks=replica_acks,
+            producers=producers,
+        )
+    finally:
+        cluster.stop()
+    lost = collections.Counter(drill.states.values())
+    figures = {"failovers": failovers, "replica_acks": replica_acks, **drill.figures()}
+    print(json.dumps({**figures, "lost_records": dict(lost)}))
+
+
+if __name__ == "__main__":  # python -m tests.cluster.failover FAILOVERS REPLICA_ACKS PRODUCERS
+    import sys
+
+    asyncio.run(_main(*(int(a) for a in sys.argv[1:4])))

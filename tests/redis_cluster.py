@@ -60,9 +60,14 @@ class ClusterNode:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGCONT)  # a paused one could not exit
             os.kill(self.process.pid, sig)
             self.process.wait(timeout=10)
         self.process = None
+
+    def signal(self, sig: int) -> None:
+        if self.process is not None:
+            os.kill(self.process.pid, sig)
 
     @property
     def address(self) -> str:
@@ -143,6 +148,12 @@ class RedisCluster:
 
     def live(self) -> list[ClusterNode]:
         return [n for n in self.nodes if n.process is not None]
+
+    def replica_of(self, master: ClusterNode) -> ClusterNode:
+        lines = [line.split(" ") for line in self.info(master, "cluster", "nodes").splitlines()]
+        master_id = next(p[0] for p in lines if "myself" in p[2])
+        address = next(p[1].split("@")[0] for p in lines if "slave" in p[2] and p[3] == master_id)
+        return next(n for n in self.nodes if n.address == address)
 
     def owner(self, key: str) -> ClusterNode:
         """The master serving ``key``'s slot now (as the first live node sees it)."""

@@ -6,6 +6,7 @@ acknowledged jobs lost, and times the outage and the enqueue latency."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import statistics
 import textwrap
 import time
@@ -90,8 +91,18 @@ async def _first_job_done(client: Client, deadline_s: float) -> float:
 
 
 async def run_drill(
-    cluster: RedisCluster, tmp: Path, *, failovers: int, replica_acks: int, producers: int = 4
+    cluster: RedisCluster,
+    tmp: Path,
+    *,
+    failovers: int,
+    replica_acks: int,
+    producers: int = 4,
+    lag_s: float = 0.0,
 ) -> Drill:
+    """With ``lag_s``, the victim's replica is paused (SIGSTOP) and its link cut (CLIENT
+    KILL TYPE replica) that long before the kill, and resumed after it: the writes of that
+    window exist on the master alone, the window of asynchronous replication made wide
+    enough to see."""
     folder = tmp / "functions"
     folder.mkdir(exist_ok=True)
     (folder / "handlers.py").write_text(textwrap.dedent(HANDLERS))
@@ -110,7 +121,14 @@ async def run_drill(
         for _ in range(failovers):
             await asyncio.sleep(1.0)  # jobs flow
             victim = cluster.owner(f"{{rt:{FUNCTION}}}:x")
+            replica = cluster.replica_of(victim)
+            if lag_s:  # paused, then cut off: the writes from now on stay on the victim
+                replica.signal(signal.SIGSTOP)
+                await asyncio.to_thread(cluster.info, victim, "client", "kill", "type", "replica")
+                await asyncio.sleep(lag_s)
             victim.kill()
+            if lag_s:
+                replica.signal(signal.SIGCONT)
             probe = asyncio.create_task(_first_job_done(harness.client, 20.0))
             await asyncio.to_thread(cluster.wait_promoted, victim)
             # Back (as a supervisor restarts it), as a replica of the promoted one: with
@@ -145,7 +163,7 @@ async def _state(harness: Harness, job_id: str) -> str:
     return "missing" if record is None else record.state
 
 
-async def _main(failovers: int, replica_acks: int, producers: int) -> None:
+async def _main(failovers: int, replica_acks: int, producers: int, lag_ms: int = 0) -> None:
     import collections
     import json
     import tempfile
@@ -159,15 +177,17 @@ async def _main(failovers: int, replica_acks: int, producers: int) -> None:
             failovers=failovers,
             replica_acks=replica_acks,
             producers=producers,
+            lag_s=lag_ms / 1000,
         )
     finally:
         cluster.stop()
     lost = collections.Counter(drill.states.values())
-    figures = {"failovers": failovers, "replica_acks": replica_acks, **drill.figures()}
+    figures = {"failovers": failovers, "replica_acks": replica_acks, "lag_ms": lag_ms}
+    figures.update(drill.figures())
     print(json.dumps({**figures, "lost_records": dict(lost)}))
 
 
-if __name__ == "__main__":  # python -m tests.cluster.failover FAILOVERS REPLICA_ACKS PRODUCERS
+if __name__ == "__main__":  # python -m tests.cluster.failover FAILOVERS ACKS PRODUCERS [LAG_MS]
     import sys
 
-    asyncio.run(_main(*(int(a) for a in sys.argv[1:4])))
+    asyncio.run(_main(*(int(a) for a in sys.argv[1:5])))

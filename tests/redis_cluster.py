@@ -146,6 +146,10 @@ class RedisCluster:
             owners[parts[1].split("@")[0]] = spans
         return owners
 
+    def masters(self) -> set[str]:
+        """Addresses of the masters serving slots now."""
+        return set(self._slot_owners(self.live()[0]))
+
     def live(self) -> list[ClusterNode]:
         return [n for n in self.nodes if n.process is not None]
 
@@ -154,6 +158,21 @@ class RedisCluster:
         master_id = next(p[0] for p in lines if "myself" in p[2])
         address = next(p[1].split("@")[0] for p in lines if "slave" in p[2] and p[3] == master_id)
         return next(n for n in self.nodes if n.address == address)
+
+    def move_slot(self, key: str, target: ClusterNode) -> None:
+        """Migrate ``key``'s slot, with its keys, to the master ``target`` (what
+        ``redis-cli --cluster reshard`` does for one slot)."""
+        source = self.owner(key)
+        slot = self.info(source, "cluster", "keyslot", key).strip()
+        source_id = self.info(source, "cluster", "myid").strip()
+        target_id = self.info(target, "cluster", "myid").strip()
+        self.info(target, "cluster", "setslot", slot, "importing", source_id)
+        self.info(source, "cluster", "setslot", slot, "migrating", target_id)
+        while keys := self.info(source, "cluster", "getkeysinslot", slot, "100").split():
+            self.info(source, "migrate", "127.0.0.1", str(target.port), "", "0", "5000",
+                      "KEYS", *keys)  # fmt: skip
+        for node in (target, source, *self.live()):
+            self.info(node, "cluster", "setslot", slot, "node", target_id)
 
     def owner(self, key: str) -> ClusterNode:
         """The master serving ``key``'s slot now (as the first live node sees it)."""

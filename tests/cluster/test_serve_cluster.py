@@ -55,7 +55,7 @@ def _answer(request: urllib.request.Request) -> object:
 
 
 def test_functions_span_every_master(redis_cluster: RedisCluster) -> None:
-    owners = {redis_cluster.owner(f"{{runtime:{name}}}:x").port for name in NAMES}
+    owners = {redis_cluster.owner(f"{{rt:{name}}}:x").port for name in NAMES}
     assert len(owners) == 3
 
 

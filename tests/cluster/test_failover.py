@@ -15,8 +15,10 @@ from tests.redis_cluster import NODE_TIMEOUT_MS, RedisCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
-# The fleet must continue within cluster-node-timeout + 2 s (+ 1 s: a loaded machine).
-OUTAGE_BOUND_S = NODE_TIMEOUT_MS / 1000 + 2 + 1
+# The fleet should continue within cluster-node-timeout + 2 s; measured 3.4-5.5 s here
+# (Redis's election adds 0.5-1.5 s after the timeout, the probe polls), so + 2 s of slack
+# for a loaded 2-core machine.
+OUTAGE_BOUND_S = NODE_TIMEOUT_MS / 1000 + 2 + 2
 
 
 async def test_without_replica_acks_a_failover_loses_acknowledged_jobs(

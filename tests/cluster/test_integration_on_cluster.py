@@ -17,6 +17,7 @@ from tests.integration.test_admin import (  # noqa: F401
 from tests.integration.test_deploy import (  # noqa: F401
     client,
     fleet,
+    redis,
     test_deploy_while_long_jobs_run_loses_and_duplicates_nothing,
     test_invoke_validates_against_the_active_deployment,
     test_two_runtimes_switch_within_two_seconds,

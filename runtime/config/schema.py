@@ -22,6 +22,11 @@ class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Accept a maxmemory-policy other than noeviction (Redis may then delete jobs):
     # a WARNING instead of an ERROR and a failing /readyz check `redis_config`.
     allow_eviction: bool = False
+    # Redis Cluster only: every script write waits (WAIT) until this many replicas of its
+    # master hold it, so an acknowledged enqueue or settle survives a failover; a write
+    # that is not copied within replica_ack_timeout_ms fails as BrokerUnavailable.
+    replica_acks: Annotated[int, Meta(ge=0, le=5)] = 0
+    replica_ack_timeout_ms: Annotated[int, Meta(ge=1, le=60_000)] = 1000
 
     @property
     def block_s(self) -> float:

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from runtime.config.cluster_url import is_cluster_url, parse_cluster_url
 from runtime.config.redaction import mask
 from runtime.config.schema import MIN_SIGNING_KEY_CHARS, SCHEMA, SECTIONS, TABLES, Key, Settings
 from runtime.function import OPTION_ALIASES, OPTION_NAMES, FunctionOptions, suggest
@@ -103,7 +104,8 @@ def validate(leaves: dict[Key, Leaf], problems: list[str]) -> Settings | None:
 
 URL_FORMS = (
     "must be empty (embedded redis-server) or a URL like redis://[[user]:password@]host"
-    "[:port][/db], rediss://… (TLS) or unix:///path/to/redis.sock"
+    "[:port][/db], rediss://… (TLS), unix:///path/to/redis.sock, or "
+    "redis+cluster://host:port[,host:port…] (Redis Cluster)"
 )
 
 
@@ -112,6 +114,12 @@ def redis_url_problem(url: str) -> str | None:
 
     Parsed as redis-py parses it, so what passes here does not fail at the first connection:
     the scheme, a host, a port that is a number from 1 to 65535, a database number."""
+    if is_cluster_url(url):
+        try:
+            parse_cluster_url(url)
+        except ValueError as exc:
+            return f"{exc}; {URL_FORMS}"
+        return None
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port  # ValueError for a port that is not a number, or out of range

@@ -50,8 +50,8 @@ from runtime.observe.supervisor import Supervisor, raise_if_cancelled
 from runtime.observe.tracing import Tracing
 from runtime.queue.broker import RedisBroker
 from runtime.queue.connection import TranslatedPubSub, close_pubsub
-from runtime.queue.keys import handoff_channel
-from runtime.queue.shards import handed, split_name
+from runtime.queue.keys import handoff_channel, shard_channel
+from runtime.queue.shards import handed, shard_name, split_name
 
 log = logging.getLogger("runtime.dispatcher")
 
@@ -109,7 +109,8 @@ class Dispatcher:
         worker.handoff_channel = handoff_channel(
             self._broker.namespace, self._instance, self._serial
         )
-        self._by_channel[worker.handoff_channel.encode()] = worker
+        for name in shard_names(spec.name, spec.options.shards):
+            self._by_channel[listened(self._broker, worker.handoff_channel, name)] = worker
         return worker
 
     def start(self) -> None:
@@ -182,7 +183,8 @@ class Dispatcher:
         finally:
             self.retiring.difference_update(old)
             for worker in old:
-                self._by_channel.pop(worker.handoff_channel.encode(), None)
+                for name in shard_names(worker.name, worker.spec.options.shards):
+                    self._by_channel.pop(listened(self._broker, worker.handoff_channel, name), None)
 
     async def drain(self, grace_s: float) -> None:
         """Graceful stop: every worker stops claiming and finishes or releases its jobs.
@@ -254,47 +256,33 @@ class Dispatcher:
             log.warning("releasing job %s failed (its lease will expire): %s", job.id, exc)
 
     def _wake(self, data: object) -> None:
-        """A wake message: the function whose lane went from empty to non-empty."""
-        if not isinstance(data, bytes) or len(data) > MAX_WAKE_BYTES:
-            rejects.reject("wake_channel", f"not a function name: {rejects.sample(data)}")
-            return
-        try:
-            name = data.decode()
-        except UnicodeDecodeError:
-            rejects.reject("wake_channel", f"not UTF-8: {rejects.sample(data)}")
-            return
-        # "cancel:<function>" (lua/cancel.lua): a running job of that function is to be
-        # cancelled; its holder's heartbeat reads which now rather than at its next turn.
-        # Only a hint: the request itself is read from the job's record.
-        is_cancel = name.startswith(CANCEL_HINT)
-        base = name.removeprefix(CANCEL_HINT) if is_cancel else name
-        worker = self.workers.get(split_name(base)[0])  # any shard wakes the function's claims
-        if worker is not None and is_cancel:
-            worker.beat_now()
-        elif worker is not None:
-            worker.wake()
+        on_wake(self.workers, data)
 
     async def _listen(self) -> None:
         retry_s = 0.1
         poll_s = min(1.0, self._settings.redis.timeout_s / 2)
         while True:
             pubsub = self._broker.redis.pubsub(ignore_subscribe_messages=True)
-            wake = self._broker.wake_channel.encode()
             try:
-                subscribed = set(self._by_channel)
-                await pubsub.subscribe(wake, *subscribed)
+                wakes = wake_channels(self._broker, self.workers)
+                subscribed = {*wakes, *self._by_channel}
+                await pubsub.subscribe(*subscribed)
                 self._set_parking(True)
                 retry_s = 0.1
                 self._wake_all()  # messages may have been missed while unsubscribed
                 while True:
-                    for worker in await follow_channels(pubsub, subscribed, self._by_channel):
+                    wakes = wake_channels(
+                        self._broker, self.workers
+                    )  # the functions change with a deploy
+                    wanted = {**dict.fromkeys(wakes), **self._by_channel}
+                    for worker in await follow_channels(pubsub, subscribed, wanted):
                         if worker in self.workers.values():  # not retired meanwhile
                             worker.allow_parking(True)
                     message = await pubsub.get_message(timeout=poll_s)
                     if message is None or message["type"] != "message":
                         continue
                     channel, data = message["channel"], message["data"]
-                    if channel == wake:
+                    if channel in wakes:
                         self._wake(data)
                     elif isinstance(channel, bytes) and isinstance(data, bytes):
                         self._handoff(channel, data)
@@ -312,12 +300,41 @@ class Dispatcher:
                 await close_pubsub(pubsub)
 
 
+def wake_channels(broker: RedisBroker, workers: Mapping[str, FunctionWorker]) -> set[bytes]:
+    """One for the namespace on one Redis; on a cluster one per shard of each served
+    function (a sharded function's scripts publish in their shard's slot)."""
+    if not broker.redis.is_cluster:
+        return {broker.wake_channel.encode()}
+    return {
+        listened(broker, broker.wake_channel, name)
+        for worker in workers.values()
+        for name in shard_names(worker.name, worker.spec.options.shards)
+    }
+
+
+def shard_names(function: str, shards: int) -> list[str]:
+    """The queue's names of a function's shards (``fn``, ``fn#1``, ...): on a cluster each
+    is its own slot, so its own shard channels. The configured count: shards above it
+    (left by a lowered count) are claimed, but not woken or handed to, on a cluster."""
+    return [shard_name(function, shard) for shard in range(shards)]
+
+
+def listened(broker: RedisBroker, channel: str, function: str) -> bytes:
+    """The name the listener subscribes ``channel`` by: itself on one Redis; on Redis
+    Cluster the shard channel in ``function``'s slot, where its scripts publish it."""
+    if broker.redis.is_cluster:
+        channel = shard_channel(channel, broker.keys(function).prefix)
+    return channel.encode()
+
+
 async def follow_channels(
-    pubsub: TranslatedPubSub, subscribed: set[bytes], wanted: Mapping[bytes, FunctionWorker]
+    pubsub: TranslatedPubSub,
+    subscribed: set[bytes],
+    wanted: Mapping[bytes, FunctionWorker | None],
 ) -> list[FunctionWorker]:
     """Subscribe the channels of ``wanted`` not yet in ``subscribed``, unsubscribe those no
-    longer wanted (retired workers'); returns the workers whose channel is new, which may
-    park from now on."""
+    longer wanted (retired workers', a removed function's wake channel); returns the
+    workers whose channel is new, which may park from now on."""
     added = [c for c in wanted if c not in subscribed]
     gone = [c for c in subscribed if c not in wanted]
     if added:
@@ -326,4 +343,26 @@ async def follow_channels(
     if gone:
         await pubsub.unsubscribe(*gone)
         subscribed.difference_update(gone)
-    return [wanted[c] for c in added]
+    return [worker for c in added if (worker := wanted[c]) is not None]
+
+
+def on_wake(workers: Mapping[str, FunctionWorker], data: object) -> None:
+    """A wake message: the function (shard) whose lane went from empty to non-empty, or
+    ``cancel:<function>`` (lua/cancel.lua): a running job of that function is to be
+    cancelled, so its holder's heartbeat reads which now rather than at its next turn (only
+    a hint: the request itself is read from the job's record)."""
+    if not isinstance(data, bytes) or len(data) > MAX_WAKE_BYTES:
+        rejects.reject("wake_channel", f"not a function name: {rejects.sample(data)}")
+        return
+    try:
+        name = data.decode()
+    except UnicodeDecodeError:
+        rejects.reject("wake_channel", f"not UTF-8: {rejects.sample(data)}")
+        return
+    is_cancel = name.startswith(CANCEL_HINT)
+    base = name.removeprefix(CANCEL_HINT) if is_cancel else name
+    worker = workers.get(split_name(base)[0])  # any shard wakes the function's claims
+    if worker is not None and is_cancel:
+        worker.beat_now()
+    elif worker is not None:
+        worker.wake()

@@ -61,6 +61,7 @@ from redis.asyncio.client import Pipeline, PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
+from runtime.config.cluster_url import is_cluster_url
 from runtime.config.redaction import redact_text
 from runtime.config.schema import RedisSettings
 from runtime.errors import (
@@ -71,8 +72,18 @@ from runtime.errors import (
 )
 from runtime.queue.permissions import permission_error
 
-_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
-_TRANSLATED = (redis.exceptions.RedisError, OSError)
+# A cluster in the middle of a failover or a slot move says so with these: the same as a
+# node that does not answer (the call may be tried again once the cluster has settled).
+_CLUSTER_MOVING = (
+    redis.exceptions.ClusterError,  # CLUSTERDOWN, MASTERDOWN
+    redis.exceptions.TryAgainError,
+    redis.exceptions.AskError,  # MOVED/ASK left over once redis-py's redirects ran out
+    redis.exceptions.RedisClusterException,  # no node serves the slot, none answered
+)
+_UNAVAILABLE = (
+    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, *_CLUSTER_MOVING
+)  # fmt: skip
+_TRANSLATED = (redis.exceptions.RedisError, OSError, redis.exceptions.RedisClusterException)
 _SCRIPT_RELOAD = redis.exceptions.NoScriptError
 T = TypeVar("T")
 
@@ -235,6 +246,8 @@ def _raise_translated(exc: BaseException, command: tuple[Any, ...] = ()) -> NoRe
 class RedisClient(aioredis.Redis):
     """redis-py's asyncio client, raising the runtime's errors (see the module docstring)."""
 
+    is_cluster = False  # ClusterClient (cluster.py) stands in for it on Redis Cluster
+
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         try:
             if _is_idempotent(args[0]):
@@ -299,7 +312,12 @@ class TranslatedPubSub(PubSub):
 
 def connect(settings: RedisSettings, url: str) -> RedisClient:
     """A client whose every call has a timeout, and whose idempotent calls are retried on
-    connection errors (the retry rule in the module docstring)."""
+    connection errors (the retry rule in the module docstring). A ``redis+cluster://``
+    URL gives a ``ClusterClient`` (cluster.py), which answers the same calls."""
+    if is_cluster_url(url):
+        from runtime.queue.cluster import connect_cluster  # it builds on this module
+
+        return cast("RedisClient", connect_cluster(settings, url))
     retry = OnceAwareRetry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3)
     pool = FairConnectionPool.from_url(
         url,

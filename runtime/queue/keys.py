@@ -75,6 +75,11 @@ Deployments (``deploy.py``), all under the hash tag ``{<namespace>}``:
   instance deletes its field at a clean exit, ``runtime deployments`` prunes dead ones.
 - ``{ns}:deploy`` (pub/sub channel): a version id, published when it becomes active.
 
+On Redis Cluster the same channels are shard channels (SPUBLISH/SSUBSCRIBE) in the slot
+of their function: ``{ns:fn}:wake``, ``{ns:fn}:done``, ``{ns:fn}:handoff:<instance>:<n>``
+(``shard_channel``); ``{ns}:deploy`` stays in the namespace's slot. A subscriber on a
+cluster follows one wake and one handoff channel per function (sharded_pubsub.py).
+
 Channels and ACLs: every channel is ``{ns}:<name>``, so a Redis user limited to its
 namespace needs one channel rule, ``&{ns}:*`` (docs/security.md). The runtime never
 subscribes to a pattern: Redis 7 checks a PSUBSCRIBE pattern *literally* against the
@@ -176,6 +181,13 @@ class NamespaceKeys:
         self.shards = f"{{{namespace}}}:shards"  # function -> highest shard count ever used
         self.instances = f"{{{namespace}}}:instances"  # id -> last beat ms
         self.instances_info = f"{{{namespace}}}:instances:info"  # id -> JSON
+
+
+def shard_channel(channel: str, prefix: str) -> str:
+    """On Redis Cluster, the shard channel on which the scripts of the function whose key
+    prefix is ``prefix`` (``{ns:fn}:``) publish ``channel``: its hash tag becomes the
+    function's (``{ns}:wake`` -> ``{ns:fn}:wake``), as ``publish`` in scripts.py does."""
+    return prefix[:-1] + channel[channel.index("}") + 1 :]
 
 
 def done_channel(namespace: str) -> str:

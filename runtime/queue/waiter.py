@@ -29,6 +29,7 @@ from runtime.observe import rejects
 from runtime.observe.supervisor import Supervisor, raise_if_cancelled
 from runtime.queue.broker import RedisBroker
 from runtime.queue.connection import close_pubsub
+from runtime.queue.keys import shard_channel
 
 log = logging.getLogger("runtime.waiter")
 
@@ -56,6 +57,12 @@ class ResultWaiter:
         self._is_started = False
         self._is_closed = False
         self.is_subscribed = asyncio.Event()
+        # The done channels to follow: the namespace's on one Redis; on a cluster one per
+        # function waited on (its shard channel), added by ``wait`` as it meets them.
+        self._channels = {broker.done_channel.encode()}
+        self._is_sharded = broker.redis.is_cluster
+        if self._is_sharded:
+            self._channels = set()
 
     def start(self) -> None:
         """Listen from now on (``wait`` starts it too, on first use)."""
@@ -73,6 +80,9 @@ class ResultWaiter:
         job). Holds no Redis connection while waiting."""
         deadline = time.monotonic() + timeout_s
         self.start()  # an end published before it subscribes is caught by its _wake_all
+        if self._is_sharded:  # followed from the listener's next poll, which wakes all then
+            prefix = (await self._broker.job_keys(job_id)).prefix  # its shard's slot
+            self._channels.add(shard_channel(self._broker.done_channel, prefix).encode())
         is_watched = False
         while True:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -106,16 +116,23 @@ class ResultWaiter:
 
     async def _listen(self) -> None:
         retry_s = 0.1
+        poll_s = 0.05 if self._is_sharded else 1.0  # sharded: new channels join on a poll
         try:
             while True:
                 pubsub = self._broker.redis.pubsub(ignore_subscribe_messages=True)
                 try:
-                    await pubsub.subscribe(self._broker.done_channel)
+                    subscribed = set(self._channels)
+                    if subscribed:
+                        await pubsub.subscribe(*subscribed)
                     self.is_subscribed.set()
                     retry_s = 0.1
                     self._wake_all()  # an end may have been published while unsubscribed
                     while True:
-                        message = await pubsub.get_message(timeout=1.0)
+                        if added := self._channels - subscribed:
+                            await pubsub.subscribe(*added)
+                            subscribed |= added
+                            self._wake_all()  # ends published before: read them again
+                        message = await pubsub.get_message(timeout=poll_s)
                         if message is not None and message["type"] == "message":
                             job_id = parse_done(message["data"])
                             if job_id is not None:

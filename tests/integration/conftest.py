@@ -10,8 +10,10 @@ from typing import Any
 import msgspec
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from runtime.client import Client
+from runtime.config.cluster_url import is_cluster_url, parse_cluster_url
 from runtime.config.registry import Registry, load_registry
 from runtime.config.schema import RedisSettings, Settings, WorkerSettings
 from runtime.execution.dispatcher import Dispatcher
@@ -28,6 +30,15 @@ FAST_WORKER = WorkerSettings(
 )
 
 
+def setup_client(url: str) -> Any:
+    """A plain redis-py client for a test's own writes (a cluster client for a
+    ``redis+cluster://`` URL: tests/cluster runs these tests on a cluster too)."""
+    if is_cluster_url(url):
+        host, port = parse_cluster_url(url).seeds[0]
+        return RedisCluster(host=host, port=port, socket_timeout=60)
+    return aioredis.Redis.from_url(url, socket_timeout=60)
+
+
 class Harness:
     def __init__(self, settings: Settings, registry: Registry) -> None:
         self.settings = settings
@@ -39,7 +50,7 @@ class Harness:
         self.client = Client.from_settings(settings, settings.redis.url, registry)
         # For a test's own set-up writes: no retry that could send a push twice, and a
         # timeout long enough for a loaded machine (the runtime's client has 0.5 s).
-        self.setup = aioredis.Redis.from_url(settings.redis.url, socket_timeout=60)
+        self.setup = setup_client(settings.redis.url)
         self.dispatcher: Dispatcher | None = None
 
     def start(self) -> Dispatcher:

@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from runtime.client import Client
 from runtime.deploy.bundle import BundleFile, encode_files, encode_manifest, file_entries, sign
 from runtime.deploy.bundle import Manifest as BundleManifest
+from tests.integration.conftest import setup_client
 from tests.integration.serving import ServeProcesses, wait_until
 
 pytestmark = pytest.mark.integration
@@ -142,7 +143,7 @@ async def client(redis_url: str) -> AsyncIterator[Client]:
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
+    client = setup_client(redis_url)  # a cluster client on a cluster (tests/cluster)
     yield client
     await client.aclose()
 

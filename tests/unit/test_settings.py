@@ -464,7 +464,8 @@ def test_secrets_never_appear_in_error_messages(cwd: Path, monkeypatch: pytest.M
     assert url_problem == (
         "redis.url = 'http://admin:**@cache:6379' (from config/.secrets.toml): must be empty "
         "(embedded redis-server) or a URL like redis://[[user]:password@]host[:port][/db], "
-        "rediss://… (TLS) or unix:///path/to/redis.sock"
+        "rediss://… (TLS), unix:///path/to/redis.sock, or "
+        "redis+cluster://host:port[,host:port…] (Redis Cluster)"
     )
     assert any("unknown key 'redis.pasword'" in p for p in problems)
     assert any("unknown key 'redis.token'" in p for p in problems)

@@ -156,7 +156,7 @@ end
 local function notify_done(id, flag, channel, keep_s)
   if flag == '1' then
     local dk = prefix .. 'done:' .. id
-    redis.call('PUBLISH', channel, id)
+    publish(channel, id)
     redis.pcall('RPUSH', dk, '1')
     redis.call('EXPIRE', dk, keep_s)
   end

@@ -39,7 +39,7 @@ local state = v[1]
 if state == 'running' then
   if not v[4] then redis.call('HSET', jk, 'cxl', now) end
   -- a hint on the wake channel: the function's workers heartbeat now (and read the request)
-  redis.call('PUBLISH', ARGV[5], 'cancel:' .. ARGV[6])
+  publish(ARGV[5], 'cancel:' .. ARGV[6])
   return {'requested', state}
 end
 if state ~= 'queued' and state ~= 'delayed' then return {'finished', state} end

@@ -18,5 +18,5 @@ if ARGV[3] ~= '' and before ~= ARGV[3] then
 end
 local activation = redis.call('HINCRBY', KEYS[1], 'activations', 1)
 redis.call('SET', KEYS[2], ARGV[1])
-redis.call('PUBLISH', ARGV[2], ARGV[1])
+publish(ARGV[2], ARGV[1])
 return {1, before, activation}

@@ -24,7 +24,7 @@ local newest = tonumber(redis.call('ZREVRANGE', KEYS[2], 0, 0)[1])
 if newest == version then
   redis.call('HSET', KEYS[1], 'activations', 1)
   redis.call('SET', KEYS[3], ARGV[1])
-  redis.call('PUBLISH', ARGV[5], ARGV[1])
+  publish(ARGV[5], ARGV[1])
 end
 local after = redis.call('GET', KEYS[3]) or ''
 local keep = tonumber(ARGV[6])

@@ -84,7 +84,7 @@ local function handoff()
       if cap > 0 and redis.call('ZCOUNT', KEYS[7], now, '+inf') >= cap then
         return false  -- the fleet-wide max_in_flight is reached: wait in the lane
       end
-      if redis.call('PUBLISH', ch, ARGV[9] .. '\n' .. ARGV[1] .. '\n' .. now .. '\n' .. ARGV[2]) > 0
+      if publish(ch, ARGV[9] .. '\n' .. ARGV[1] .. '\n' .. now .. '\n' .. ARGV[2]) > 0
       then
         redis.call('RPOP', KEYS[2])  -- this job, the lane's only one: it is leased instead
         redis.call('ZADD', KEYS[7], now + lease_ms, ARGV[1])
@@ -118,7 +118,7 @@ else
   if not (n == 1 and redis.call('EXISTS', KEYS[5]) == 1 and handoff()) then
     record('queued')
     if n == 1 then
-      redis.call('PUBLISH', ARGV[8], ARGV[9])
+      publish(ARGV[8], ARGV[9])
     end
   end
 end

@@ -108,7 +108,7 @@ end
 list_finished(KEYS[8], finished)
 if requeued > 0 then
   bump(KEYS[3], 'recovered', requeued)
-  redis.call('PUBLISH', ARGV[5], ARGV[6])
+  publish(ARGV[5], ARGV[6])
 end
 if dead + requeued > 0 then  -- per-minute tallies for `runtime stats` (see settle.lua)
   local mk = prefix .. 'minute:' .. math.floor(now / 60000)

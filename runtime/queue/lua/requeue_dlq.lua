@@ -107,7 +107,7 @@ if is_run and consumed > 0 then
   if #kept > 0 then redis.call('RPUSH', KEYS[1], unpack(kept)) end
   if matched > 0 then
     bump(KEYS[2], 'requeued', matched)
-    redis.call('PUBLISH', ARGV[7], ARGV[8])
+    publish(ARGV[7], ARGV[8])
   end
 end
 local counts = {}

@@ -186,5 +186,5 @@ if n_done + n_dead + n_retry + n_cancel > 0 then
   redis.call('EXPIRE', mk, 7200)  -- two hours: stats reads the last two minutes
 end
 if n_stale > 0 then bump(KEYS[4], 'stale_acks', n_stale) end
-if wake then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+if wake then publish(ARGV[3], ARGV[4]) end
 return codes

@@ -5,5 +5,5 @@
 -- A key of another type is skipped (pcall), so the fence is always sent.
 redis.pcall('ZREM', KEYS[1], ARGV[1])
 redis.pcall('HDEL', KEYS[2], ARGV[1])
-redis.call('PUBLISH', ARGV[1], '')
+publish(ARGV[1], '')
 return 1

@@ -156,11 +156,16 @@ async def run_drill(
 
 
 async def _state(harness: Harness, job_id: str) -> str:
-    try:
-        record = await harness.client.job(job_id)
-    except BrokerError:
-        return "unreadable"
-    return "missing" if record is None else record.state
+    """The job's state; "unreadable" only if five reads in a row fail (a read can meet the
+    cluster still settling after a failover: the client refreshes its map and tries again)."""
+    for _ in range(5):
+        try:
+            record = await harness.client.job(job_id)
+        except BrokerError:
+            await asyncio.sleep(0.2)
+            continue
+        return "missing" if record is None else record.state
+    return "unreadable"
 
 
 async def _main(failovers: int, replica_acks: int, producers: int, lag_ms: int = 0) -> None:

@@ -315,13 +315,18 @@ class ReadyWatch:
             self._task = None
 
     async def _run(self) -> None:
+        async def answered(runtime: Runtime) -> tuple[Any, float]:
+            answer = await self.fleet.readyz(runtime)
+            return answer, time.time()  # this runtime's own answer time
+
         while True:
             alive = self.fleet.alive
-            answers = await asyncio.gather(*(self.fleet.readyz(r) for r in alive))
-            now = time.time()
-            for runtime, answer in zip(alive, answers, strict=True):
+            # Each sample is timed when its own answer came: one runtime slow to answer
+            # (waiting on a frozen Redis) must not date another's earlier answer after it.
+            answers = await asyncio.gather(*(answered(r) for r in alive))
+            for runtime, (answer, at) in zip(alive, answers, strict=True):
                 status, body = answer if answer is not None else (None, {})
-                self.samples.append(ReadySample(now, runtime.slot, runtime.pid, status, body))
+                self.samples.append(ReadySample(at, runtime.slot, runtime.pid, status, body))
             await asyncio.sleep(self.interval_s)
 
     def of(self, pid: int, since: float, until: float = float("inf")) -> list[ReadySample]:

@@ -127,8 +127,8 @@ async def test_a_running_thread_job_sees_ctx_cancelled(
     await h.client.cancel(job_id)
     record = await h.client.wait(job_id, 10)
     assert record.state == "cancelled"  # not "completed", though the handler returned
-    for _ in range(250):
-        if flag.exists():
+    for _ in range(1000):  # the file exists from open() on: wait for what is written in it
+        if flag.exists() and flag.read_text() == "saw the flag":
             break
         await asyncio.sleep(0.02)
     assert flag.read_text() == "saw the flag"

@@ -38,6 +38,7 @@ from runtime.queue.connection import RedisClient, once
 from runtime.queue.control import JobControl
 from runtime.queue.enqueue_args import ENQUEUE_KEYS, EnqueueArgs, NewJob
 from runtime.queue.keys import done_channel, wake_channel
+from runtime.queue.packed import send_packed
 
 CLAIM_RECORD_TTL_S = 60
 PROMOTE_LIMIT = 1000
@@ -178,6 +179,10 @@ class RedisBroker(JobControl):
         self, function: str, jobs: Sequence[NewJob], *, fresh: bool
     ) -> list[Any]:
         fixed = self._fixed(function)
+        if fresh and not self.redis.is_cluster:
+            # Packed once per function (runtime/queue/packed.py), without the pipeline's
+            # SCRIPT EXISTS: a NOSCRIPT reply sends the jobs again (enqueue_many).
+            return await send_packed(self.redis, [fixed.resp(job, fresh=True) for job in jobs])
         pipe = self.redis.pipeline(transaction=False)
         # loaded (SCRIPT EXISTS, LOAD) before the EVALSHAs, as AsyncScript.__call__ does
         pipe.scripts.add(self._enqueue)  # type: ignore[arg-type]
@@ -193,7 +198,11 @@ class RedisBroker(JobControl):
         fixed = self._enqueue_fixed.get(function)
         if fixed is None:
             fixed = self._enqueue_fixed[function] = EnqueueArgs(
-                self.keys(function), self.keep_result_s, self.wake_channel, function
+                self.keys(function),
+                self.keep_result_s,
+                self.wake_channel,
+                function,
+                self._enqueue.sha,
             )
         return fixed
 

@@ -7,8 +7,12 @@ from typing import NamedTuple
 
 from runtime.function import Priority
 from runtime.queue.keys import FunctionKeys
+from runtime.queue.packed import bulk
 
 ENQUEUE_KEYS = 11  # KEYS of lua/enqueue.lua
+ENQUEUE_ARGV = 12  # ARGV of lua/enqueue.lua
+_FLAG = {True: bulk(b"1"), False: bulk(b"0")}
+_NO_DELAY = bulk(b"0")
 
 
 class NewJob(NamedTuple):
@@ -27,7 +31,9 @@ class EnqueueArgs:
     encoded once per function (RedisBroker._fixed): redis-py's packing of str and int
     arguments was most of enqueue_many's time."""
 
-    def __init__(self, k: FunctionKeys, keep_result_s: int, wake: str, function: str) -> None:
+    def __init__(
+        self, k: FunctionKeys, keep_result_s: int, wake: str, function: str, sha: str
+    ) -> None:
         self.k = k
         self.job_prefix = k.job("").encode()  # a job's key is this and its id
         self.ready = {p: lane.encode() for p, lane in k.ready.items()}
@@ -40,6 +46,15 @@ class EnqueueArgs:
         self.results = k.results.encode()
         self.keep_result_s = b"%d" % keep_result_s
         self.tail = [wake.encode(), function.encode(), k.prefix.encode()]
+        # resp(): the same arguments, packed once (see runtime/queue/packed.py)
+        head = [b"EVALSHA", sha.encode(), b"%d" % ENQUEUE_KEYS]
+        self._head = b"*%d\r\n" % (len(head) + ENQUEUE_KEYS + ENQUEUE_ARGV)
+        self._head += b"".join(map(bulk, head))
+        self._lanes = {p: bulk(self.ready[p]) + bulk(self.delayed) for p in self.ready}
+        self._no_idem = bulk(self.no_idem)
+        self._keys_tail = b"".join(map(bulk, [*self.park_and_lanes, self.results]))
+        self._priority = {p: bulk(name) for p, name in self.priority.items()}
+        self._argv_mid = b"".join(map(bulk, [self.keep_result_s, b"0", *self.tail]))
 
     def idem(self, key: str) -> bytes:
         return self.k.idem(key).encode()
@@ -71,3 +86,27 @@ class EnqueueArgs:
             b"1" if fresh and not job.own_id else b"0",
         ]
         return keys, args
+
+    def resp(self, job: NewJob, *, fresh: bool) -> bytes:
+        """``EVALSHA`` of lua/enqueue.lua for ``job`` packed as RESP, without notify: the
+        same command as ``call(job, False, fresh=fresh)`` (a unit test holds them equal)."""
+        key = job.idempotency_key
+        job_id = job.job_id.encode()
+        delay_ms = round((job.delay_s or 0) * 1000)
+        return b"".join(
+            (
+                self._head,
+                bulk(self.job_prefix + job_id),
+                self._lanes[job.priority],
+                bulk(self.idem(key)) if key else self._no_idem,
+                self._keys_tail,
+                bulk(job_id),
+                bulk(job.envelope),
+                self._priority[job.priority],
+                bulk(b"%d" % delay_ms) if delay_ms > 0 else _NO_DELAY,
+                _FLAG[bool(key)],
+                self._argv_mid,
+                _FLAG[job.own_id],
+                _FLAG[fresh and not job.own_id],
+            )
+        )

@@ -5,6 +5,7 @@ script cache) creating nothing twice."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -12,7 +13,9 @@ import pytest
 from runtime.client import CHUNK_JOBS, PIPELINES, Client
 from runtime.config.schema import RedisSettings
 from runtime.errors import BrokerUnavailable, PayloadError
-from runtime.queue.connection import RedisClient, TranslatedPipeline
+from runtime.queue import broker as broker_module
+from runtime.queue.connection import RedisClient
+from runtime.queue.packed import resp, send_packed
 from tests.integration.conftest import Harness, MakeHarness
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -102,17 +105,16 @@ async def test_a_chunk_whose_reply_was_lost_is_sent_again_creating_nothing_twice
     job), so the broker sends the chunk again with every job looked for: the second landing
     creates nothing; the ids were this call's, so their jobs are reported created."""
     h = await make_harness(HELLO, start=False)
-    real = TranslatedPipeline.execute
     lost: list[int] = []
 
-    async def reply_lost(self: TranslatedPipeline, raise_on_error: bool = True) -> list[Any]:
-        replies = await real(self, raise_on_error)
-        if not lost:  # the first pipeline landed; its reply never came back
+    async def reply_lost(client: RedisClient, commands: Sequence[bytes]) -> list[Any]:
+        replies = await send_packed(client, commands)
+        if not lost:  # the first chunk landed; its reply never came back
             lost.append(len(replies))
             raise BrokerUnavailable("Connection reset by peer", "ConnectionError")
         return replies
 
-    monkeypatch.setattr(TranslatedPipeline, "execute", reply_lost)
+    monkeypatch.setattr(broker_module, "send_packed", reply_lost)
     results = await h.client.enqueue_many(
         "hello", [{"name": f"n{i}"} for i in range(400)], idempotency_keys=[None] * 399 + ["k"]
     )
@@ -125,29 +127,62 @@ async def test_a_chunk_whose_reply_was_lost_is_sent_again_creating_nothing_twice
 async def test_a_script_cache_flushed_mid_pipeline_loses_and_doubles_nothing(
     make_harness: MakeHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The script cache is flushed (a Redis restart, SCRIPT FLUSH) after the pipeline's
-    SCRIPT EXISTS and some of its EVALSHAs: the rest answer NOSCRIPT. The broker loads the
-    script and sends the pipeline again; the jobs that had landed are not made twice."""
+    """The script cache is flushed (a Redis restart, SCRIPT FLUSH) after some of a chunk's
+    EVALSHAs: the rest answer NOSCRIPT. The broker loads the script and sends the chunk
+    again; the jobs that had landed are not made twice."""
     h = await make_harness(HELLO, start=False)
-    real = TranslatedPipeline.execute
     flushed: list[bool] = []
 
-    async def flush_midway(self: TranslatedPipeline, raise_on_error: bool = True) -> list[Any]:
+    async def flush_midway(client: RedisClient, commands: Sequence[bytes]) -> list[Any]:
         if not flushed:
             flushed.append(True)
-            self.command_stack.insert(150, (("SCRIPT", "FLUSH"), {}))  # after 150 EVALSHAs
-            replies = await real(self, raise_on_error)
+            with_flush = [*commands[:150], resp(b"SCRIPT", b"FLUSH"), *commands[150:]]
+            replies = await send_packed(client, with_flush)  # after 150 EVALSHAs
             del replies[150]  # the FLUSH's own reply
             return replies
-        return await real(self, raise_on_error)
+        return await send_packed(client, commands)
 
-    monkeypatch.setattr(TranslatedPipeline, "execute", flush_midway)
+    monkeypatch.setattr(broker_module, "send_packed", flush_midway)
     results = await h.client.enqueue_many("hello", [{"name": f"n{i}"} for i in range(300)])
     assert flushed
     assert [r.error for r in results] == [None] * 300
     assert all(r.created for r in results) and len({r.job_id for r in results}) == 300
     assert await _jobs_in_redis(h) == 300
     assert await h.setup.llen("{rt:hello}:ready:default") == 300
+
+
+async def test_a_chunk_held_past_the_timeout_is_sent_again_creating_nothing_twice(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis holds a chunk's replies longer than ``redis.timeout_s`` (a paused client: a
+    fork, a slow disk): the packed first send gives up, drops its connection and the chunk
+    goes again, every job looked for. Whatever of the first send ran, nothing is doubled
+    and nothing is missing."""
+    gave_up: list[BrokerUnavailable] = []
+
+    async def recording(client: RedisClient, commands: Sequence[bytes]) -> list[Any]:
+        try:
+            return await send_packed(client, commands)
+        except BrokerUnavailable as exc:
+            gave_up.append(exc)
+            raise
+
+    monkeypatch.setattr(broker_module, "send_packed", recording)
+    async with (
+        Client(redis_url, redis_settings=RedisSettings(timeout_s=0.3)) as client,
+        RedisClient.from_url(redis_url) as admin,
+    ):
+        await client.enqueue_many("hello", [{"n": -1}])  # the script is loaded
+        await admin.client_pause(1500, all=True)
+        results = await client.enqueue_many("hello", [{"n": i} for i in range(300)])
+        assert [r.error for r in results] == [None] * 300
+        assert all(r.created for r in results)
+        ids = {r.job_id for r in results}
+        assert len(ids) == 300
+        assert await admin.llen("{rt:hello}:ready:default") == 301
+        listed = await admin.lrange("{rt:hello}:ready:default", 0, -1)
+        assert ids <= {x.decode() if isinstance(x, bytes) else x for x in listed}
+    assert [str(e) for e in gave_up] == ["Redis sent no reply within 0.3s (redis.timeout_s)"]
 
 
 async def test_one_enqueue_whose_reply_was_lost_is_sent_again_creating_nothing_twice(

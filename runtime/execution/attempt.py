@@ -83,6 +83,7 @@ class Attempts:
         self._cancel_flags: dict[Lease, threading.Event] = {}
         self._params = params or {}
         self._metrics = metrics
+        self.active = 0  # attempts running now (worker_active)
         self._tracing = tracing or Tracing()
         self._handler_log = logging.getLogger(f"runtime.handler.{spec.name}")  # Context.logger
         # lease -> its thread, while a thread handler runs (or runs on, abandoned)
@@ -137,13 +138,12 @@ class Attempts:
         """One attempt, counted in worker_active and timed in the duration histogram."""
         m = self._metrics
         started = time.perf_counter()
-        if m is not None:
-            m.active.inc()
+        self.active += 1  # worker_active follows it (Worker)
         try:
             return await self._execute(job, env)
         finally:
+            self.active -= 1
             if m is not None:
-                m.active.dec()
                 m.duration.observe(time.perf_counter() - started)
 
     async def _execute(self, job: ClaimedJob, env: envelope.Envelope) -> Outcome:

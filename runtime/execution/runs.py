@@ -97,8 +97,7 @@ class Runs:
             return  # this very lease already runs here (never expected: a claim is new)
         self._counters.claimed += 1
         waited_ms = max(0, now_ms - job.ready_ms)
-        if self._metrics is not None:
-            self._metrics.consumed.inc()
+        if self._metrics is not None:  # jobs_consumed: from counters.claimed (Worker)
             self._metrics.queue_wait.observe(waited_ms / 1000)
         self.running += 1
         superseded = self._held.hold(lease)

@@ -75,9 +75,7 @@ class Settler:
         m = self._metrics
         match outcome:
             case Completed(result):
-                self._counters.completed += 1
-                if m is not None:
-                    m.completed.inc()
+                self._counters.completed += 1  # jobs_completed follows it (Worker)
                 return Complete(job.id, job.token, result)
             case Failed(reason, error, delay_s, tb):
                 attempt = job.attempts + 1

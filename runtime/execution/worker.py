@@ -44,7 +44,7 @@ from runtime.execution.runs import Runs
 from runtime.execution.settler import Settler
 from runtime.function import FunctionSpec
 from runtime.jobs.records import ClaimedJob
-from runtime.observe.metrics import FunctionMetrics
+from runtime.observe.metrics import FunctionMetrics, Tallies
 from runtime.observe.supervisor import Supervisor
 from runtime.observe.tracing import Tracing
 from runtime.queue.broker import RedisBroker
@@ -110,6 +110,14 @@ class FunctionWorker:
             metrics=metrics,
             tracing=self._tracing,
         )
+        if metrics is not None:
+            metrics.follow(
+                Tallies(
+                    consumed=lambda: self.counters.claimed,
+                    completed=lambda: self.counters.completed,
+                    active=lambda: self._attempts.active,
+                )
+            )
         self._runs = Runs(
             self.name,
             held=self._held,

@@ -13,6 +13,7 @@ record is read by ``as_record``, which never raises and names the fields it coul
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Mapping
@@ -86,6 +87,23 @@ def as_job(j: object) -> ClaimedJob | Invalid:
     """A job as claim.lua and extend.lua return it: {id, token, env, att, rec, ready_ms}."""
     if not isinstance(j, list | tuple) or len(j) != 6:
         return Invalid(f"not a job reply: {j!r:.80}")
+    job_id, token, env, att, rec, ready = j
+    # The reply as the scripts write it (integers as integers), checked in one go: a claim
+    # parses hundreds of these. Anything else takes the field-by-field parse below.
+    if (
+        type(job_id) is bytes
+        and type(token) is int
+        and type(att) is int
+        and type(rec) is int
+        and type(ready) is int
+        and 1 <= token <= MAX_INT
+        and 0 <= att <= MAX_INT
+        and 0 <= rec <= MAX_INT
+        and 0 <= ready <= MAX_INT
+    ):
+        with contextlib.suppress(UnicodeDecodeError):
+            envelope = env if type(env) is bytes else b""
+            return ClaimedJob(job_id.decode(), str(token), envelope, att, rec, ready)
     job_id, token = as_text(j[0]), as_int(j[1], low=1)
     envelope = j[2] if isinstance(j[2], bytes) else b""
     attempts, recoveries = as_int(j[3] or 0), as_int(j[4] or 0)

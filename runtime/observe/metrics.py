@@ -8,7 +8,9 @@ per function, so counting a job costs a few attribute lookups.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
@@ -17,7 +19,7 @@ from prometheus_client.registry import Collector
 
 from runtime.observe import rejects, supervisor
 
-__all__ = ["CONTENT_TYPE_LATEST", "FunctionMetrics", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "FunctionMetrics", "Metrics", "Tallies"]
 
 # Seconds: from a 5 ms handler to a minute-long one. 2 is the latency objective of
 # docs/slos.md ("p95 < 2 s"): a ratio SLI needs a bucket boundary at its threshold.
@@ -28,13 +30,19 @@ WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300, 1800)
 QUEUE_STATES = ("ready_high", "ready_default", "ready_low", "delayed", "in_flight", "dead")
 
 
+class Tallies(NamedTuple):
+    """Readers of a worker's own counts (FunctionMetrics.follow)."""
+
+    consumed: Callable[[], int]
+    completed: Callable[[], int]
+    active: Callable[[], int]
+
+
 class FunctionMetrics:
     """The children of one function's series, bound once."""
 
     def __init__(self, m: Metrics, function: str) -> None:
         self.produced = m.produced.labels(function)
-        self.consumed = m.consumed.labels(function)
-        self.completed = m.completed.labels(function)
         self.retried = m.retried.labels(function)
         self.duration = m.duration.labels(function)
         self.queue_wait = m.queue_wait.labels(function)
@@ -47,6 +55,21 @@ class FunctionMetrics:
         self._failed = m.failed
         self._dead = m.dead
         self._function = function
+        self._tallies: list[Tallies] = []
+        self.created = time.time()  # the counters' _created sample, as a Counter has it
+
+    def follow(self, tallies: Tallies) -> None:
+        """Take ``jobs_consumed``, ``jobs_completed`` and ``worker_active`` from a worker's
+        own tallies, read when the metrics are collected, instead of once per job: a tally
+        is a plain integer, a Prometheus series takes a lock per call."""
+        self._tallies.append(tallies)
+        self.active.set_function(lambda: sum(t.active() for t in self._tallies))
+
+    def consumed(self) -> int:
+        return sum(t.consumed() for t in self._tallies)
+
+    def completed(self) -> int:
+        return sum(t.completed() for t in self._tallies)
 
     def failed(self, reason: str) -> None:
         self._failed.labels(self._function, reason).inc()
@@ -61,8 +84,6 @@ class Metrics:
         r = self.registry
         fn = ["function"]
         self.produced = Counter("jobs_produced", "Jobs enqueued by this instance", fn, registry=r)
-        self.consumed = Counter("jobs_consumed", "Jobs claimed by this instance", fn, registry=r)
-        self.completed = Counter("jobs_completed", "Jobs completed", fn, registry=r)
         self.failed = Counter(
             "jobs_failed", "Failed attempts, by reason", [*fn, "reason"], registry=r
         )
@@ -141,6 +162,7 @@ class Metrics:
         )
         r.register(_ProcessTallies())
         self.functions = {name: FunctionMetrics(self, name) for name in functions}
+        r.register(_WorkerTallies(self.functions))
 
     def _autoscaling(self, fn: list[str]) -> None:
         """What an autoscaler needs and only the runtime knows (docs/metrics.md)."""
@@ -201,6 +223,24 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _WorkerTallies(Collector):
+    """``jobs_consumed`` and ``jobs_completed`` of each function, read from its workers' own
+    tallies when collected (FunctionMetrics.follow); the same series a Counter gives."""
+
+    def __init__(self, functions: dict[str, FunctionMetrics]) -> None:
+        self._functions = functions
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        consumed = CounterMetricFamily(
+            "jobs_consumed", "Jobs claimed by this instance", labels=["function"]
+        )
+        completed = CounterMetricFamily("jobs_completed", "Jobs completed", labels=["function"])
+        for name, f in list(self._functions.items()):
+            consumed.add_metric([name], f.consumed(), created=f.created)
+            completed.add_metric([name], f.completed(), created=f.created)
+        return [consumed, completed]
 
 
 class _ProcessTallies(Collector):

@@ -71,6 +71,7 @@ from runtime.errors import (
     RedisMemoryFull,
 )
 from runtime.queue.permissions import permission_error
+from runtime.queue.resp import with_hiredis_packing
 
 # A cluster in the middle of a failover or a slot move says so with these: the same as a
 # node that does not answer (the call may be tried again once the cluster has settled).
@@ -329,6 +330,7 @@ def connect(settings: RedisSettings, url: str) -> RedisClient:
         retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
         health_check_interval=30,
     )
+    pool.connection_class = with_hiredis_packing(pool.connection_class)  # resp.py
     return cast("RedisClient", RedisClient.from_pool(pool))  # closing it closes its pool
 
 

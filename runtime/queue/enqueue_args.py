@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from runtime.function import Priority
 from runtime.queue.keys import FunctionKeys
-from runtime.queue.packed import bulk
+from runtime.queue.resp import bulk
 
 ENQUEUE_KEYS = 11  # KEYS of lua/enqueue.lua
 ENQUEUE_ARGV = 12  # ARGV of lua/enqueue.lua

@@ -1,10 +1,9 @@
 """Commands packed once, sent on one connection in one write: the bulk enqueue's fast path.
 
-redis-py packs every argument of every command it sends (an encoder call, type checks and a
-header per argument): with enqueue.lua's 27 arguments that was most of ``enqueue_many``'s
-time. The enqueue script's arguments are mostly the same for every job of a function, so
-``EnqueueArgs`` packs them once and each job adds only its own (``resp``); ``send_packed``
-writes a chunk of such commands and reads one reply per command.
+The enqueue script's 26 arguments are mostly the same for every job of a function, so
+``EnqueueArgs`` packs them once and each job adds only its own (``EnqueueArgs.resp``);
+``send_packed`` writes a chunk of such commands and reads one reply per command, with no
+SCRIPT EXISTS before them and one read deadline for the chunk.
 
 Only for a single Redis node: on a cluster, redis-py's cluster pipeline routes each command
 to its slot's node (``RedisBroker`` uses it there).
@@ -24,16 +23,6 @@ from runtime.queue.connection import RedisClient, translated
 
 # Replies read between two re-arms of the read deadline (a re-arm costs a timer).
 _REARM_EVERY = 64
-
-
-def bulk(arg: bytes) -> bytes:
-    """One RESP bulk string."""
-    return b"$%d\r\n%s\r\n" % (len(arg), arg)
-
-
-def resp(*args: bytes) -> bytes:
-    """One command as RESP: an array of bulk strings."""
-    return b"*%d\r\n%s" % (len(args), b"".join(map(bulk, args)))
 
 
 async def send_packed(client: RedisClient, commands: Sequence[bytes]) -> list[Any]:

@@ -15,7 +15,8 @@ from runtime.config.schema import RedisSettings
 from runtime.errors import BrokerUnavailable, PayloadError
 from runtime.queue import broker as broker_module
 from runtime.queue.connection import RedisClient
-from runtime.queue.packed import resp, send_packed
+from runtime.queue.packed import send_packed
+from runtime.queue.resp import resp
 from tests.integration.conftest import Harness, MakeHarness
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

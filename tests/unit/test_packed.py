@@ -1,14 +1,20 @@
-"""The enqueue script's command packed by ``EnqueueArgs.resp`` is, byte for byte, what
-redis-py packs from ``EnqueueArgs.call`` (the pipeline path), for every kind of job."""
+"""Packing commands fast writes, byte for byte, what redis-py's own packer writes: the
+enqueue script's command packed by ``EnqueueArgs.resp`` (against ``EnqueueArgs.call``),
+and every command of a connection packing with hiredis (``runtime/queue/resp.py``)."""
 
 from __future__ import annotations
 
-import pytest
-from redis.asyncio.connection import Connection
+from typing import Any
 
+import pytest
+from redis.asyncio.connection import Connection, SSLConnection
+from redis.exceptions import DataError
+
+from runtime.config.schema import RedisSettings
+from runtime.queue.connection import connect
 from runtime.queue.enqueue_args import ENQUEUE_KEYS, EnqueueArgs, NewJob
 from runtime.queue.keys import FunctionKeys
-from runtime.queue.packed import resp
+from runtime.queue.resp import resp, with_hiredis_packing
 
 SHA = "a" * 40
 JOBS = [
@@ -19,7 +25,7 @@ JOBS = [
 ]
 
 
-def redis_py_packed(*args: bytes | str | int) -> bytes:
+def redis_py_packed(*args: Any) -> bytes:
     """What redis-py would write for the command (its own packer)."""
     return b"".join(Connection().pack_command(*args))
 
@@ -37,3 +43,39 @@ def test_resp_is_what_redis_py_packs_from_call(job: NewJob, fresh: bool) -> None
 def test_resp_packs_an_array_of_bulk_strings() -> None:
     assert resp(b"SET", b"k", b"") == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n"
     assert resp(b"GET", b"a\r\nb") == redis_py_packed("GET", b"a\r\nb")
+
+
+CASES: list[tuple[object, ...]] = [
+    ("PING",),
+    ("SET", "k", "v"),
+    ("SCRIPT LOAD", "return 1"),  # a two-word command name goes as two arguments
+    (b"CLIENT SETNAME", b"x"),
+    ("EVALSHA", SHA, 2, b"k1", "k2", 0.1 + 0.2, 1e-7, 1e22, -0.0, 2**70, -3, "héllo", b"\x00\r\n"),
+    ("SET", "k", memoryview(b"view")),
+    ("SET", "k", bytearray(b"array")),
+    ("SET", "big", b"x" * 100_000),
+]
+
+
+@pytest.mark.parametrize("args", CASES)
+def test_hiredis_packing_writes_what_redis_py_writes(args: tuple[object, ...]) -> None:
+    fast = with_hiredis_packing(Connection)()
+    assert type(fast).__name__ == "HiredisConnection"
+    assert b"".join(fast.pack_command(*args)) == redis_py_packed(*args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [True, None, object()])
+def test_hiredis_packing_refuses_what_redis_py_refuses(bad: object) -> None:
+    fast = with_hiredis_packing(Connection)()
+    with pytest.raises(DataError):
+        Connection().pack_command("SET", "k", bad)  # type: ignore[arg-type]
+    with pytest.raises(DataError):
+        fast.pack_command("SET", "k", bad)  # type: ignore[arg-type]
+
+
+def test_every_client_of_connect_packs_with_hiredis() -> None:
+    client = connect(RedisSettings(), "redis://127.0.0.1:1/0")
+    assert client.connection_pool.connection_class is with_hiredis_packing(Connection)
+    tls = connect(RedisSettings(), "rediss://127.0.0.1:1/0")
+    assert issubclass(tls.connection_pool.connection_class, SSLConnection)
+    assert tls.connection_pool.connection_class.__name__ == "HiredisSSLConnection"

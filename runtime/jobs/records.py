@@ -83,27 +83,31 @@ def int_field(value: Any, default: int = 0) -> int:
     return default if isinstance(parsed, Invalid) else parsed
 
 
+def _count(value: object) -> int | None:
+    """A count as a script writes it, quickly: an int or ASCII digits (at most 18, so
+    within MAX_INT) and not negative, or nil (0); None for anything else (parsed the long
+    way)."""
+    if value is None:
+        return 0
+    if type(value) is int:
+        return value if 0 <= value <= MAX_INT else None
+    if type(value) is bytes and 0 < len(value) <= 18 and value.isdigit():
+        return int(value)
+    return None
+
+
 def as_job(j: object) -> ClaimedJob | Invalid:
     """A job as claim.lua and extend.lua return it: {id, token, env, att, rec, ready_ms}."""
     if not isinstance(j, list | tuple) or len(j) != 6:
         return Invalid(f"not a job reply: {j!r:.80}")
     job_id, token, env, att, rec, ready = j
-    # The reply as the scripts write it (integers as integers), checked in one go: a claim
-    # parses hundreds of these. Anything else takes the field-by-field parse below.
-    if (
-        type(job_id) is bytes
-        and type(token) is int
-        and type(att) is int
-        and type(rec) is int
-        and type(ready) is int
-        and 1 <= token <= MAX_INT
-        and 0 <= att <= MAX_INT
-        and 0 <= rec <= MAX_INT
-        and 0 <= ready <= MAX_INT
-    ):
+    # The reply as the scripts write it (a hash's counts come as ASCII digits), checked in
+    # one go: a claim parses hundreds of these. Anything else: the field-by-field parse.
+    tok, n_att, n_rec, at_ms = _count(token), _count(att), _count(rec), _count(ready)
+    if type(job_id) is bytes and tok and n_att is not None and n_rec is not None and at_ms:
         with contextlib.suppress(UnicodeDecodeError):
             envelope = env if type(env) is bytes else b""
-            return ClaimedJob(job_id.decode(), str(token), envelope, att, rec, ready)
+            return ClaimedJob(job_id.decode(), str(tok), envelope, n_att, n_rec, at_ms)
     job_id, token = as_text(j[0]), as_int(j[1], low=1)
     envelope = j[2] if isinstance(j[2], bytes) else b""
     attempts, recoveries = as_int(j[3] or 0), as_int(j[4] or 0)

@@ -40,6 +40,13 @@ def shard_of(job_id: str) -> int:
 
 async def test_jobs_spread_over_the_shards_and_complete(make_harness: MakeHarness) -> None:
     h = await make_harness(SHARDED)
+    # the idle worker parks on each shard after its first claim there (waited for: on a
+    # loaded machine the jobs below could come first, be claimed, and none handed off)
+    parks = [h.broker.keys(name).parked for name in ("echo", "echo#1", "echo#2")]
+    deadline = time.monotonic() + 10
+    while not all([await h.redis.zcard(k) for k in parks]):
+        assert time.monotonic() < deadline, "the worker did not park on every shard"
+        await asyncio.sleep(0.02)
     ids = [await h.client.enqueue("echo", {"i": i}) for i in range(9)]
     assert sorted(shard_of(i) for i in ids) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     for i, job_id in enumerate(ids):

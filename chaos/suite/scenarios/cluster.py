@@ -70,10 +70,12 @@ async def master_kill(stage: Stage) -> None:
     await asyncio.to_thread(victim.start)  # back, as a replica of the promoted one
     await asyncio.to_thread(cluster.wait_replicas, 30.0)
     rejoined = time.time()
-    # Every job in flight anywhere may run again: its settle and heartbeats failed while
-    # the slot had no master (and, with replica_acks, no replica), and its lease expired.
-    # A settle refused for want of a replica's copy during the lag is one too.
-    stage.record(Fault(f"kill -9 master {victim.address}", lagging, rejoined, must_hit=True))
+    # With replica_acks nothing is acknowledged until the victim is back as a replica.
+    writable = rejoined if _cluster(stage).replica_acks else promoted
+    # Every job in flight may run again: its settle and heartbeats failed while the slot
+    # had no master (and, with replica_acks, no replica), and its lease expired. A settle
+    # refused for want of a replica's copy during the lag is one too.
+    stage.record(Fault(f"kill -9 master {victim.address}", lagging, writable, must_hit=True))
     await stage.wait_loads()
     first = await _first_completion_after(stage, killed)
     phases = (
@@ -82,11 +84,9 @@ async def master_kill(stage: Stage) -> None:
         f"-> first job completed {'-' if first is None else f'{first - killed:.2f}'} s"
     )
     stage.note(phases)
-    # With replica_acks nothing is written until the victim is back as a replica.
-    ready_at = rejoined if _cluster(stage).replica_acks else promoted
     stage.check(
         f"the fleet continues within {CONTINUE_BOUND_S:g} s of the slot accepting writes",
-        first is not None and first - ready_at <= CONTINUE_BOUND_S,
+        first is not None and first - writable <= CONTINUE_BOUND_S,
         phases,
     )
     deaths = stage.fleet.reap()

@@ -202,16 +202,21 @@ class RedisCluster:
                 return next(n for n in self.nodes if n.address == address)
         raise AssertionError(f"no master serves slot {slot}")
 
-    def wait_promoted(self, victim: ClusterNode, timeout_s: float = 30.0) -> None:
+    def wait_promoted(self, victim: ClusterNode, timeout_s: float = 30.0) -> float:
         """Until a replica of the dead ``victim`` serves its slots, as every live node sees
         it. (Restarting a master without persistence before that would come back empty as
-        the master of its slots, and its replica would copy the empty data set.)"""
+        the master of its slots, and its replica would copy the empty data set.) Returns
+        the monotonic time the first live node saw it (polled every ~20 ms per node)."""
         deadline = time.monotonic() + timeout_s
+        first: float | None = None
         while time.monotonic() < deadline:
             views = [self._slot_owners(n) for n in self.live()]
-            if all(len(v) == 3 and victim.address not in v for v in views):
-                return
-            time.sleep(0.1)
+            promoted = [len(v) == 3 and victim.address not in v for v in views]
+            if any(promoted) and first is None:
+                first = time.monotonic()
+            if all(promoted):
+                return first if first is not None else time.monotonic()
+            time.sleep(0.02)
         raise AssertionError(f"{victim.address} not replaced in {timeout_s}s")
 
     def wait_replicas(self, timeout_s: float = 30.0) -> None:

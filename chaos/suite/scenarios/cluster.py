@@ -49,6 +49,10 @@ async def _first_completion_after(stage: Stage, since: float) -> float | None:
     return min(later) if later else None
 
 
+def _since(at: float | None, since: float) -> str:
+    return "-" if at is None else f"{at - since:.2f}"
+
+
 async def master_kill(stage: Stage) -> None:
     """15 and 17. kill -9 of the master serving ``work``, after its replica lagged."""
     cluster = _cluster(stage).cluster
@@ -78,10 +82,15 @@ async def master_kill(stage: Stage) -> None:
     stage.record(Fault(f"kill -9 master {victim.address}", lagging, writable, must_hit=True))
     await stage.wait_loads()
     first = await _first_completion_after(stage, killed)
+    # With replica_acks a completion may be written on the promoted master before it has a
+    # replica (its WAIT fails, the settle is retried): the first acknowledged enqueue
+    # after the kill says when the slot took acknowledged writes again.
+    accepted = min((t for t in stage.accepted.values() if t > killed), default=None)
     phases = (
         f"kill -> promoted (every live node's CLUSTER NODES) {promoted - killed:.2f} s; "
         f"-> victim back in sync as a replica {rejoined - killed:.2f} s; "
-        f"-> first job completed {'-' if first is None else f'{first - killed:.2f}'} s"
+        f"-> first job completed {_since(first, killed)} s; "
+        f"-> first enqueue acknowledged {_since(accepted, killed)} s"
     )
     stage.note(phases)
     stage.check(

@@ -1,4 +1,5 @@
-"""``python -m chaos.suite [--only 1,2,3 | --ci] [--json out.json] [--seed N] [--keep DIR]``
+"""``python -m chaos.suite [--only 1,2,3 | --ci | --cluster] [--json out.json] [--seed N]
+[--keep DIR]``
 
 Runs the chaos scenarios, prints a table of their figures (and what failed), writes the same
 as JSON, and exits 1 if any scenario failed (a job lost, duplicates beyond the bound, or a
@@ -19,7 +20,7 @@ from types import FrameType
 from chaos.suite import report as text
 from chaos.suite.report import ScenarioReport
 from chaos.suite.runner import run_suite
-from chaos.suite.scenarios import CI_SUBSET, SCENARIOS
+from chaos.suite.scenarios import CI_SUBSET, CLUSTER_GROUP, CLUSTER_SUBSET, SCENARIOS
 
 
 def _numbers(value: str) -> list[int]:
@@ -38,8 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m chaos.suite", description=__doc__)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--only", type=_numbers, metavar="N,N", help="run these scenarios")
+    ci = ",".join(map(str, CI_SUBSET + CLUSTER_SUBSET))
+    which.add_argument("--ci", action="store_true", help=f"run what CI runs ({ci})")
     which.add_argument(
-        "--ci", action="store_true", help=f"run the CI subset ({','.join(map(str, CI_SUBSET))})"
+        "--cluster",
+        action="store_true",
+        help=f"run the Redis Cluster group ({','.join(map(str, CLUSTER_GROUP))})",
     )
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
     p.add_argument("--seed", type=int, default=7, help="seed of job durations and toxics")
@@ -63,9 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for s in SCENARIOS.values():
             ci = "ci" if s.is_ci else "  "
-            print(f"{s.number:>2} {ci} {s.title:<24} {s.proves}")
+            print(f"{s.number:>2} {ci} {s.group:<7} {s.title:<26} {s.proves}")
         return 0
-    numbers = args.only or (list(CI_SUBSET) if args.ci else list(SCENARIOS))
+    if args.only:
+        numbers = args.only
+    elif args.ci:
+        numbers = [*CI_SUBSET, *CLUSTER_SUBSET]
+    else:
+        numbers = list(CLUSTER_GROUP if args.cluster else SCENARIOS)
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _interrupt)

@@ -34,11 +34,13 @@ from typing import Any
 
 from chaos.suite.witness import Run, Witness
 from runtime.client import Client
+from runtime.errors import BrokerUnavailable
 from runtime.jobs.records import JobRecord
 
 NAMESPACE = "rt"  # the runtime's default; the suite's runtimes keep it
 FUNCTIONS = ("work", "fragile", "poison")
 SETTLE_SLACK_S = 0.25  # a job that finished this long before a fault may not be settled yet
+READ_TRIES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +97,24 @@ class Figures:
         return asdict(self)
 
 
+async def _job(client: Client, job_id: str) -> JobRecord | None:
+    """A read, tried again on a transient error: on a Redis Cluster, concurrent first calls
+    of a fresh client (and the calls around a refresh of its map of slots) can meet a
+    connection redis-py closed under them (``BrokerUnavailable``); a read is safe to repeat."""
+    for _ in range(READ_TRIES - 1):
+        try:
+            return await client.job(job_id)
+        except BrokerUnavailable:
+            await asyncio.sleep(0.1)
+    return await client.job(job_id)
+
+
 async def records(client: Client, ids: Iterable[str]) -> dict[str, JobRecord | None]:
     ids = list(ids)
     out: dict[str, JobRecord | None] = {}
     for i in range(0, len(ids), 50):
         chunk = ids[i : i + 50]
-        found = await asyncio.gather(*(client.job(job_id) for job_id in chunk))
+        found = await asyncio.gather(*(_job(client, job_id) for job_id in chunk))
         out.update(zip(chunk, found, strict=True))
     return out
 

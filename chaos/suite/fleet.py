@@ -99,6 +99,7 @@ class Fleet:
         self.slots: dict[str, Slot] = {}
         self.deaths: list[Death] = []
         self.is_supervised = False
+        self.env: dict[str, str] = {}  # RUNTIME_* settings of a scenario, over TIMINGS
         self._supervisor: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
 
@@ -113,7 +114,7 @@ class Fleet:
         port = free_port()
         # Only the suite's settings: a RUNTIME_* variable of the caller must not leak in.
         inherited = {k: v for k, v in os.environ.items() if not k.upper().startswith("RUNTIME_")}
-        env = {**inherited, **TIMINGS, "RUNTIME_CONFIG_DIR": str(self.config_dir)}
+        env = {**inherited, **TIMINGS, **self.env, "RUNTIME_CONFIG_DIR": str(self.config_dir)}
         log = self.logs_dir / f"{slot.name}-{len(slot.history)}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(  # noqa: S603 — argv built here from sys.executable and fixed options, no shell

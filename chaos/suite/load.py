@@ -35,12 +35,14 @@ class Load:
         seconds: tuple[float, float] = (0.01, 0.05),
         rng: random.Random,
         function: str = "work",
+        settings: RedisSettings = CLIENT_SETTINGS,
     ) -> None:
         self.redis_url = redis_url
         self.prefix = prefix
         self.count = count
         self.over_s = over_s
         self.function = function
+        self.settings = settings
         self._durations = [round(rng.uniform(*seconds), 4) for _ in range(count)]
         self.accepted: dict[str, float] = {}  # job id -> unix time its enqueue returned
         self.unacknowledged: list[str] = []  # gave up: may or may not exist in Redis
@@ -62,7 +64,7 @@ class Load:
             await asyncio.gather(self.task, return_exceptions=True)
 
     async def _run(self) -> None:
-        async with Client(self.redis_url, redis_settings=CLIENT_SETTINGS) as client:
+        async with Client(self.redis_url, redis_settings=self.settings) as client:
             began = time.monotonic()
             step = self.over_s / max(1, self.count)
             for i, seconds in enumerate(self._durations):

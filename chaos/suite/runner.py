@@ -15,7 +15,6 @@ from pathlib import Path
 from chaos.proxy.testing import Target, real_target_from_env, server_process
 from chaos.suite.report import ScenarioReport
 from chaos.suite.scenarios import SCENARIOS, Scenario
-from chaos.suite.stage import Stage
 
 LOG_TAIL_LINES = 12
 
@@ -32,7 +31,8 @@ def proxy_target() -> Iterator[Target]:
 
 async def run_scenario(scenario: Scenario, root: Path, target: Target, seed: int) -> ScenarioReport:
     began = time.monotonic()
-    stage = Stage(scenario.number, root, target, random.Random(seed * 100 + scenario.number))  # noqa: S311 — a seeded scenario must be replayable, not secret
+    rng = random.Random(seed * 100 + scenario.number)  # noqa: S311 — a seeded scenario must be replayable, not secret
+    stage = scenario.stage(scenario.number, root, target, rng)
     report = ScenarioReport(
         scenario.number, scenario.title, scenario.proves, 0.0, None, known_gap=scenario.known_gap
     )

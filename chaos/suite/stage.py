@@ -75,6 +75,7 @@ class Stage:
         self.carried: dict[str, JobRecord] = {}
         self._expectations: list[tuple[str, Expectation]] = []
         self._client: Client | None = None
+        self.client_settings = CLIENT_SETTINGS  # of the harness's client and the loads
         self.extra_accepted: dict[str, float] = {}  # acknowledged outside a Load (HTTP)
         self.ready_s: list[float | None] = []  # heal -> every runtime ready, per heal
 
@@ -104,10 +105,15 @@ class Stage:
         return self.links["loader"]
 
     @property
+    def url(self) -> str:
+        """Redis straight, with no proxy: for the harness's client and the loads."""
+        return self.redis.url
+
+    @property
     def client(self) -> Client:
         """The harness's own client, straight to Redis (no proxy)."""
         if self._client is None:
-            self._client = Client(self.redis.url, redis_settings=CLIENT_SETTINGS)
+            self._client = Client(self.url, redis_settings=self.client_settings)
         return self._client
 
     async def reconnect(self) -> None:
@@ -128,13 +134,14 @@ class Stage:
     ) -> Load:
         self._load_count += 1
         load = Load(
-            via.url if via is not None else self.redis.url,
+            via.url if via is not None else self.url,
             prefix or f"s{self.number}-{self._load_count}",
             count,
             over_s,
             seconds=seconds,
             rng=self.rng,
             function=function,
+            settings=self.client_settings,
         )
         self.loads.append(load)
         load.start()

@@ -294,7 +294,8 @@ class Dispatcher:
                     log.warning("wake channel lost (%s); reconnecting", exc)
                 self._set_parking(False)
                 await asyncio.sleep(retry_s)
-                retry_s = min(retry_s * 2, 1.0)
+                # a cluster's failover ends at a moment no error announces: look again soon
+                retry_s = min(retry_s * 2, 0.2 if self._broker.redis.is_cluster else 1.0)
             finally:
                 self._set_parking(False)
                 await close_pubsub(pubsub)

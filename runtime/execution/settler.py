@@ -168,8 +168,8 @@ class Settler:
             except Exception as exc:  # any Redis error, or a reply that does not parse
                 self._pending[:0] = batch  # keep order; the leases are still heartbeated
                 self._outages.note("settle", exc)
-                await asyncio.sleep(retry_s)
-                retry_s = min(retry_s * 2, 2.0)
+                await asyncio.sleep(retry_s)  # a cluster's failover ends unannounced: soon
+                retry_s = min(retry_s * 2, 0.2 if self._broker.redis.is_cluster else 2.0)
                 continue
             retry_s = 0.05
             for entry, code in zip(batch, codes, strict=True):

@@ -221,7 +221,7 @@ class TranslatedClusterPipeline(ClusterPipeline):
 def connect_cluster(settings: RedisSettings, url: str) -> ClusterClient:
     """A cluster client from a ``redis+cluster://`` URL: every call has a timeout, and a
     call that meets a node down or a failover in progress is tried again on the fresh
-    map of slots (up to 3 more times, with backoff) before ``BrokerUnavailable``."""
+    map of slots (up to 6 more times, with backoff) before ``BrokerUnavailable``."""
     parsed = parse_cluster_url(url)
     client = ClusterClient(
         startup_nodes=[ClusterNode(host, port) for host, port in parsed.seeds],

@@ -19,6 +19,7 @@ from runtime.client import Client
 from runtime.config.registry import load_registry
 from runtime.config.schema import RedisSettings, Settings
 from runtime.errors import BrokerError, ResultTimeout
+from runtime.jobs.records import JobRecord
 from tests.integration.conftest import FAST_WORKER, Harness
 from tests.redis_cluster import RedisCluster
 
@@ -38,6 +39,7 @@ class Drill:
     acknowledged: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     outages_s: list[float] = field(default_factory=list)  # kill -> first job done after
+    promoted_s: list[float] = field(default_factory=list)  # kill -> a live node sees it
     lost: list[str] = field(default_factory=list)
     states: dict[str, str] = field(default_factory=dict)  # of the lost: what Redis holds
 
@@ -49,6 +51,10 @@ class Drill:
             "enqueue_p50_ms": round(statistics.median(lat), 2),
             "enqueue_p99_ms": round(lat[int(len(lat) * 0.99) - 1], 2),
             "outages_s": [round(s, 2) for s in self.outages_s],
+            "promoted_s": [round(s, 2) for s in self.promoted_s],
+            "client_s": [
+                round(o - p, 2) for o, p in zip(self.outages_s, self.promoted_s, strict=True)
+            ],
         }
 
 
@@ -72,22 +78,42 @@ async def _produce(client: Client, drill: Drill, stop: asyncio.Event, lane: int)
         await asyncio.sleep(0.002)
 
 
-async def _first_job_done(client: Client, deadline_s: float) -> float:
-    """Seconds until a new job of the function completes."""
+async def _first_job_done(client: Client, killed: float, deadline_s: float) -> float:
+    """Seconds from ``killed`` (unix time) until a new job of the function completed: a
+    probe is enqueued and waited for 0.5 s, again until one completes; the figure is the
+    earliest completion (Redis's time) of the acknowledged probes, so a probe that
+    completed while the next was being enqueued still counts."""
     started = time.monotonic()
-    n = 0
+    n, probes = 0, []
     while time.monotonic() - started < deadline_s:
         n += 1
         try:
-            job = await client.enqueue(FUNCTION, -n, job_id=f"{FUNCTION}.probe{started}.{n}")
+            job = await client.enqueue(FUNCTION, -n, job_id=f"{FUNCTION}.probe{killed}.{n}")
+            probes.append(job)
             record = await client.wait(job, 0.5)
             if record.state == "completed":
-                return time.monotonic() - started
+                break
         except (BrokerError, ResultTimeout, TimeoutError) as exc:
             if DEBUG:
                 print(f"{time.monotonic() - started:.2f} probe: {exc!r}")
         await asyncio.sleep(0.02)
-    raise AssertionError(f"no job completed within {deadline_s}s of the kill")
+    else:
+        raise AssertionError(f"no job completed within {deadline_s}s of the kill")
+    ends = []
+    for job in probes:
+        done = await _record(client, job)
+        if done is not None and done.state == "completed" and done.finished_ms:
+            ends.append(done.finished_ms / 1000)
+    return min(ends) - killed
+
+
+async def _record(client: Client, job_id: str) -> JobRecord | None:
+    for _ in range(4):
+        try:
+            return await client.job(job_id)
+        except BrokerError:
+            await asyncio.sleep(0.2)
+    return await client.job(job_id)
 
 
 async def run_drill(
@@ -126,11 +152,13 @@ async def run_drill(
                 replica.signal(signal.SIGSTOP)
                 await asyncio.to_thread(cluster.info, victim, "client", "kill", "type", "replica")
                 await asyncio.sleep(lag_s)
+            killed, killed_unix = time.monotonic(), time.time()
             victim.kill()
             if lag_s:
                 replica.signal(signal.SIGCONT)
-            probe = asyncio.create_task(_first_job_done(harness.client, 20.0))
-            await asyncio.to_thread(cluster.wait_promoted, victim)
+            probe = asyncio.create_task(_first_job_done(harness.client, killed_unix, 20.0))
+            promoted = await asyncio.to_thread(cluster.wait_promoted, victim)
+            drill.promoted_s.append(promoted - killed)
             # Back (as a supervisor restarts it), as a replica of the promoted one: with
             # replica_acks = 1 the promoted master acknowledges nothing until it has one.
             victim.start()

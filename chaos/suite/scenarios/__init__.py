@@ -1,13 +1,19 @@
-"""The catalogue: scenarios 1–11 of issue 7, 12–14 of issue 13, what each proves, and which
-ones CI runs."""
+"""The catalogue: scenarios 1–11 of issue 7, 12–14 of issue 13, 15–17 of issue 16 (on a
+Redis Cluster: the ``cluster`` group), what each proves, and which ones CI runs."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from chaos.suite.scenarios import network_faults, processes, redis_faults, redis_limits
+from chaos.proxy.testing import Target
+from chaos.suite.cluster_stage import ClusterStage, MastersOnlyStage, UnacknowledgedClusterStage
+from chaos.suite.scenarios import cluster, network_faults, processes, redis_faults, redis_limits
 from chaos.suite.stage import Stage
+
+StageFactory = Callable[[int, Path, Target, random.Random], Stage]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +25,8 @@ class Scenario:
     is_ci: bool = True
     known_gap: str | None = None  # the runtime does not do this yet; kept out of CI
     budget_s: float = 90.0
+    stage: StageFactory = Stage  # one redis-server behind proxies, or a cluster
+    group: str = "single"  # "cluster": runs on a Redis Cluster, no proxy
 
 
 SCENARIOS: dict[int, Scenario] = {
@@ -120,6 +128,48 @@ SCENARIOS: dict[int, Scenario] = {
             redis_limits.eviction_policy,
             budget_s=60.0,
         ),
+        Scenario(
+            15,
+            "cluster master kill -9",
+            "on a 3+3 Redis Cluster with redis.replica_acks = 1, the master serving the "
+            "function killed (its replica lagging 0.5 s): the replica is promoted, the fleet "
+            "continues without a restart, no acknowledged job is lost",
+            cluster.master_kill,
+            stage=ClusterStage,
+            group="cluster",
+            budget_s=75.0,
+        ),
+        Scenario(
+            16,
+            "cluster worker SIGKILL x3",
+            "on a 3-master Redis Cluster, a runtime killed mid-flight loses nothing: its "
+            "leases are reclaimed by the other",
+            cluster.worker_kill,
+            stage=MastersOnlyStage,
+            group="cluster",
+            budget_s=60.0,
+        ),
+        Scenario(
+            17,
+            "cluster kill -9, no acks",
+            "scenario 15 with redis.replica_acks = 0: the writes the replica missed are lost "
+            "with the master (what the setting is for)",
+            cluster.master_kill,
+            is_ci=False,
+            known_gap="asynchronous replication: acknowledged writes the replica had not "
+            "received are lost in a failover unless redis.replica_acks >= 1",
+            stage=UnacknowledgedClusterStage,
+            group="cluster",
+            budget_s=75.0,
+        ),
     )
 }
-CI_SUBSET: tuple[int, ...] = tuple(n for n, s in SCENARIOS.items() if s.is_ci)
+# CI runs the single-node subset in tests/chaos/test_chaos_suite.py (against the proxy),
+# the cluster one in tests/chaos/test_chaos_cluster.py.
+CI_SUBSET: tuple[int, ...] = tuple(
+    n for n, s in SCENARIOS.items() if s.is_ci and s.group == "single"
+)
+CLUSTER_SUBSET: tuple[int, ...] = tuple(
+    n for n, s in SCENARIOS.items() if s.is_ci and s.group == "cluster"
+)
+CLUSTER_GROUP: tuple[int, ...] = tuple(n for n, s in SCENARIOS.items() if s.group == "cluster")

@@ -51,6 +51,7 @@ from runtime.observe.tracing import Tracing
 from runtime.queue.broker import RedisBroker
 from runtime.queue.connection import TranslatedPubSub, close_pubsub
 from runtime.queue.keys import handoff_channel, shard_channel
+from runtime.queue.sharded_reads import ShardedQueries
 from runtime.queue.shards import handed, shard_name, split_name
 
 log = logging.getLogger("runtime.dispatcher")
@@ -93,6 +94,7 @@ class Dispatcher:
         self._fences = 0  # fence messages received (one follows each unpark)
         self._fence_seen = asyncio.Event()
         self._orphans: set[asyncio.Task[None]] = set()  # releases of unknown functions' jobs
+        self._counts: dict[str, int] = {}  # function -> shards listened to (on a cluster)
 
     def _worker(self, spec: FunctionSpec) -> FunctionWorker:
         self._broker.shards[spec.name] = spec.options.shards
@@ -182,9 +184,8 @@ class Dispatcher:
                     log.error("%s: the old worker failed to drain: %r", worker.name, result)
         finally:
             self.retiring.difference_update(old)
-            for worker in old:
-                for name in shard_names(worker.name, worker.spec.options.shards):
-                    self._by_channel.pop(listened(self._broker, worker.handoff_channel, name), None)
+            for channel in [c for c, w in self._by_channel.items() if w in old]:
+                del self._by_channel[channel]
 
     async def drain(self, grace_s: float) -> None:
         """Graceful stop: every worker stops claiming and finishes or releases its jobs.
@@ -255,6 +256,30 @@ class Dispatcher:
         except BrokerError as exc:
             log.warning("releasing job %s failed (its lease will expire): %s", job.id, exc)
 
+    async def _shard_counts(self) -> dict[str, int]:
+        """On a cluster, each served function's shards to listen on: the highest count ever
+        recorded when above the configured one (a lowered count leaves jobs, and old
+        producers, in the shards above it: they are claimed, so woken and handed over too).
+        Read through the broker's cache (a ZSCORE per function every COUNT_TTL_S)."""
+        broker = self._broker
+        if not broker.redis.is_cluster or not isinstance(broker, ShardedQueries):
+            return {}
+        for name in self.workers:
+            try:
+                self._counts[name] = await broker.read_shards(name)
+            except BrokerError as exc:  # the last count read stands; the claims fail too
+                log.debug("reading %s's shard count failed: %r", name, exc)
+        return self._counts
+
+    def _handoffs(self, counts: Mapping[str, int]) -> dict[bytes, FunctionWorker]:
+        """The handoff channels to listen on: each worker's in each shard it claims."""
+        for worker in self.workers.values():
+            for name in shard_names(worker.name, counts.get(worker.name, 1)):
+                self._by_channel.setdefault(
+                    listened(self._broker, worker.handoff_channel, name), worker
+                )
+        return self._by_channel
+
     def _wake(self, data: object) -> None:
         on_wake(self.workers, data)
 
@@ -264,17 +289,17 @@ class Dispatcher:
         while True:
             pubsub = self._broker.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                wakes = wake_channels(self._broker, self.workers)
-                subscribed = {*wakes, *self._by_channel}
+                counts = await self._shard_counts()
+                wakes = wake_channels(self._broker, self.workers, counts)
+                subscribed = {*wakes, *self._handoffs(counts)}
                 await pubsub.subscribe(*subscribed)
                 self._set_parking(True)
                 retry_s = 0.1
                 self._wake_all()  # messages may have been missed while unsubscribed
                 while True:
-                    wakes = wake_channels(
-                        self._broker, self.workers
-                    )  # the functions change with a deploy
-                    wanted = {**dict.fromkeys(wakes), **self._by_channel}
+                    counts = await self._shard_counts()  # a lowered count's shards too
+                    wakes = wake_channels(self._broker, self.workers, counts)  # and a deploy
+                    wanted = {**dict.fromkeys(wakes), **self._handoffs(counts)}
                     for worker in await follow_channels(pubsub, subscribed, wanted):
                         if worker in self.workers.values():  # not retired meanwhile
                             worker.allow_parking(True)
@@ -300,22 +325,29 @@ class Dispatcher:
                 await close_pubsub(pubsub)
 
 
-def wake_channels(broker: RedisBroker, workers: Mapping[str, FunctionWorker]) -> set[bytes]:
+def wake_channels(
+    broker: RedisBroker,
+    workers: Mapping[str, FunctionWorker],
+    counts: Mapping[str, int] | None = None,
+) -> set[bytes]:
     """One for the namespace on one Redis; on a cluster one per shard of each served
-    function (a sharded function's scripts publish in their shard's slot)."""
+    function (a sharded function's scripts publish in their shard's slot): its configured
+    count, or its count in ``counts`` (the highest recorded, Dispatcher._shard_counts)."""
     if not broker.redis.is_cluster:
         return {broker.wake_channel.encode()}
+    counts = counts or {}
     return {
         listened(broker, broker.wake_channel, name)
         for worker in workers.values()
-        for name in shard_names(worker.name, worker.spec.options.shards)
+        for name in shard_names(
+            worker.name, max(worker.spec.options.shards, counts.get(worker.name, 1))
+        )
     }
 
 
 def shard_names(function: str, shards: int) -> list[str]:
     """The queue's names of a function's shards (``fn``, ``fn#1``, ...): on a cluster each
-    is its own slot, so its own shard channels. The configured count: shards above it
-    (left by a lowered count) are claimed, but not woken or handed to, on a cluster."""
+    is its own slot, so its own shard channels."""
     return [shard_name(function, shard) for shard in range(shards)]
 
 

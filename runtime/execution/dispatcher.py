@@ -294,7 +294,6 @@ class Dispatcher:
                 subscribed = {*wakes, *self._handoffs(counts)}
                 await pubsub.subscribe(*subscribed)
                 self._set_parking(True)
-                retry_s = 0.1
                 self._wake_all()  # messages may have been missed while unsubscribed
                 while True:
                     counts = await self._shard_counts()  # a lowered count's shards too
@@ -304,6 +303,7 @@ class Dispatcher:
                         if worker in self.workers.values():  # not retired meanwhile
                             worker.allow_parking(True)
                     message = await pubsub.get_message(timeout=poll_s)
+                    retry_s = 0.1  # subscribed: a cluster refuses SSUBSCRIBE in a reply
                     if message is None or message["type"] != "message":
                         continue
                     channel, data = message["channel"], message["data"]

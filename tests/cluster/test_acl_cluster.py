@@ -164,3 +164,21 @@ async def test_a_refused_function_channel_is_named_with_its_rule(fleet: ClusterR
     # the namespace's, &{rt}:*, which the user has)
     await wait_until(lambda: "'&{rt:*}:*'" in fleet.logs(), 30, fleet.logs)
     assert "NOPERM" in fleet.logs()
+
+
+async def test_a_refused_listener_backs_off(fleet: ClusterRoles) -> None:
+    """A refusal that lasts is retried with a growing pause (up to 1 s), each retry logged:
+    not every 0.1 s forever (the sharded subscription is refused after SSUBSCRIBE returns)."""
+    fleet.ok("rt-deployer", "deploy", "src")
+    rules = [r for r in roles()["rt-serve"] + cluster_rules()["rt-serve"] if r != "&{rt:*}:*"]
+    fleet.every.execute_command("ACL", "SETUSER", "rt-serve", "reset", *rules)
+    fleet.spawn(redis_url=fleet.url("rt-serve"))
+
+    def lost() -> list[float]:
+        stamps = re.findall(r"^\S+ \d\d:(\d\d):(\d\d),(\d{3}) WARNING runtime.dispatcher: wake "
+                            r"channel lost", fleet.logs(), re.M)  # fmt: skip
+        return [int(m) * 60 + int(s) + int(ms) / 1000 for m, s, ms in stamps]
+
+    await wait_until(lambda: len(lost()) >= 6, 30, fleet.logs)
+    gaps = [b - a for a, b in zip(lost(), lost()[1:], strict=False)]
+    assert max(gaps[:5]) >= 0.5, gaps  # 0.1, 0.2, 0.4, 0.8, 1.0 s

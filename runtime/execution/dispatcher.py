@@ -273,7 +273,7 @@ class Dispatcher:
 
     def _handoffs(self, counts: Mapping[str, int]) -> dict[bytes, FunctionWorker]:
         """The handoff channels to listen on: each worker's in each shard it claims."""
-        for worker in self.workers.values():
+        for worker in self.workers.values() if counts else ():  # none but on a cluster
             for name in shard_names(worker.name, counts.get(worker.name, 1)):
                 self._by_channel.setdefault(
                     listened(self._broker, worker.handoff_channel, name), worker

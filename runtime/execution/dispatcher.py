@@ -39,6 +39,14 @@ from collections.abc import Mapping
 from runtime.config.registry import Registry
 from runtime.config.schema import Settings
 from runtime.errors import BrokerError
+from runtime.execution.channels import (
+    follow_channels,
+    handoffs,
+    listened,
+    shard_counts,
+    shard_names,
+    wake_channels,
+)
 from runtime.execution.quarantine import Quarantine
 from runtime.execution.worker import FunctionWorker
 from runtime.function import FunctionSpec
@@ -49,10 +57,9 @@ from runtime.observe.metrics import Metrics
 from runtime.observe.supervisor import Supervisor, raise_if_cancelled
 from runtime.observe.tracing import Tracing
 from runtime.queue.broker import RedisBroker
-from runtime.queue.connection import TranslatedPubSub, close_pubsub
-from runtime.queue.keys import handoff_channel, shard_channel
-from runtime.queue.sharded_reads import ShardedQueries
-from runtime.queue.shards import handed, shard_name, split_name
+from runtime.queue.connection import close_pubsub
+from runtime.queue.keys import handoff_channel
+from runtime.queue.shards import handed, split_name
 
 log = logging.getLogger("runtime.dispatcher")
 
@@ -256,29 +263,12 @@ class Dispatcher:
         except BrokerError as exc:
             log.warning("releasing job %s failed (its lease will expire): %s", job.id, exc)
 
-    async def _shard_counts(self) -> dict[str, int]:
-        """On a cluster, each served function's shards to listen on: the highest count ever
-        recorded when above the configured one (a lowered count leaves jobs, and old
-        producers, in the shards above it: they are claimed, so woken and handed over too).
-        Read through the broker's cache (a ZSCORE per function every COUNT_TTL_S)."""
-        broker = self._broker
-        if not broker.redis.is_cluster or not isinstance(broker, ShardedQueries):
-            return {}
-        for name in self.workers:
-            try:
-                self._counts[name] = await broker.read_shards(name)
-            except BrokerError as exc:  # the last count read stands; the claims fail too
-                log.debug("reading %s's shard count failed: %r", name, exc)
-        return self._counts
-
-    def _handoffs(self, counts: Mapping[str, int]) -> dict[bytes, FunctionWorker]:
-        """The handoff channels to listen on: each worker's in each shard it claims."""
-        for worker in self.workers.values() if counts else ():  # none but on a cluster
-            for name in shard_names(worker.name, counts.get(worker.name, 1)):
-                self._by_channel.setdefault(
-                    listened(self._broker, worker.handoff_channel, name), worker
-                )
-        return self._by_channel
+    async def _channels(self) -> tuple[set[bytes], dict[bytes, FunctionWorker]]:
+        """The wake channels and the handoff channels (-> worker) to listen on now: on a
+        cluster, those of every shard still claimed (channels.py)."""
+        counts = await shard_counts(self._broker, self.workers, self._counts)
+        wakes = wake_channels(self._broker, self.workers, counts)
+        return wakes, handoffs(self._by_channel, self._broker, self.workers, counts)
 
     def _wake(self, data: object) -> None:
         on_wake(self.workers, data)
@@ -289,16 +279,14 @@ class Dispatcher:
         while True:
             pubsub = self._broker.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                counts = await self._shard_counts()
-                wakes = wake_channels(self._broker, self.workers, counts)
-                subscribed = {*wakes, *self._handoffs(counts)}
+                wakes, by_channel = await self._channels()
+                subscribed = {*wakes, *by_channel}
                 await pubsub.subscribe(*subscribed)
                 self._set_parking(True)
                 self._wake_all()  # messages may have been missed while unsubscribed
                 while True:
-                    counts = await self._shard_counts()  # a lowered count's shards too
-                    wakes = wake_channels(self._broker, self.workers, counts)  # and a deploy
-                    wanted = {**dict.fromkeys(wakes), **self._handoffs(counts)}
+                    wakes, by_channel = await self._channels()  # a deploy changes them
+                    wanted = {**dict.fromkeys(wakes), **by_channel}
                     for worker in await follow_channels(pubsub, subscribed, wanted):
                         if worker in self.workers.values():  # not retired meanwhile
                             worker.allow_parking(True)
@@ -323,59 +311,6 @@ class Dispatcher:
             finally:
                 self._set_parking(False)
                 await close_pubsub(pubsub)
-
-
-def wake_channels(
-    broker: RedisBroker,
-    workers: Mapping[str, FunctionWorker],
-    counts: Mapping[str, int] | None = None,
-) -> set[bytes]:
-    """One for the namespace on one Redis; on a cluster one per shard of each served
-    function (a sharded function's scripts publish in their shard's slot): its configured
-    count, or its count in ``counts`` (the highest recorded, Dispatcher._shard_counts)."""
-    if not broker.redis.is_cluster:
-        return {broker.wake_channel.encode()}
-    counts = counts or {}
-    return {
-        listened(broker, broker.wake_channel, name)
-        for worker in workers.values()
-        for name in shard_names(
-            worker.name, max(worker.spec.options.shards, counts.get(worker.name, 1))
-        )
-    }
-
-
-def shard_names(function: str, shards: int) -> list[str]:
-    """The queue's names of a function's shards (``fn``, ``fn#1``, ...): on a cluster each
-    is its own slot, so its own shard channels."""
-    return [shard_name(function, shard) for shard in range(shards)]
-
-
-def listened(broker: RedisBroker, channel: str, function: str) -> bytes:
-    """The name the listener subscribes ``channel`` by: itself on one Redis; on Redis
-    Cluster the shard channel in ``function``'s slot, where its scripts publish it."""
-    if broker.redis.is_cluster:
-        channel = shard_channel(channel, broker.keys(function).prefix)
-    return channel.encode()
-
-
-async def follow_channels(
-    pubsub: TranslatedPubSub,
-    subscribed: set[bytes],
-    wanted: Mapping[bytes, FunctionWorker | None],
-) -> list[FunctionWorker]:
-    """Subscribe the channels of ``wanted`` not yet in ``subscribed``, unsubscribe those no
-    longer wanted (retired workers', a removed function's wake channel); returns the
-    workers whose channel is new, which may park from now on."""
-    added = [c for c in wanted if c not in subscribed]
-    gone = [c for c in subscribed if c not in wanted]
-    if added:
-        await pubsub.subscribe(*added)
-        subscribed.update(added)
-    if gone:
-        await pubsub.unsubscribe(*gone)
-        subscribed.difference_update(gone)
-    return [worker for c in added if (worker := wanted[c]) is not None]
 
 
 def on_wake(workers: Mapping[str, FunctionWorker], data: object) -> None:

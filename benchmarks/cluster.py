@@ -2,7 +2,7 @@
 on a 3-master Redis Cluster, with 1 shard and with 3, and on one redis-server for comparison.
 
     PYTHONPATH=. .venv/bin/python benchmarks/cluster.py [--runs 3] [--jobs 20000]
-        [--serves 2] [--shards 1,3] [--json out.json]
+        [--serves 2] [--shards 1,3] [--namespace auto] [--json out.json]
 
 For each set-up (one redis-server, then the cluster; each with every ``--shards`` count) it
 starts ``--serves`` serve processes (run.py's no-op function, concurrency 256) with
@@ -13,8 +13,11 @@ redis-server's CPU (/proc/<pid>/stat: user + system of all its threads) and its 
 (``INFO commandstats``, the benchmark's polling taken out) before and after each drain, so
 the table shows how the load spreads over the nodes. The median run (by drain rate) is shown.
 
-The cluster is 3 redis-server processes in cluster mode on free loopback ports, joined with
-``redis-cli --cluster create`` (tests/redis_cluster.py) and stopped by pid at the end.
+Where a shard lives is fixed by the CRC16 of its hash tag ``{ns:fn#k}``: ``--namespace auto``
+takes the first of bench, bench1, ... that puts the shards on distinct masters (the table
+says which node holds which shard). The cluster is 3 redis-server processes in cluster
+mode on free loopback ports, joined with ``redis-cli --cluster create``
+(tests/redis_cluster.py) and stopped by pid at the end.
 
 What one Redis core carries: 1 / (the busiest node's CPU per job) is the drain rate at which
 that node alone fills one core; with the load spread evenly over K nodes (K shards or more,

@@ -39,6 +39,14 @@ from collections.abc import Mapping
 from runtime.config.registry import Registry
 from runtime.config.schema import Settings
 from runtime.errors import BrokerError
+from runtime.execution.channels import (
+    follow_channels,
+    handoffs,
+    listened,
+    shard_counts,
+    shard_names,
+    wake_channels,
+)
 from runtime.execution.quarantine import Quarantine
 from runtime.execution.worker import FunctionWorker
 from runtime.function import FunctionSpec
@@ -49,9 +57,9 @@ from runtime.observe.metrics import Metrics
 from runtime.observe.supervisor import Supervisor, raise_if_cancelled
 from runtime.observe.tracing import Tracing
 from runtime.queue.broker import RedisBroker
-from runtime.queue.connection import TranslatedPubSub, close_pubsub
-from runtime.queue.keys import handoff_channel, shard_channel
-from runtime.queue.shards import handed, shard_name, split_name
+from runtime.queue.connection import close_pubsub
+from runtime.queue.keys import handoff_channel
+from runtime.queue.shards import handed, split_name
 
 log = logging.getLogger("runtime.dispatcher")
 
@@ -93,6 +101,7 @@ class Dispatcher:
         self._fences = 0  # fence messages received (one follows each unpark)
         self._fence_seen = asyncio.Event()
         self._orphans: set[asyncio.Task[None]] = set()  # releases of unknown functions' jobs
+        self._counts: dict[str, int] = {}  # function -> shards listened to (on a cluster)
 
     def _worker(self, spec: FunctionSpec) -> FunctionWorker:
         self._broker.shards[spec.name] = spec.options.shards
@@ -182,9 +191,8 @@ class Dispatcher:
                     log.error("%s: the old worker failed to drain: %r", worker.name, result)
         finally:
             self.retiring.difference_update(old)
-            for worker in old:
-                for name in shard_names(worker.name, worker.spec.options.shards):
-                    self._by_channel.pop(listened(self._broker, worker.handoff_channel, name), None)
+            for channel in [c for c, w in self._by_channel.items() if w in old]:
+                del self._by_channel[channel]
 
     async def drain(self, grace_s: float) -> None:
         """Graceful stop: every worker stops claiming and finishes or releases its jobs.
@@ -255,6 +263,13 @@ class Dispatcher:
         except BrokerError as exc:
             log.warning("releasing job %s failed (its lease will expire): %s", job.id, exc)
 
+    async def _channels(self) -> tuple[set[bytes], dict[bytes, FunctionWorker]]:
+        """The wake channels and the handoff channels (-> worker) to listen on now: on a
+        cluster, those of every shard still claimed (channels.py)."""
+        counts = await shard_counts(self._broker, self.workers, self._counts)
+        wakes = wake_channels(self._broker, self.workers, counts)
+        return wakes, handoffs(self._by_channel, self._broker, self.workers, counts)
+
     def _wake(self, data: object) -> None:
         on_wake(self.workers, data)
 
@@ -264,21 +279,19 @@ class Dispatcher:
         while True:
             pubsub = self._broker.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                wakes = wake_channels(self._broker, self.workers)
-                subscribed = {*wakes, *self._by_channel}
+                wakes, by_channel = await self._channels()
+                subscribed = {*wakes, *by_channel}
                 await pubsub.subscribe(*subscribed)
                 self._set_parking(True)
-                retry_s = 0.1
                 self._wake_all()  # messages may have been missed while unsubscribed
                 while True:
-                    wakes = wake_channels(
-                        self._broker, self.workers
-                    )  # the functions change with a deploy
-                    wanted = {**dict.fromkeys(wakes), **self._by_channel}
+                    wakes, by_channel = await self._channels()  # a deploy changes them
+                    wanted = {**dict.fromkeys(wakes), **by_channel}
                     for worker in await follow_channels(pubsub, subscribed, wanted):
                         if worker in self.workers.values():  # not retired meanwhile
                             worker.allow_parking(True)
                     message = await pubsub.get_message(timeout=poll_s)
+                    retry_s = 0.1  # subscribed: a cluster refuses SSUBSCRIBE in a reply
                     if message is None or message["type"] != "message":
                         continue
                     channel, data = message["channel"], message["data"]
@@ -299,52 +312,6 @@ class Dispatcher:
             finally:
                 self._set_parking(False)
                 await close_pubsub(pubsub)
-
-
-def wake_channels(broker: RedisBroker, workers: Mapping[str, FunctionWorker]) -> set[bytes]:
-    """One for the namespace on one Redis; on a cluster one per shard of each served
-    function (a sharded function's scripts publish in their shard's slot)."""
-    if not broker.redis.is_cluster:
-        return {broker.wake_channel.encode()}
-    return {
-        listened(broker, broker.wake_channel, name)
-        for worker in workers.values()
-        for name in shard_names(worker.name, worker.spec.options.shards)
-    }
-
-
-def shard_names(function: str, shards: int) -> list[str]:
-    """The queue's names of a function's shards (``fn``, ``fn#1``, ...): on a cluster each
-    is its own slot, so its own shard channels. The configured count: shards above it
-    (left by a lowered count) are claimed, but not woken or handed to, on a cluster."""
-    return [shard_name(function, shard) for shard in range(shards)]
-
-
-def listened(broker: RedisBroker, channel: str, function: str) -> bytes:
-    """The name the listener subscribes ``channel`` by: itself on one Redis; on Redis
-    Cluster the shard channel in ``function``'s slot, where its scripts publish it."""
-    if broker.redis.is_cluster:
-        channel = shard_channel(channel, broker.keys(function).prefix)
-    return channel.encode()
-
-
-async def follow_channels(
-    pubsub: TranslatedPubSub,
-    subscribed: set[bytes],
-    wanted: Mapping[bytes, FunctionWorker | None],
-) -> list[FunctionWorker]:
-    """Subscribe the channels of ``wanted`` not yet in ``subscribed``, unsubscribe those no
-    longer wanted (retired workers', a removed function's wake channel); returns the
-    workers whose channel is new, which may park from now on."""
-    added = [c for c in wanted if c not in subscribed]
-    gone = [c for c in subscribed if c not in wanted]
-    if added:
-        await pubsub.subscribe(*added)
-        subscribed.update(added)
-    if gone:
-        await pubsub.unsubscribe(*gone)
-        subscribed.difference_update(gone)
-    return [worker for c in added if (worker := wanted[c]) is not None]
 
 
 def on_wake(workers: Mapping[str, FunctionWorker], data: object) -> None:

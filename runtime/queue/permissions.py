@@ -103,8 +103,11 @@ def _key_rule(key: str) -> str:
 
 
 def _channel_rule(channel: str) -> str:
+    """``&{ns}:*``; on Redis Cluster a function's channel (``{ns:fn}:wake``) ``&{ns:*}:*``."""
     tag = _TAG.match(channel)
-    return f"&{{{tag.group(1)}}}:*" if tag is not None else f"&{channel}"
+    if tag is None:
+        return f"&{channel}"
+    return f"&{{{tag.group(1)}:*}}:*" if tag.group(2) else f"&{{{tag.group(1)}}}:*"
 
 
 def _text(value: Any) -> str:
@@ -115,10 +118,15 @@ def _text(value: Any) -> str:
 
 @cache
 def _script_names() -> dict[str, str]:
-    """The SHA1 of each script of ``lua/`` (as EVALSHA sends it) -> its name."""
+    """The SHA1 of each script of ``lua/`` (as EVALSHA sends it, to one Redis or to a
+    cluster: scripts.source) -> its name."""
     names = [
         entry.name.removesuffix(".lua")
         for entry in resources.files("runtime.queue").joinpath("lua").iterdir()
         if entry.name.endswith(".lua") and not entry.name.startswith("_")
     ]
-    return {hashlib.sha1(source(n).encode(), usedforsecurity=False).hexdigest(): n for n in names}
+    return {
+        hashlib.sha1(source(n, is_sharded=sharded).encode(), usedforsecurity=False).hexdigest(): n
+        for n in names
+        for sharded in (False, True)
+    }

@@ -57,6 +57,18 @@ def test_a_channel_is_named_with_the_namespace_channel_rule() -> None:
     assert "{rt}:wake" in str(error)
 
 
+def test_a_function_channel_on_a_cluster_is_named_with_the_functions_rule() -> None:
+    error = refused(CHANNELS, "SSUBSCRIBE", "{rt:echo#1}:wake", "{rt:echo#1}:handoff:h:1:1")
+    assert error.rule == "&{rt:*}:*"
+
+
+def test_a_refusal_inside_a_cluster_script_names_the_script() -> None:
+    sha = hashlib.sha1(scripts.source("claim", is_sharded=True).encode()).hexdigest()
+    message = f"The user executing the script can't run this command script: {sha}, on @x:1."
+    error = translated(redis.exceptions.ResponseError(message), ("EVALSHA", sha, 1, "{rt:e}:x"))
+    assert "script 'claim'" in str(error)
+
+
 def test_a_refusal_inside_a_script_names_the_script() -> None:
     sha = hashlib.sha1(scripts.source("claim").encode()).hexdigest()  # what EVALSHA sends
     message = (

@@ -38,7 +38,7 @@ from collections.abc import Mapping
 
 from runtime.config.registry import Registry
 from runtime.config.schema import Settings
-from runtime.errors import BrokerError
+from runtime.errors import BrokerError, BrokerPermissionError
 from runtime.execution.channels import (
     follow_channels,
     handoffs,
@@ -307,8 +307,10 @@ class Dispatcher:
                     log.warning("wake channel lost (%s); reconnecting", exc)
                 self._set_parking(False)
                 await asyncio.sleep(retry_s)
-                # a cluster's failover ends at a moment no error announces: look again soon
-                retry_s = min(retry_s * 2, 0.2 if self._broker.redis.is_cluster else 1.0)
+                # A cluster's failover ends at a moment no error announces: look again soon.
+                # A refusal (ACL) is a setting to fix, not a moment to wait for: back off.
+                soon = self._broker.redis.is_cluster and not isinstance(exc, BrokerPermissionError)
+                retry_s = min(retry_s * 2, 0.2 if soon else 1.0)
             finally:
                 self._set_parking(False)
                 await close_pubsub(pubsub)

@@ -152,7 +152,9 @@ async def test_a_drain_ends_a_handler_that_swallows_the_cancellation(
     make_harness: MakeHarness,
 ) -> None:
     h = await make_harness(HANDLERS, shutdown_grace_s=0.2)
-    job_id = await h.client.enqueue("obstinate", 30.0)
+    # 5 s: longer than the drain may take (4 s, below), so a drain that waited for the
+    # handler fails; not 30 s, which the test's teardown then waited out (28.8 s a run).
+    job_id = await h.client.enqueue("obstinate", 5.0)
     await wait_until_running(h, "obstinate", job_id)
     started = time.monotonic()
     await h.stop(grace_s=0.2)

@@ -17,7 +17,7 @@ Where a shard lives is fixed by the CRC16 of its hash tag ``{ns:fn#k}``: ``--nam
 takes the first of bench, bench1, ... that puts the shards on distinct masters (the table
 says which node holds which shard). The cluster is 3 redis-server processes in cluster
 mode on free loopback ports, joined with ``redis-cli --cluster create``
-(tests/redis_cluster.py) and stopped by pid at the end.
+(chaos/suite/redis_cluster.py) and stopped by pid at the end.
 
 What one Redis core carries: 1 / (the busiest node's CPU per job) is the drain rate at which
 that node alone fills one core; with the load spread evenly over K nodes (K shards or more,
@@ -50,7 +50,7 @@ from measure import Children
 from runtime.client import Client
 from runtime.queue.keys import FunctionKeys
 from runtime.queue.shards import shard_name
-from tests.redis_cluster import RedisCluster
+from chaos.suite.redis_cluster import RedisCluster
 
 _TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 

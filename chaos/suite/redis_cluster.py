@@ -35,9 +35,11 @@ def _wait_redis(port: int, process: subprocess.Popen[bytes]) -> None:
 
 
 def free_cluster_port() -> int:
-    """A free loopback port whose cluster bus port (port + 10000) is free too."""
+    """A free loopback port whose cluster bus port (port + 10000) is free too, both below
+    the kernel's ephemeral range (32768 and up): an outgoing connection of another process
+    cannot take either between this check and the node's bind."""
     for _ in range(200):
-        port = random.randrange(20_000, 55_000)  # noqa: S311 — a port to try, not a secret
+        port = random.randrange(20_000, 22_768)  # noqa: S311 — a port to try, not a secret
         with contextlib.ExitStack() as stack:
             try:
                 for p in (port, port + 10_000):
@@ -67,10 +69,24 @@ class ClusterNode:
             "--cluster-replica-validity-factor", "0",  # any replica may take over
             "--logfile", str(self.directory / "redis.log"),
         ]  # fmt: skip
-        self.process = subprocess.Popen(  # noqa: S603 — argv is the redis-server found on PATH plus our own settings, no shell
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
-        )
-        _wait_redis(self.port, self.process)
+        is_new = not (self.directory / "nodes.conf").exists()
+        for attempt in range(3):
+            self.process = subprocess.Popen(  # noqa: S603 — argv is the redis-server found on PATH plus our own settings, no shell
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+            )
+            try:
+                _wait_redis(self.port, self.process)
+                return
+            except RuntimeError:
+                self.process.kill()
+                self.process.wait(timeout=10)
+                self.process = None
+                if not is_new or attempt == 2:
+                    raise  # a restarted node keeps its port: it is in the cluster's map
+                # a new node whose port was taken meanwhile (it exits at once): another
+                self.port = free_cluster_port()
+                args[args.index("--port") + 1] = str(self.port)
+                (self.directory / "nodes.conf").unlink(missing_ok=True)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.process is not None and self.process.poll() is None:

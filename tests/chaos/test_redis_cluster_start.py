@@ -33,4 +33,4 @@ def test_a_new_node_whose_port_was_taken_starts_on_another(tmp_path: Path) -> No
 def test_cluster_ports_and_their_bus_ports_are_below_the_ephemeral_range() -> None:
     for _ in range(50):
         port = free_cluster_port()
-        assert 20_000 <= port and port + 10_000 < 32_768
+        assert port >= 20_000 and port + 10_000 < 32_768

@@ -47,10 +47,10 @@ import report
 import run as bench
 from measure import Children
 
+from chaos.suite.redis_cluster import RedisCluster
 from runtime.client import Client
 from runtime.queue.keys import FunctionKeys
 from runtime.queue.shards import shard_name
-from chaos.suite.redis_cluster import RedisCluster
 
 _TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 

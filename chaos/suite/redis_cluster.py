@@ -17,21 +17,41 @@ import tempfile
 import time
 from pathlib import Path
 
-from chaos.suite.redis_server import ping
-
 NODE_TIMEOUT_MS = 2000
 START_TIMEOUT_S = 10.0
 
 
 def _wait_redis(port: int, process: subprocess.Popen[bytes]) -> None:
+    """Until the redis-server answering on ``port`` is ``process`` (a PING alone would take
+    another node's answer for this one's: a node whose port another already holds exits)."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"redis-server exited with {process.returncode}")
-        if ping(port, timeout_s=0.2):
+        if server_pid(port) == process.pid:
             return
         time.sleep(0.02)
     raise RuntimeError(f"redis-server did not answer PING within {START_TIMEOUT_S} s")
+
+
+def server_pid(port: int, timeout_s: float = 0.3) -> int | None:
+    """The process id of the redis-server answering on ``port`` (``INFO server``), or None."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
+            s.sendall(b"INFO server\r\n")
+            data = b""
+            while b"\r\nprocess_id:" not in data or not data.endswith(b"\r\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    return None
+                data += chunk
+    except OSError:
+        return None
+    line = data.split(b"\r\nprocess_id:", 1)[1].split(b"\r\n", 1)[0]
+    return int(line) if line.isdigit() else None
+
+
+_CHOSEN: set[int] = set()  # ports handed out by this process: never the same one twice
 
 
 def free_cluster_port() -> int:
@@ -42,11 +62,14 @@ def free_cluster_port() -> int:
         port = random.randrange(20_000, 22_768)  # noqa: S311 — a port to try, not a secret
         with contextlib.ExitStack() as stack:
             try:
+                if port in _CHOSEN:
+                    continue  # another node of this process may not have bound it yet
                 for p in (port, port + 10_000):
                     s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
                     s.bind(("127.0.0.1", p))
             except OSError:
                 continue
+            _CHOSEN.add(port)
             return port
     raise RuntimeError("no free port pair for a cluster node")
 

@@ -44,6 +44,7 @@ from runtime.queue.connection import (
     _is_idempotent,
     _raise_translated,
 )
+from runtime.queue.resp import with_hiredis_packing
 from runtime.queue.sharded_pubsub import ShardedPubSub
 
 # redis-py's cluster client may close a connection another call is opening when it
@@ -234,6 +235,12 @@ def connect_cluster(settings: RedisSettings, url: str) -> ClusterClient:
         retry=Retry(ExponentialWithJitterBackoff(base=0.1, cap=1.0), retries=6),
         require_full_coverage=False,  # a slot whose master is down fails; the rest serve
     )
+    # Its nodes' connections pack with hiredis, as one node's do (resp.py): the class in
+    # the kwargs every node made from now on gets, and the seed nodes already made.
+    fast = with_hiredis_packing(client.connection_kwargs["connection_class"])
+    client.connection_kwargs["connection_class"] = fast
+    for node in client.nodes_manager.startup_nodes.values():
+        node.connection_class = fast  # type: ignore[assignment]
     client.replica_acks = settings.replica_acks
     # WAIT must answer before the socket timeout, or a slow copy looks like a dead node
     client.replica_ack_timeout_ms = min(

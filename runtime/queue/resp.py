@@ -15,7 +15,7 @@ from typing import Any
 
 import hiredis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import DataError
+from redis.exceptions import ConnectionError, DataError
 
 _FAST: dict[type[AbstractConnection], type[AbstractConnection]] = {}
 
@@ -31,7 +31,17 @@ def resp(*args: bytes) -> bytes:
 
 
 class _HiredisPacking:
-    """``pack_command`` by hiredis (what redis-py's sync ``HiredisRespSerializer`` does)."""
+    """``pack_command`` by hiredis (what redis-py's sync ``HiredisRespSerializer`` does),
+    and a write on a connection already closed reported as the broken connection it is."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        try:
+            await super().send_packed_command(command, check_health)  # type: ignore[misc]
+        except RuntimeError as exc:
+            if not is_closed_transport(exc):
+                raise
+            # redis-py has dropped the connection already (its BaseException branch)
+            raise ConnectionError("Error writing to Redis: the connection was closed") from exc
 
     def pack_command(self, *args: Any) -> list[bytes]:
         if isinstance(args[0], str):  # "SCRIPT LOAD" is two words on the wire, as redis-py
@@ -44,6 +54,14 @@ class _HiredisPacking:
             if any(isinstance(a, bytearray | memoryview) for a in args):
                 return [hiredis.pack_command(tuple(_plain(a) for a in args))]
             raise DataError(str(exc)) from exc
+
+
+def is_closed_transport(exc: BaseException) -> bool:
+    """uvloop's error for a write on a transport that is already closed (asyncio's own
+    loop drops such a write silently). redis-py, written for asyncio, let it through as a
+    RuntimeError: a supervised loop on a fresh cluster client failed with it once (readyz
+    named the task down) where a broken connection is retried."""
+    return type(exc) is RuntimeError and "the handler is closed" in str(exc)
 
 
 def _plain(arg: Any) -> Any:

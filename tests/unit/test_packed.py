@@ -79,3 +79,10 @@ def test_every_client_of_connect_packs_with_hiredis() -> None:
     tls = connect(RedisSettings(), "rediss://127.0.0.1:1/0")
     assert issubclass(tls.connection_pool.connection_class, SSLConnection)
     assert tls.connection_pool.connection_class.__name__ == "HiredisSSLConnection"
+
+
+def test_a_cluster_clients_nodes_pack_with_hiredis_too() -> None:
+    client: Any = connect(RedisSettings(), "redis+cluster://127.0.0.1:1,127.0.0.1:2")
+    fast = with_hiredis_packing(Connection)
+    assert client.connection_kwargs["connection_class"] is fast  # nodes found later
+    assert {n.connection_class for n in client.nodes_manager.startup_nodes.values()} == {fast}

@@ -150,6 +150,10 @@ def text_of(driver: Driver, css: str) -> str:
         return str(found[0].text) if found else ""
     except StaleElementReferenceException:
         return ""
+    except WebDriverException as exc:  # the same, as Chromium 156 sometimes words it
+        if "does not belong to the document" in str(exc):
+            return ""
+        raise
 
 
 def wait_text(driver: Driver, css: str, expected: str, timeout_s: float = WAIT_S) -> None:

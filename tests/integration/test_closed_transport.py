@@ -9,6 +9,7 @@ seam translates it."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlparse
@@ -43,6 +44,14 @@ def on_uvloop(main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
         return runner.run(main())
 
 
+# On 3.12 and later the same write fails earlier, in asyncio's StreamWriter, as the
+# ConnectionResetError that redis-py reports as a ConnectionError (seen on 3.12.1).
+ONLY_311 = pytest.mark.skipif(
+    sys.version_info >= (3, 12), reason="uvloop's RuntimeError reaches redis-py on 3.11 only"
+)
+
+
+@ONLY_311
 def test_redis_py_lets_uvloops_runtime_error_through(redis_url: str) -> None:
     error = on_uvloop(lambda: write_on_closed(Connection, redis_url))
     assert isinstance(error, RuntimeError) and is_closed_transport(error)
@@ -51,7 +60,8 @@ def test_redis_py_lets_uvloops_runtime_error_through(redis_url: str) -> None:
 def test_the_runtimes_connection_reports_a_broken_connection(redis_url: str) -> None:
     error = on_uvloop(lambda: write_on_closed(with_hiredis_packing(Connection), redis_url))
     assert isinstance(error, redis.exceptions.ConnectionError)
-    assert isinstance(error.__cause__, RuntimeError)
+    if sys.version_info < (3, 12):
+        assert isinstance(error.__cause__, RuntimeError)
 
 
 def test_a_client_call_on_a_closed_connection_is_retried(redis_url: str) -> None:

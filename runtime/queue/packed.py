@@ -19,7 +19,7 @@ from typing import Any
 import redis.exceptions
 
 from runtime.errors import BrokerUnavailable
-from runtime.queue.connection import RedisClient, translated
+from runtime.queue.connection import _TRANSLATED, RedisClient, translated
 
 # Replies read between two re-arms of the read deadline (a re-arm costs a timer).
 _REARM_EVERY = 64
@@ -36,7 +36,7 @@ async def send_packed(client: RedisClient, commands: Sequence[bytes]) -> list[An
     try:
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
     except BaseException as exc:
-        if isinstance(exc, redis.exceptions.RedisError | OSError):
+        if isinstance(exc, _TRANSLATED):
             raise translated(exc) from exc
         raise
     replies: list[Any] = []
@@ -58,7 +58,7 @@ async def send_packed(client: RedisClient, commands: Sequence[bytes]) -> list[An
             raise BrokerUnavailable(
                 f"Redis sent no reply within {wait_s:g}s (redis.timeout_s)", "TimeoutError"
             ) from exc
-        if isinstance(exc, redis.exceptions.RedisError | OSError):
+        if isinstance(exc, _TRANSLATED):
             raise translated(exc) from exc
         raise
     finally:

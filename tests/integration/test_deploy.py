@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from runtime.client import Client
 from runtime.deploy.bundle import BundleFile, encode_files, encode_manifest, file_entries, sign
 from runtime.deploy.bundle import Manifest as BundleManifest
+from runtime.deploy.store import DeployStore
 from tests.integration.conftest import setup_client
 from tests.integration.serving import ServeProcesses, wait_until
 
@@ -109,13 +110,27 @@ class Fleet(ServeProcesses):
     async def wait_loaded(
         self, version: int, *processes: subprocess.Popen[bytes], timeout_s: float = 15
     ) -> float:
-        """Seconds until every process runs ``version``."""
+        """Seconds until every process runs ``version`` and, when it follows deployments,
+        said so in Redis. /readyz says it a moment before the status is written: a deploy
+        started in that moment would not count the process among the followers (a CI run
+        failed so: it stopped the process in that moment)."""
         started = time.monotonic()
         await wait_until(
             lambda: all(self.deployment(p).get("loaded") == version for p in processes),
             timeout_s,
             self.logs,
         )
+        want = {p.pid: version for p in processes if self.deployment(p).get("mode") == "deploy"}
+        if not want:  # --reload: nothing is written to Redis
+            return time.monotonic() - started
+        client = setup_client(self.redis_url)
+        try:
+            store = DeployStore(client, "rt", keep_versions=3)
+            while {s.pid: s.loaded for s in await store.statuses() if s.pid in want} != want:
+                assert time.monotonic() - started < timeout_s, f"not reported:\n{self.logs()}"
+                await asyncio.sleep(0.02)
+        finally:
+            await client.aclose()
         return time.monotonic() - started
 
     def open_gate(self) -> None:
@@ -335,7 +350,6 @@ async def test_reload_picks_up_edits_and_refuses_broken_ones(fleet: Fleet, clien
 
 async def test_publish_is_atomic_idempotent_and_the_newest_wins(redis: aioredis.Redis) -> None:
     from runtime.deploy.bundle import FunctionEntry, build_manifest
-    from runtime.deploy.store import DeployStore
     from runtime.errors import DeployError
     from runtime.function import FunctionOptions
 

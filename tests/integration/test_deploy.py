@@ -120,7 +120,9 @@ class Fleet(ServeProcesses):
             timeout_s,
             self.logs,
         )
-        want = {p.pid: version for p in processes if self.deployment(p).get("mode") == "deploy"}
+        modes = await asyncio.to_thread(lambda: [self.deployment(p).get("mode") for p in processes])
+        pids = [p.pid for p, mode in zip(processes, modes, strict=True) if mode == "deploy"]
+        want = dict.fromkeys(pids, version)
         if not want:  # --reload: nothing is written to Redis
             return time.monotonic() - started
         client = setup_client(self.redis_url)

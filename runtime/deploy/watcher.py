@@ -193,7 +193,6 @@ class DeployWatcher:
         self._status = InstanceStatus(info.id, info.host, info.pid)
         self._is_reported = False
         self._tried: dict[int, Attempt] = {}  # refused versions, as they stood when tried
-        self._kept: set[int] | None = None  # after a load: the versions to keep on disk
         self._last_error_log = 0.0
 
     async def run(self) -> None:
@@ -248,9 +247,6 @@ class DeployWatcher:
                 await self._load(active, attempt)
         if not self._is_reported:
             await self._report()
-        if self._kept is not None:  # after the report: `deploy --wait` hears of it first
-            kept, self._kept = self._kept, None
-            await asyncio.to_thread(prune_local, self._root, kept)
 
     async def _load(self, version: int, attempt: Attempt) -> None:
         noticed = time.monotonic()
@@ -281,7 +277,8 @@ class DeployWatcher:
             previous if previous is not None else "none",
             (time.monotonic() - noticed) * 1000,
         )
-        self._kept = {version, previous or version}
+        await self._report()  # before pruning on disk: `deploy --wait` hears of it first
+        await asyncio.to_thread(prune_local, self._root, {version, previous or version})
 
     def _refuse(self, version: int, attempt: Attempt, why: str) -> None:
         running = self.state.loaded

@@ -4,6 +4,7 @@ temp folder, probed through /readyz, and stopped by pid."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +86,17 @@ class ServeProcesses:
 
 
 async def wait_until(
-    predicate: Callable[[], bool], timeout_s: float, logs: Callable[[], str]
+    predicate: Callable[[], bool | Awaitable[bool]], timeout_s: float, logs: Callable[[], str]
 ) -> None:
+    """A plain predicate runs in a thread (it may block: files, HTTP); a coroutine function
+    (reads through an async Redis client) is awaited on the loop."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if await asyncio.to_thread(predicate):  # predicates may block (files, HTTP)
+        if inspect.iscoroutinefunction(predicate):
+            is_met = await predicate()
+        else:
+            is_met = await asyncio.to_thread(predicate)
+        if is_met:
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"timed out after {timeout_s}s; runtime logs:\n{logs()}")

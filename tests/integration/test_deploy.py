@@ -126,11 +126,13 @@ class Fleet(ServeProcesses):
         if not want:  # --reload: nothing is written to Redis
             return time.monotonic() - started
         client = setup_client(self.redis_url)
+        store = DeployStore(client, "rt", keep_versions=3)
+
+        async def reported() -> bool:
+            return {s.pid: s.loaded for s in await store.statuses() if s.pid in want} == want
+
         try:
-            store = DeployStore(client, "rt", keep_versions=3)
-            while {s.pid: s.loaded for s in await store.statuses() if s.pid in want} != want:
-                assert time.monotonic() - started < timeout_s, f"not reported:\n{self.logs()}"
-                await asyncio.sleep(0.02)
+            await wait_until(reported, timeout_s, self.logs)
         finally:
             await client.aclose()
         return time.monotonic() - started
